@@ -1,0 +1,1 @@
+"""Terrain's four deployable services: ingest, sentiment, escalation, events."""

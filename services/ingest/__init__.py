@@ -1,0 +1,1 @@
+"""Ingest: accepts comments from HTTP and the inbound topic, gives them stable ids, drops duplicates."""

@@ -1,0 +1,5 @@
+"""`python -m services.ingest`: run the ingest service alone."""
+
+from services.ingest.app import main
+
+main()

@@ -1,0 +1,53 @@
+"""Message contracts for every Terrain topic (v1): pydantic models shared by producers and consumers."""
+
+from terrain.contracts.base import Envelope, new_message_id
+from terrain.contracts.comments import (
+    Comment,
+    CommentAction,
+    CommentIn,
+    CommentMessage,
+    CommentMetrics,
+    InboundCommentMessage,
+    ScoredCommentMessage,
+    Sentiment,
+    SentimentLabel,
+    CharterFlag,
+    comment_id_for,
+)
+from terrain.contracts.escalations import EscalationMessage, EscalationTarget
+from terrain.contracts.events import EventOutcome, EventOutcomeMessage, EventIn
+from terrain.contracts.incidents import (
+    Evidence,
+    IncidentEventType,
+    IncidentLevel,
+    IncidentMessage,
+    IncidentSnapshot,
+    IncidentState,
+)
+
+__all__ = [
+    "CharterFlag",
+    "Comment",
+    "CommentAction",
+    "CommentIn",
+    "CommentMessage",
+    "CommentMetrics",
+    "Envelope",
+    "EscalationMessage",
+    "EscalationTarget",
+    "EventIn",
+    "EventOutcome",
+    "EventOutcomeMessage",
+    "Evidence",
+    "InboundCommentMessage",
+    "IncidentEventType",
+    "IncidentLevel",
+    "IncidentMessage",
+    "IncidentSnapshot",
+    "IncidentState",
+    "ScoredCommentMessage",
+    "Sentiment",
+    "SentimentLabel",
+    "comment_id_for",
+    "new_message_id",
+]

@@ -1,0 +1,50 @@
+"""The envelope every message carries: id (for idempotency), time, producer and schema version."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+# One namespace for every id Terrain derives, so ids are stable across processes and releases.
+TERRAIN_NAMESPACE = uuid.UUID("6f1c2a4e-2b7d-5c1e-9a0f-7e3d2c1b0a99")
+
+
+def new_message_id() -> str:
+    """A fresh random message id, for messages that have no natural identity."""
+    return str(uuid.uuid4())
+
+
+def derived_id(*parts: str) -> str:
+    """A deterministic id from its parts: the same parts always give the same id."""
+    return str(uuid.uuid5(TERRAIN_NAMESPACE, "\x1f".join(parts)))
+
+
+def _require_tz(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamp must carry a timezone offset, e.g. 2026-11-25T10:00:00Z")
+    return value
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_require_tz)]
+
+
+class Contract(BaseModel):
+    """Base for every message model: consumers ignore fields they do not know (forward compatible)."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False, populate_by_name=True)
+
+
+class Envelope(Contract):
+    """Fields every message on every topic carries."""
+
+    message_id: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Unique id of this message; consumers use it to make redeliveries no-ops.",
+    )
+    occurred_at: AwareDatetime = Field(description="When the fact this message reports happened (ISO 8601).")
+    producer: str = Field(min_length=1, max_length=200, description="The system or service that produced it.")
+    schema_version: int = Field(default=1, ge=1, le=1, description="Version of this topic's schema.")

@@ -1,0 +1,178 @@
+"""PostgreSQL plumbing: asyncpg pool, versioned migrations under an advisory lock, idempotency and the outbox.
+
+Exactly-once effects on an at-least-once bus: a consumer records each message id it processed in the
+same transaction as the effects (`claim_new`), so a redelivery is a no-op; messages to publish are
+written to the outbox in that transaction too and sent after commit (`Outbox`), so a crash between
+commit and publish loses nothing (the relay sends what is left; consumers drop the duplicate ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from importlib import resources
+from importlib.resources.abc import Traversable
+
+import asyncpg
+
+from terrain.kafka import OutMessage, Publisher
+
+log = logging.getLogger("terrain.db")
+
+_MIGRATION_LOCK = 0x7465_7272_6169_6E  # "terrain": one advisory lock for every service's migrations
+_MIGRATION_NAME = re.compile(r"^(\d{3,})_[a-z0-9_]+\.sql$")
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 5, timeout_s: float = 30.0) -> asyncpg.Pool:
+    """Connect, retrying while the server starts up (bounded by `timeout_s`)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=30)
+            assert pool is not None
+            return pool
+        except (OSError, asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.PostgresConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+def migration_files(package: str) -> list[tuple[int, str, Traversable]]:
+    """The `NNN_name.sql` files of a package's `migrations` folder, in version order."""
+    folder = resources.files(package).joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        m = _MIGRATION_NAME.match(entry.name)
+        if m:
+            found.append((int(m.group(1)), entry.name, entry))
+    found.sort(key=lambda t: t[0])
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration versions in {package}.migrations: {versions}")
+    return found
+
+
+async def migrate(pool: asyncpg.Pool, component: str, package: str) -> list[str]:
+    """Apply the package's pending migrations, each in its own transaction, under an advisory lock."""
+    applied_now: list[str] = []
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        try:
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS terrain_schema_migrations (
+                       component text NOT NULL, version int NOT NULL, name text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (component, version))"""
+            )
+            done = {
+                r["version"]
+                for r in await conn.fetch(
+                    "SELECT version FROM terrain_schema_migrations WHERE component = $1", component
+                )
+            }
+            for version, name, entry in migration_files(package):
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(entry.read_text(encoding="utf-8"))
+                    await conn.execute(
+                        "INSERT INTO terrain_schema_migrations (component, version, name) VALUES ($1, $2, $3)",
+                        component, version, name,
+                    )
+                applied_now.append(name)
+                log.info("migration applied", extra={"component": component, "migration": name})
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+    return applied_now
+
+
+async def claim_new(conn: asyncpg.Connection, consumer: str, message_ids: Sequence[str]) -> set[str]:
+    """Record these message ids as processed by `consumer`; return the ones not processed before.
+
+    Call inside the transaction that stores the effects: if it rolls back, the claim does too.
+    """
+    if not message_ids:
+        return set()
+    rows = await conn.fetch(
+        """INSERT INTO terrain_processed_messages (consumer, message_id)
+           SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING RETURNING message_id""",
+        consumer, list(dict.fromkeys(message_ids)),
+    )
+    return {r["message_id"] for r in rows}
+
+
+class Outbox:
+    """Messages written in a business transaction, published after it commits, relayed if a crash intervened."""
+
+    def __init__(self, pool: asyncpg.Pool, publisher: Publisher, service: str) -> None:
+        self.pool = pool
+        self.publisher = publisher
+        self.service = service
+        self._relay_task: asyncio.Task[None] | None = None
+
+    async def enqueue(self, conn: asyncpg.Connection, messages: Sequence[OutMessage]) -> list[int]:
+        """Store messages in the outbox, inside the caller's transaction. Returns their outbox ids."""
+        if not messages:
+            return []
+        rows = await conn.fetch(
+            """INSERT INTO terrain_outbox (service, topic, key, value, headers)
+               SELECT $1, t, k, v, h::jsonb FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[]) AS u(t, k, v, h)
+               RETURNING id""",
+            self.service,
+            [m.topic for m in messages],
+            [m.key for m in messages],
+            [m.value for m in messages],
+            [json.dumps(m.headers) for m in messages],
+        )
+        return [r["id"] for r in rows]
+
+    async def flush(self, ids: Sequence[int], messages: Sequence[OutMessage]) -> None:
+        """Publish messages already committed to the outbox, then remove them."""
+        if not ids:
+            return
+        await self.publisher.publish(messages)
+        await self.pool.execute("DELETE FROM terrain_outbox WHERE id = ANY($1::bigint[])", list(ids))
+
+    async def relay_once(self, min_age_s: float, limit: int = 1000) -> int:
+        """Publish leftovers older than `min_age_s` (a crash came between commit and publish)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """SELECT id, topic, key, value, headers FROM terrain_outbox
+                   WHERE service = $1 AND created_at < now() - make_interval(secs => $2)
+                   ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED""",
+                self.service, min_age_s, limit,
+            )
+            if not rows:
+                return 0
+            await self.publisher.publish(
+                [OutMessage(r["topic"], r["key"], bytes(r["value"]), json.loads(r["headers"])) for r in rows]
+            )
+            await conn.execute("DELETE FROM terrain_outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+        log.info("outbox relayed", extra={"count": len(rows)})
+        return len(rows)
+
+    def start_relay(self, interval_s: float, min_age_s: float) -> None:
+        async def loop() -> None:
+            while True:
+                try:
+                    while await self.relay_once(min_age_s) > 0:
+                        pass
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the relay must outlive a database or broker outage
+                    log.warning("outbox relay failed: %s: %s", type(exc).__name__, exc)
+                await asyncio.sleep(interval_s)
+
+        self._relay_task = asyncio.create_task(loop(), name=f"outbox-relay-{self.service}")
+
+    async def stop_relay(self) -> None:
+        if self._relay_task:
+            self._relay_task.cancel()
+            try:
+                await self._relay_task
+            except asyncio.CancelledError:
+                pass
+            self._relay_task = None

@@ -1,0 +1,369 @@
+"""Kafka plumbing: broker factory, topic creation, keyed publishing, and the batch consumer with dead-lettering.
+
+Delivery model: a batch is committed only after its effects are stored (FastStream's NACK_ON_ERROR
+policy rewinds the batch on an error, so nothing is committed past unprocessed work). A message that
+can never succeed goes to the topic's dead-letter twin with the reason in its headers; a transient
+failure is retried with bounded backoff, then the batch is rewound and read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
+from pydantic import BaseModel, ValidationError
+
+from terrain import telemetry
+from terrain.contracts.base import Envelope
+from terrain.settings import TerrainSettings
+from terrain.topics import TopicSpec, dlq_name
+
+log = logging.getLogger("terrain.kafka")
+
+M = TypeVar("M", bound=Envelope)
+
+DLQ_HEADER_PREFIX = "terrain-dlq-"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed Kafka record, detached from the client library."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OutMessage:
+    """A message to publish: topic, partition key, JSON body and headers."""
+
+    topic: str
+    key: str
+    value: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, topic: str | TopicSpec, key: str, message: BaseModel) -> OutMessage:
+        name = topic.name if isinstance(topic, TopicSpec) else topic
+        return cls(topic=name, key=key, value=message.model_dump_json().encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded(Generic[M]):
+    record: Record
+    message: M
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record that can never succeed, and why; it goes to the dead-letter topic."""
+
+    record: Record
+    reason: str
+
+
+class DeadLetterRateExceeded(RuntimeError):
+    """Too many recent messages failed: something is broken upstream or here, so stop instead."""
+
+
+class TransientError(RuntimeError):
+    """A failure worth retrying (a dependency is down or busy)."""
+
+
+def make_broker(settings: TerrainSettings, service: str) -> KafkaBroker:
+    """A FastStream Kafka broker for one service, with Prometheus middleware and quiet per-batch logs."""
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"{settings.kafka_client_id}-{service}",
+        middlewares=(telemetry.kafka_prometheus_middleware(),),
+        log_level=logging.DEBUG,
+        graceful_timeout=15.0,
+        allow_auto_create_topics=False,
+    )
+
+
+async def ensure_topics(
+    bootstrap_servers: str,
+    names: Iterable[str],
+    *,
+    partitions: int,
+    replication_factor: int = 1,
+    timeout_s: float = 30.0,
+) -> list[str]:
+    """Create the topics that do not exist yet, with their partition count. Returns the ones created."""
+    deadline = time.monotonic() + timeout_s
+    wanted = list(dict.fromkeys(names))
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [n for n in wanted if n not in existing]
+            if missing:
+                try:
+                    await admin.create_topics(
+                        [NewTopic(n, partitions, replication_factor) for n in missing]
+                    )
+                except TopicAlreadyExistsError:
+                    pass
+            return missing
+        except (KafkaConnectionError, OSError) as exc:
+            if time.monotonic() > deadline:
+                raise TransientError(f"Kafka at {bootstrap_servers} unreachable: {exc}") from exc
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+
+
+class Publisher:
+    """Publishes keyed messages in bulk: every send is issued, then all acknowledgements awaited."""
+
+    def __init__(self, broker: KafkaBroker, service: str) -> None:
+        self._broker = broker
+        self._service = service
+
+    async def publish(self, messages: Sequence[OutMessage]) -> None:
+        if not messages:
+            return
+        futures = [
+            await self._broker.publish(
+                m.value,
+                topic=m.topic,
+                key=m.key.encode(),
+                headers={"content-type": "application/json", **m.headers},
+                no_confirm=True,
+            )
+            for m in messages
+        ]
+        await asyncio.gather(*futures)
+        counts = collections.Counter(m.topic for m in messages)
+        for topic, n in counts.items():
+            telemetry.PUBLISHED.labels(service=self._service, topic=topic).inc(n)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """A one-line reason naming each bad field, for people reading a dead-letter topic or an HTTP error."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(message)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def decode(model: type[M], record: Record) -> M | Rejection:
+    try:
+        return model.model_validate_json(record.value)
+    except ValidationError as exc:
+        return Rejection(record, f"invalid message: {describe_validation_error(exc)}"[:1000])
+    except (UnicodeDecodeError, ValueError) as exc:
+        return Rejection(record, f"undecodable message: {exc}"[:1000])
+
+
+def dead_letter(rejection: Rejection, consumer_group: str, now: datetime, topic: str | None = None) -> OutMessage:
+    """The dead-letter twin of a rejected record: same key and body, origin and reason in headers."""
+    rec = rejection.record
+    headers = {k: v.decode("utf-8", "replace") for k, v in rec.headers if not k.startswith(DLQ_HEADER_PREFIX)}
+    headers.update(
+        {
+            f"{DLQ_HEADER_PREFIX}origin-topic": rec.topic,
+            f"{DLQ_HEADER_PREFIX}origin-partition": str(rec.partition),
+            f"{DLQ_HEADER_PREFIX}origin-offset": str(rec.offset),
+            f"{DLQ_HEADER_PREFIX}consumer-group": consumer_group,
+            f"{DLQ_HEADER_PREFIX}reason": rejection.reason,
+            f"{DLQ_HEADER_PREFIX}failed-at": now.isoformat(),
+        }
+    )
+    return OutMessage(
+        topic=topic or dlq_name(rec.topic),
+        key=(rec.key or b"").decode("utf-8", "replace"),
+        value=rec.value,
+        headers=headers,
+    )
+
+
+class DeadLetterGuard:
+    """Bounds the dead-letter rate over a sliding window of recent messages (as Sentry's arroyo does)."""
+
+    def __init__(self, window: int, max_ratio: float, min_samples: int = 20) -> None:
+        self._outcomes: collections.deque[bool] = collections.deque(maxlen=window)
+        self._max_ratio = max_ratio
+        self._min_samples = min(min_samples, window)
+
+    def check(self, ok: int, failed: int) -> None:
+        """Record a batch's outcomes; raise if the failed share of the window is over the bound."""
+        self._outcomes.extend([True] * ok)
+        self._outcomes.extend([False] * failed)
+        n = len(self._outcomes)
+        if failed and n >= self._min_samples:
+            bad = n - sum(self._outcomes)
+            if bad / n > self._max_ratio:
+                # Forget the window so the consumer can recover once the cause is fixed and it restarts.
+                self._outcomes.clear()
+                raise DeadLetterRateExceeded(
+                    f"{bad} of the last {n} messages failed (bound {self._max_ratio:.0%}); "
+                    "refusing to dead-letter more"
+                )
+
+
+ProcessFn = Callable[[list[Decoded[M]]], Awaitable[list[Rejection]]]
+TransientCheck = Callable[[BaseException], bool]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Failures that a retry may cure: connections, timeouts, a broker or database that is away."""
+    import asyncpg
+
+    transient_pg = (
+        asyncpg.exceptions.PostgresConnectionError,
+        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.TooManyConnectionsError,
+        asyncpg.exceptions.SerializationError,
+        asyncpg.exceptions.DeadlockDetectedError,
+        asyncpg.exceptions.AdminShutdownError,
+        asyncpg.exceptions.InterfaceError,
+        asyncpg.exceptions.ConnectionDoesNotExistError,
+    )
+    return isinstance(
+        exc, (TransientError, ConnectionError, OSError, TimeoutError, KafkaError, *transient_pg)
+    )
+
+
+class BatchConsumer(Generic[M]):
+    """Consumes one topic in batches: decode, process, dead-letter what cannot succeed, then commit."""
+
+    def __init__(
+        self,
+        *,
+        spec: TopicSpec,
+        group_id: str,
+        service: str,
+        settings: TerrainSettings,
+        publisher: Publisher,
+        process: ProcessFn[M],
+        health: telemetry.Health,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.spec = spec
+        self.group_id = group_id
+        self.service = service
+        self.settings = settings
+        self.publisher = publisher
+        self.process = process
+        self.health = health
+        self.clock = clock
+        self.guard = DeadLetterGuard(settings.dlq_window, settings.dlq_max_ratio)
+        self.health_key = f"consumer:{spec.name}"
+        self.dlq_topic = spec.dlq
+        health.set(self.health_key, True, "waiting for messages")
+
+    def register(self, broker: KafkaBroker, *, topic: str | None = None, dlq_topic: str | None = None) -> None:
+        """Attach to a broker; `topic`/`dlq_topic` override the contract names (tests use unique names)."""
+        s = self.settings
+        topic_name = topic or self.spec.name
+        self.dlq_topic = dlq_topic or dlq_name(topic_name)
+
+        @broker.subscriber(
+            topic_name,
+            batch=True,
+            group_id=self.group_id,
+            auto_offset_reset=s.kafka_auto_offset_reset,
+            max_records=s.batch_max_records,
+            batch_timeout_ms=s.batch_timeout_ms,
+            session_timeout_ms=s.kafka_session_timeout_ms,
+            heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            title=f"{self.service}:{topic_name}",
+        )
+        async def _on_batch(msg: KafkaMessage) -> None:
+            raw = msg.raw_message
+            records = raw if isinstance(raw, tuple) else (raw,)
+            await self.handle(
+                [
+                    Record(r.topic, r.partition, r.offset, r.key, r.value or b"", tuple(r.headers or ()))
+                    for r in records
+                ]
+            )
+
+    async def handle(self, records: list[Record]) -> None:
+        """Process one batch; returns only when its effects are stored and its rejects dead-lettered."""
+        started = time.perf_counter()
+        rejections: list[Rejection] = []
+        decoded: list[Decoded[M]] = []
+        for rec in records:
+            out = decode(self.spec.model, rec)
+            if isinstance(out, Rejection):
+                rejections.append(out)
+            else:
+                decoded.append(Decoded(rec, out))  # type: ignore[arg-type]
+        if decoded:
+            rejections += await self._process_isolating_poison(decoded)
+        self.guard.check(ok=len(records) - len(rejections), failed=len(rejections))
+        if rejections:
+            now = self.clock()
+            await self._with_retry(
+                lambda: self.publisher.publish(
+                    [dead_letter(r, self.group_id, now, self.dlq_topic) for r in rejections]
+                )
+            )
+            for r in rejections:
+                log.warning(
+                    "dead-lettered",
+                    extra={"topic": r.record.topic, "partition": r.record.partition,
+                           "offset": r.record.offset, "reason": r.reason[:300]},
+                )
+        labels = {"service": self.service, "topic": self.spec.name}
+        telemetry.CONSUMED.labels(outcome="processed", **labels).inc(len(records) - len(rejections))
+        telemetry.CONSUMED.labels(outcome="dead_lettered", **labels).inc(len(rejections))
+        telemetry.BATCH_SECONDS.labels(**labels).observe(time.perf_counter() - started)
+        self.health.set(self.health_key, True, "consuming")
+
+    async def _process_isolating_poison(self, items: list[Decoded[M]]) -> list[Rejection]:
+        try:
+            return await self._with_retry(lambda: self.process(items))
+        except DeadLetterRateExceeded:
+            raise
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            if len(items) == 1:
+                log.exception("message failed processing; dead-lettering it")
+                return [Rejection(items[0].record, f"processing error: {type(exc).__name__}: {exc}"[:1000])]
+            # One bad message must not block its batch: retry one by one to find it.
+            log.warning("batch failed (%s); isolating the failing message", type(exc).__name__)
+            out: list[Rejection] = []
+            for item in items:
+                out += await self._process_isolating_poison([item])
+            return out
+
+    async def _with_retry(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        s = self.settings
+        for attempt in range(1, s.retry_attempts + 1):
+            try:
+                return await fn()
+            except Exception as exc:
+                if not is_transient(exc) or attempt == s.retry_attempts:
+                    if is_transient(exc):
+                        self.health.set(self.health_key, False, f"retries exhausted: {type(exc).__name__}")
+                        log.error("transient failure persists; rewinding the batch to read it again")
+                    raise
+                delay = min(s.retry_max_delay_s, s.retry_base_delay_s * 2 ** (attempt - 1))
+                telemetry.RETRIES.labels(service=self.service, topic=self.spec.name).inc()
+                self.health.set(self.health_key, False, f"retrying after {type(exc).__name__}")
+                log.warning("transient failure (%s), retry %d in %.1fs", type(exc).__name__, attempt, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")

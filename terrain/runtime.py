@@ -1,0 +1,135 @@
+"""What every service process has: settings, broker, publisher, database pool, outbox and health, started in order."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI
+
+from terrain import db, telemetry
+from terrain.kafka import BatchConsumer, Publisher, ensure_topics, make_broker
+from terrain.settings import TerrainSettings
+from terrain.topics import TopicSpec, all_topic_names
+
+log = logging.getLogger("terrain.runtime")
+
+
+class ServiceRuntime:
+    """Owns a service's connections. `lifespan` starts them (database, topics, broker) and stops them in reverse."""
+
+    def __init__(
+        self,
+        service: str,
+        settings: TerrainSettings,
+        *,
+        migrations_package: str | None = None,
+        use_database: bool = True,
+        topic_overrides: dict[str, str] | None = None,
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.migrations_package = migrations_package
+        self.use_database = use_database
+        # Tests map a contract topic to a uniquely named one; production uses the contract names.
+        self.topic_overrides = topic_overrides or {}
+        self.health = telemetry.Health()
+        self.broker = make_broker(settings, service)
+        self.publisher = Publisher(self.broker, service)
+        self._pool: asyncpg.Pool | None = None
+        self._outbox: db.Outbox | None = None
+        self.on_started: list[Callable[[], Awaitable[None]]] = []
+        self.on_stopping: list[Callable[[], Awaitable[None]]] = []
+
+    def topic(self, spec: TopicSpec | str) -> str:
+        name = spec.name if isinstance(spec, TopicSpec) else spec
+        return self.topic_overrides.get(name, name)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError(f"{self.service}: the database pool is not started")
+        return self._pool
+
+    @property
+    def outbox(self) -> db.Outbox:
+        if self._outbox is None:
+            raise RuntimeError(f"{self.service}: the outbox is not started")
+        return self._outbox
+
+    def consumer(self, spec: TopicSpec, process: Any, *, group_id: str | None = None) -> BatchConsumer[Any]:
+        """Create and register a batch consumer for a topic (subscribers must exist before the broker starts)."""
+        c: BatchConsumer[Any] = BatchConsumer(
+            spec=spec,
+            group_id=group_id or f"terrain-{self.service}",
+            service=self.service,
+            settings=self.settings,
+            publisher=self.publisher,
+            process=process,
+            health=self.health,
+        )
+        c.register(self.broker, topic=self.topic(spec), dlq_topic=self.topic(spec.dlq))
+        return c
+
+    async def start(self) -> None:
+        s = self.settings
+        if self.use_database:
+            self.health.set("database", False, "connecting")
+            self._pool = await db.create_pool(
+                s.database_url, min_size=s.db_pool_min_size, max_size=s.db_pool_max_size
+            )
+            await db.migrate(self._pool, "kernel", "terrain")
+            if self.migrations_package:
+                await db.migrate(self._pool, self.service, self.migrations_package)
+            self._outbox = db.Outbox(self._pool, self.publisher, self.service)
+            self.health.set("database", True, "connected")
+        if s.create_topics:
+            names = [self.topic(n) for n in all_topic_names()]
+            created = await ensure_topics(
+                s.kafka_bootstrap_servers, names,
+                partitions=s.topic_partitions, replication_factor=s.topic_replication_factor,
+            )
+            if created:
+                log.info("topics created", extra={"topics": ",".join(created)})
+        self.health.set("broker", False, "connecting")
+        await self.broker.start()
+        self.health.set("broker", True, "connected")
+        if self._outbox is not None:
+            self._outbox.start_relay(s.outbox_relay_interval_s, s.outbox_relay_min_age_s)
+        for hook in self.on_started:
+            await hook()
+        self.health.started = True
+        log.info("service started", extra={"service": self.service})
+
+    async def stop(self) -> None:
+        self.health.started = False
+        for hook in self.on_stopping:
+            try:
+                await hook()
+            except Exception:
+                log.exception("stop hook failed")
+        if self._outbox is not None:
+            await self._outbox.stop_relay()
+        await self.broker.stop()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        log.info("service stopped", extra={"service": self.service})
+
+    @asynccontextmanager
+    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+
+def serve(app: FastAPI, settings: TerrainSettings, port: int) -> None:
+    """Run one service's ASGI app with uvicorn until SIGINT/SIGTERM (the form containers use)."""
+    import uvicorn
+
+    uvicorn.run(app, host=settings.host, port=port, log_config=None, access_log=False, lifespan="on")

@@ -1,0 +1,51 @@
+"""Environment-driven settings (prefix ``TERRAIN_``); each service extends :class:`TerrainSettings`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TerrainSettings(BaseSettings):
+    """Settings every service shares. Per-service settings subclass this and add fields."""
+
+    model_config = SettingsConfigDict(env_prefix="TERRAIN_", extra="ignore")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    api_token: SecretStr | None = Field(
+        default=None, description="Bearer token required by the operator APIs; unset means open (local only)."
+    )
+
+    host: str = "127.0.0.1"
+    log_format: Literal["json", "console"] = "console"
+    log_level: str = "INFO"
+
+    # Consumer-group timing: production-safe defaults; the local runner lowers them for fast rejoins.
+    kafka_session_timeout_ms: int = 10_000
+    kafka_heartbeat_interval_ms: int = 3_000
+    kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    kafka_client_id: str = "terrain"
+    topic_partitions: int = Field(default=4, ge=1, description="Partitions per topic when Terrain creates it.")
+    topic_replication_factor: int = Field(default=1, ge=1)
+    create_topics: bool = Field(default=True, description="Create the topics a service uses at start.")
+
+    batch_max_records: int = Field(default=500, ge=1)
+    batch_timeout_ms: int = Field(default=100, ge=1)
+
+    # Dead-letter bound: inside a window of recent messages, too large a failed share stops the consumer.
+    dlq_window: int = Field(default=200, ge=10)
+    dlq_max_ratio: float = Field(default=0.5, gt=0, le=1)
+
+    # Transient failures (database down) are retried this many times with exponential backoff.
+    retry_attempts: int = Field(default=6, ge=1)
+    retry_base_delay_s: float = Field(default=0.2, gt=0)
+    retry_max_delay_s: float = Field(default=5.0, gt=0)
+
+    db_pool_min_size: int = 1
+    db_pool_max_size: int = 5
+
+    outbox_relay_interval_s: float = Field(default=2.0, gt=0)
+    outbox_relay_min_age_s: float = Field(default=5.0, ge=0)

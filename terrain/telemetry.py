@@ -1,0 +1,199 @@
+"""Structured logs, the kernel's Prometheus metrics, health state and the HTTP surface every service shares."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import REGISTRY, CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from terrain.settings import TerrainSettings
+
+# Kernel metrics; each service also declares its own domain metrics in its metrics.py.
+CONSUMED = Counter(
+    "terrain_consumer_messages_total",
+    "Messages consumed, by outcome (processed, dead_lettered).",
+    ["service", "topic", "outcome"],
+)
+PUBLISHED = Counter("terrain_published_messages_total", "Messages published.", ["service", "topic"])
+RETRIES = Counter("terrain_consumer_retries_total", "Retries after a transient failure.", ["service", "topic"])
+BATCH_SECONDS = Histogram(
+    "terrain_consumer_batch_seconds",
+    "Time to process one consumed batch, effects stored.",
+    ["service", "topic"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+HTTP_REQUESTS = Counter(
+    "terrain_http_requests_total", "HTTP requests served, by route template and status class.",
+    ["service", "route", "status"],
+)
+
+_kafka_middleware: Any = None
+
+
+def kafka_prometheus_middleware() -> Any:
+    """FastStream's Prometheus middleware (message counts and durations per topic), created once per process."""
+    global _kafka_middleware
+    if _kafka_middleware is None:
+        from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+
+        _kafka_middleware = KafkaPrometheusMiddleware(registry=REGISTRY, app_name="terrain")
+    return _kafka_middleware
+
+
+# --- logs -------------------------------------------------------------------------------------------
+
+_STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and any `extra=` fields."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STD_ATTRS and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Readable single lines for a terminal, extras appended as key=value."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s " + service + " %(name)s: %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = [f"{k}={v}" for k, v in record.__dict__.items() if k not in _STD_ATTRS and not k.startswith("_")]
+        return line + ("  " + " ".join(extras) if extras else "")
+
+
+def configure_logging(settings: TerrainSettings, service: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service) if settings.log_format == "json" else ConsoleFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    # Library chatter (per-batch "Received/Processed", access logs) stays below info.
+    for noisy in ("aiokafka", "faststream", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# --- health -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    ok: bool
+    detail: str
+
+
+class Health:
+    """Readiness of a service's parts (database, consumers, broker); /readyz is ready when all are ok."""
+
+    def __init__(self) -> None:
+        self._checks: dict[str, Check] = {}
+        self.started = False
+
+    def set(self, name: str, ok: bool, detail: str = "") -> None:
+        self._checks[name] = Check(ok, detail)
+
+    def ready(self) -> bool:
+        return self.started and all(c.ok for c in self._checks.values())
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready(),
+            "started": self.started,
+            "checks": {k: {"ok": c.ok, "detail": c.detail} for k, c in sorted(self._checks.items())},
+        }
+
+
+# --- HTTP -------------------------------------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def token_guard(settings: TerrainSettings) -> Callable[..., Any]:
+    """A FastAPI dependency that demands `Authorization: Bearer <TERRAIN_API_TOKEN>` when a token is set."""
+    expected = settings.api_token.get_secret_value() if settings.api_token else None
+
+    async def require_token(creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+        if expected is None:
+            return
+        import hmac
+
+        if creds is None or not hmac.compare_digest(creds.credentials.encode(), expected.encode()):
+            raise HTTPException(
+                status_code=401,
+                detail="missing or wrong bearer token (set Authorization: Bearer $TERRAIN_API_TOKEN)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return require_token
+
+
+def build_http_app(
+    *,
+    service: str,
+    health: Health,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | Callable[[FastAPI], AsyncIterator[None]],
+    description: str = "",
+) -> FastAPI:
+    """The FastAPI app every service starts from: /healthz, /readyz, /metrics and clear 422 errors."""
+    app = FastAPI(title=f"Terrain {service}", description=description, lifespan=lifespan)  # type: ignore[arg-type]
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for err in exc.errors():
+            loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+            errors.append({"field": ".".join(loc) or "(body)", "message": err.get("msg", "invalid")})
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return JSONResponse(status_code=422, content={"detail": f"invalid request: {summary}", "errors": errors})
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Callable[[Request], Any]) -> Any:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        HTTP_REQUESTS.labels(service=service, route=template, status=f"{response.status_code // 100}xx").inc()
+        return response
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> JSONResponse:
+        report = health.report()
+        return JSONResponse(status_code=200 if report["ready"] else 503, content=report)
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return app

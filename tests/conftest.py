@@ -1,0 +1,101 @@
+"""Shared fixtures: a real Tansu broker and a real PostgreSQL for the whole test session, stopped by pid."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from terrain.devstack import EmbeddedPostgres, TansuBroker
+from terrain.topics import all_topic_names
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """A Tansu broker of our own (or TERRAIN_TEST_KAFKA_BOOTSTRAP_SERVERS when set)."""
+    external = os.environ.get("TERRAIN_TEST_KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    broker = TansuBroker().start()
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """An embedded PostgreSQL in a temporary folder (or TERRAIN_TEST_DATABASE_URL when set)."""
+    external = os.environ.get("TERRAIN_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="terrain-test-pg-"))
+    pg = EmbeddedPostgres(tmp / "data").start()
+    try:
+        yield pg.url
+    finally:
+        pg.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix: each test gets its own topics, consumer groups and database schema."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def topic_overrides(unique: str) -> dict[str, str]:
+    """Every contract topic (and its dead-letter twin) mapped to a name no other test uses."""
+    return {name: f"{name}.t{unique}" for name in all_topic_names()}
+
+
+@pytest.fixture
+async def schema_url(database_url: str, unique: str) -> AsyncIterator[str]:
+    """A fresh PostgreSQL schema per test, first on the search path, dropped afterwards."""
+    schema = f"t_{unique}"
+    conn = await asyncpg.connect(database_url)
+    await conn.execute(f'CREATE SCHEMA "{schema}"')
+    await conn.close()
+    sep = "&" if "?" in database_url else "?"
+    # asyncpg passes unknown DSN query parameters to the server as settings.
+    yield f"{database_url}{sep}search_path={schema}"
+    conn = await asyncpg.connect(database_url)
+    await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    await conn.close()
+
+
+@pytest.fixture
+def settings_kwargs(kafka_bootstrap: str, schema_url: str, unique: str) -> dict[str, Any]:
+    """Settings for a service under test: fast group rejoin, small batches, a token."""
+    return {
+        "kafka_bootstrap_servers": kafka_bootstrap,
+        "database_url": schema_url,
+        "api_token": "test-token",
+        "kafka_session_timeout_ms": 6000,
+        "kafka_heartbeat_interval_ms": 500,
+        "batch_timeout_ms": 50,
+        "kafka_client_id": f"terrain-test-{unique}",
+        "outbox_relay_min_age_s": 1.0,
+        "outbox_relay_interval_s": 0.5,
+    }
+
+
+@asynccontextmanager
+async def running(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """Run an app's lifespan (broker, database) and give an HTTP client bound to it."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers={"Authorization": "Bearer test-token"}
+        ) as client:
+            yield client
