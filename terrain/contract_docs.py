@@ -15,7 +15,7 @@ from terrain.kafka import DLQ_HEADER_PREFIX
 from terrain.topics import ALL_TOPICS, TopicSpec
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-# A URN rather than a URL: Terrain publishes no schema host, and the files in the repo are the source of truth.
+# A URN rather than a URL: Terrain publishes no schema host; the files in the repo are the source of truth.
 SCHEMA_ID_PREFIX = "urn:terrain:schema:"
 SCHEMAS_DIR = "schemas"
 ASYNCAPI_FILE = "asyncapi.json"
@@ -28,7 +28,7 @@ DLQ_HEADERS: dict[str, str] = {
     f"{DLQ_HEADER_PREFIX}origin-partition": "Its partition, as a decimal string.",
     f"{DLQ_HEADER_PREFIX}origin-offset": "Its offset in that partition, as a decimal string.",
     f"{DLQ_HEADER_PREFIX}consumer-group": "The consumer group that rejected it.",
-    f"{DLQ_HEADER_PREFIX}reason": "Why it can never succeed (validation error or decoding error), at most 1000 characters.",
+    f"{DLQ_HEADER_PREFIX}reason": "Why it can never succeed (invalid or undecodable), at most 1000 chars.",
     f"{DLQ_HEADER_PREFIX}failed-at": "When it was rejected (ISO 8601 with offset).",
 }
 
@@ -62,14 +62,18 @@ def topic_schema(spec: TopicSpec) -> dict[str, Any]:
     generated = spec.model.model_json_schema(mode="validation")
     generated.pop("title", None)
     generated.pop("description", None)
-    # Identity first so a reader sees which topic the file describes before its fields.
-    return {
+    defs = generated.pop("$defs", None)
+    # Identity first, then the message's own fields, then the nested definitions: the reading order.
+    schema: dict[str, Any] = {
         "$schema": JSON_SCHEMA_DIALECT,
         "$id": schema_id(spec.name),
         "title": spec.name,
         "description": f"{spec.description} Model: {spec.model.__module__}.{spec.model.__name__}.",
         **generated,
     }
+    if defs:
+        schema["$defs"] = defs
+    return schema
 
 
 def _channel_id(topic: str) -> str:
@@ -81,7 +85,9 @@ def _message_id(topic: str) -> str:
     return _channel_id(topic) + "_message"
 
 
-def _operation(action: str, channel_id: str, message_id: str, parties: tuple[str, ...], verb: str) -> dict[str, Any]:
+def _operation(
+    action: str, channel_id: str, message_id: str, parties: tuple[str, ...], verb: str
+) -> dict[str, Any]:
     who = ", ".join(parties)
     return {
         "action": action,
@@ -98,6 +104,7 @@ def asyncapi_document() -> dict[str, Any]:
         [(spec.model, "validation") for spec in ALL_TOPICS], ref_template="#/components/schemas/{model}"
     )
     component_schemas: dict[str, Any] = dict(sorted(top.get("$defs", {}).items()))
+    # Channels, operations and messages follow the registry (the flow), each dead-letter twin after its topic.
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
@@ -143,7 +150,9 @@ def asyncapi_document() -> dict[str, Any]:
                 "type": "object",
                 "description": "The original record's headers are carried over; these name its origin and "
                 "the reason it was rejected.",
-                "properties": {name: {"type": "string", "description": text} for name, text in DLQ_HEADERS.items()},
+                "properties": {
+                    name: {"type": "string", "description": text} for name, text in DLQ_HEADERS.items()
+                },
                 "required": list(DLQ_HEADERS),
             },
             "payload": {
@@ -180,7 +189,8 @@ def asyncapi_document() -> dict[str, Any]:
             "version": terrain.__version__,
             "description": "Topics are Terrain's public interface: other systems publish comments and event "
             "outcomes to it and read incidents and escalations from it. Messages are UTF-8 JSON; consumers "
-            "ignore fields they do not know. Generated from terrain/topics.py by `terrain contracts generate`.",
+            "ignore fields they do not know. Generated from terrain/topics.py by "
+            "`terrain contracts generate`.",
             "license": {"name": "Apache-2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"},
         },
         "defaultContentType": "application/json",
@@ -192,11 +202,11 @@ def asyncapi_document() -> dict[str, Any]:
                 "cluster works through TERRAIN_KAFKA_BOOTSTRAP_SERVERS.",
             }
         },
-        "channels": dict(sorted(channels.items())),
-        "operations": dict(sorted(operations.items())),
+        "channels": channels,
+        "operations": operations,
         "components": {
             "schemas": component_schemas,
-            "messages": dict(sorted(messages.items())),
+            "messages": messages,
         },
     }
 
@@ -245,9 +255,11 @@ def write(out_dir: Path) -> list[str]:
 
 
 def _first_difference(expected: str, found: str, limit: int = 6) -> str:
-    diff = difflib.unified_diff(found.splitlines(), expected.splitlines(), "committed", "generated", n=0, lineterm="")
-    lines = [line for line in diff if not line.startswith(("---", "+++"))]
-    shown = "; ".join(line.strip() for line in lines[:limit])
+    diff = difflib.unified_diff(
+        found.splitlines(), expected.splitlines(), "committed", "generated", n=0, lineterm=""
+    )
+    lines = [line for line in diff if not line.startswith(("---", "+++", "@@"))]
+    shown = "; ".join(line[0] + line[1:].strip() for line in lines[:limit])
     return shown + (" …" if len(lines) > limit else "")
 
 
@@ -262,7 +274,9 @@ def check(out_dir: Path) -> list[str]:
             continue
         found = _read(path)
         if found != text:
-            drift.append(f"{rel} differs from the models: {_first_difference(text, found)}")
+            drift.append(
+                f"{rel} differs from the models (- committed, + generated): {_first_difference(text, found)}"
+            )
     for rel in sorted(_generated_on_disk(out_dir) - files.keys()):
         drift.append(f"{rel} is not generated by any topic (stale or hand-made); remove it")
     return drift
