@@ -9,6 +9,7 @@ commit and publish loses nothing (the relay sends what is left; consumers drop t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -119,7 +120,8 @@ class Outbox:
             return []
         rows = await conn.fetch(
             """INSERT INTO terrain_outbox (service, topic, key, value, headers)
-               SELECT $1, t, k, v, h::jsonb FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[]) AS u(t, k, v, h)
+               SELECT $1, t, k, v, h::jsonb
+               FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[]) AS u(t, k, v, h)
                RETURNING id""",
             self.service,
             [m.topic for m in messages],
@@ -171,8 +173,6 @@ class Outbox:
     async def stop_relay(self) -> None:
         if self._relay_task:
             self._relay_task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._relay_task
-            except asyncio.CancelledError:
-                pass
             self._relay_task = None

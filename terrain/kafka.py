@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -115,12 +116,10 @@ async def ensure_topics(
             existing = set(await admin.list_topics())
             missing = [n for n in wanted if n not in existing]
             if missing:
-                try:
+                with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(
                         [NewTopic(n, partitions, replication_factor) for n in missing]
                     )
-                except TopicAlreadyExistsError:
-                    pass
             return missing
         except (KafkaConnectionError, OSError) as exc:
             if time.monotonic() > deadline:
@@ -334,7 +333,8 @@ class BatchConsumer(Generic[M]):
 
     async def _process_isolating_poison(self, items: list[Decoded[M]]) -> list[Rejection]:
         try:
-            return await self._with_retry(lambda: self.process(items))
+            rejected: list[Rejection] = await self._with_retry(lambda: self.process(items))
+            return rejected
         except DeadLetterRateExceeded:
             raise
         except Exception as exc:

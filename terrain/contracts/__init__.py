@@ -2,6 +2,7 @@
 
 from terrain.contracts.base import Envelope, new_message_id
 from terrain.contracts.comments import (
+    CharterFlag,
     Comment,
     CommentAction,
     CommentIn,
@@ -11,11 +12,10 @@ from terrain.contracts.comments import (
     ScoredCommentMessage,
     Sentiment,
     SentimentLabel,
-    CharterFlag,
     comment_id_for,
 )
 from terrain.contracts.escalations import EscalationMessage, EscalationTarget
-from terrain.contracts.events import EventOutcome, EventOutcomeMessage, EventIn
+from terrain.contracts.events import EventIn, EventOutcome, EventOutcomeMessage
 from terrain.contracts.incidents import (
     Evidence,
     IncidentEventType,
