@@ -92,6 +92,8 @@ def make_broker(settings: TerrainSettings, service: str) -> KafkaBroker:
         settings.kafka_bootstrap_servers,
         client_id=f"{settings.kafka_client_id}-{service}",
         middlewares=(telemetry.kafka_prometheus_middleware(),),
+        # Our logger, so FastStream's lines go through the service's (JSON or console) formatting.
+        logger=logging.getLogger("terrain.faststream"),
         log_level=logging.DEBUG,
         graceful_timeout=15.0,
         allow_auto_create_topics=False,

@@ -64,7 +64,7 @@ class ServiceRuntime:
         """Create and register a batch consumer for a topic (subscribers must exist before the broker starts)."""
         c: BatchConsumer[Any] = BatchConsumer(
             spec=spec,
-            group_id=group_id or f"terrain-{self.service}",
+            group_id=group_id or f"{self.settings.kafka_group_prefix}-{self.service}",
             service=self.service,
             settings=self.settings,
             publisher=self.publisher,

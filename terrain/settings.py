@@ -28,6 +28,9 @@ class TerrainSettings(BaseSettings):
     kafka_heartbeat_interval_ms: int = 3_000
     kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     kafka_client_id: str = "terrain"
+    kafka_group_prefix: str = Field(
+        default="terrain", description="Consumer groups are named <prefix>-<service>[-<stream>]."
+    )
     topic_partitions: int = Field(default=4, ge=1, description="Partitions per topic when Terrain creates it.")
     topic_replication_factor: int = Field(default=1, ge=1)
     create_topics: bool = Field(default=True, description="Create the topics a service uses at start.")

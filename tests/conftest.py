@@ -85,6 +85,7 @@ def settings_kwargs(kafka_bootstrap: str, schema_url: str, unique: str) -> dict[
         "kafka_heartbeat_interval_ms": 500,
         "batch_timeout_ms": 50,
         "kafka_client_id": f"terrain-test-{unique}",
+        "kafka_group_prefix": f"terrain-test-{unique}",
         "outbox_relay_min_age_s": 1.0,
         "outbox_relay_interval_s": 0.5,
     }
