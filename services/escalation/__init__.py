@@ -1,0 +1,1 @@
+"""Escalation: scored comments become incidents, cascades page a person, people act through the API."""
