@@ -1,0 +1,98 @@
+"""The sentiment service: `terrain.comments.v1` to `terrain.comments.scored.v1`, and `POST /v1/score`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, HTTPException
+from pydantic import Field, TypeAdapter, ValidationError
+
+from services.sentiment.handlers import Scoring
+from services.sentiment.scoring import ScoreInput, make_scorer
+from terrain import telemetry
+from terrain.contracts import CharterFlag, Sentiment
+from terrain.contracts.base import Contract
+from terrain.contracts.comments import Lang
+from terrain.kafka import describe_validation_error
+from terrain.runtime import ServiceRuntime
+from terrain.settings import TerrainSettings
+from terrain.topics import COMMENTS
+
+SERVICE = "sentiment"
+MAX_TEXTS_PER_REQUEST = 1000
+
+
+class SentimentSettings(TerrainSettings):
+    sentiment_port: int = Field(default=8082, description="HTTP port of the sentiment service.")
+    sentiment_scorer: str = Field(default="lexicon", description="Which scorer to use: lexicon.")
+
+
+class ScoreRequest(Contract):
+    """A text to score ad hoc; `lang` (ISO 639-1) skips language detection."""
+
+    text: str = Field(max_length=20_000)
+    lang: Lang | None = None
+
+
+class ScoreResult(Contract):
+    sentiment: Sentiment
+    flags: list[CharterFlag]
+
+
+_many: TypeAdapter[list[ScoreRequest]] = TypeAdapter(list[ScoreRequest])
+
+
+def parse_requests(body: Any) -> list[ScoreRequest]:
+    """One request object or a list of them; errors name the field (`text`, `1.lang`), not the union."""
+    if isinstance(body, list):
+        return _many.validate_python(body)
+    return [ScoreRequest.model_validate(body)]
+
+
+def build_app(
+    settings: SentimentSettings | None = None,
+    *,
+    topic_overrides: dict[str, str] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> FastAPI:
+    settings = settings or SentimentSettings()
+    rt = ServiceRuntime(SERVICE, settings, use_database=False, topic_overrides=topic_overrides)
+    scoring = Scoring(rt, make_scorer(settings.sentiment_scorer), clock)
+    rt.consumer(COMMENTS, scoring.on_comments)
+
+    app = telemetry.build_http_app(
+        service=SERVICE, health=rt.health, lifespan=rt.lifespan,
+        description="Scores comments (sentiment, charter flags) from terrain.comments.v1 to "
+                    "terrain.comments.scored.v1, and texts ad hoc.",
+    )
+    app.state.runtime = rt
+    auth = telemetry.token_guard(settings)
+
+    @app.post("/v1/score", dependencies=[Depends(auth)], tags=["score"])
+    async def score(
+        body: Annotated[Any, Body(description='{"text": ..., "lang": optional}, or a list of them.')],
+    ) -> dict[str, list[ScoreResult]]:
+        try:
+            requests = parse_requests(body)
+        except ValidationError as exc:
+            raise HTTPException(status_code=422, detail=f"invalid text: {describe_validation_error(exc)}") from exc
+        if not requests:
+            raise HTTPException(status_code=422, detail="invalid text: the list is empty")
+        if len(requests) > MAX_TEXTS_PER_REQUEST:
+            raise HTTPException(
+                status_code=413, detail=f"too many texts in one request: {len(requests)} > {MAX_TEXTS_PER_REQUEST}"
+            )
+        assessments = await scoring.assess([ScoreInput(r.text, r.lang) for r in requests])
+        return {"items": [ScoreResult(sentiment=a.sentiment, flags=a.flags) for a in assessments]}
+
+    return app
+
+
+def main() -> None:
+    from terrain.runtime import serve
+
+    settings = SentimentSettings()
+    telemetry.configure_logging(settings, SERVICE)
+    serve(build_app(settings), settings, settings.sentiment_port)

@@ -1,0 +1,262 @@
+"""Charter flags (personal data, spam, insult, threat) from simple rules; pure, French and English.
+
+The rules favour precision: a flag asks a community manager to hide a comment, so a missed flag costs
+less than a wrong one. Confidence values are fixed per rule (documented at each rule) rather than
+learned: they rank flags for a reviewer, they are not calibrated probabilities.
+Evidence never shows personal data in clear: phone numbers, e-mail addresses and IBANs are masked.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+
+from terrain.contracts import CharterFlag
+
+MAX_EVIDENCE_ITEMS = 3
+
+# --- personal data ------------------------------------------------------------------------------------
+
+# French numbers: 0X XX XX XX XX, or +33 / 0033 with an optional "(0)", separated by spaces, dots or dashes.
+_PHONE_FR = re.compile(r"(?<![\d+])(?:(?:\+|00)33[\s.-]?(?:\(0\)[\s.-]?)?|0)[1-9](?:[\s.-]?\d{2}){4}(?!\d)")
+# Other international numbers: + country code and 7 to 13 more digits.
+_PHONE_INTL = re.compile(r"(?<![\w+])\+(?!33)[1-9]\d{0,2}(?:[\s.-]?\d){7,13}(?!\d)")
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b")
+# Two letters, two check digits, then groups of four (spaced or not) and a shorter last group.
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b", re.IGNORECASE)
+
+PHONE_FR_CONFIDENCE = 0.9  # the French shapes are specific; order or tracking numbers rarely fit them
+PHONE_INTL_CONFIDENCE = 0.8  # a leading + and 8+ digits is almost always a phone number
+EMAIL_CONFIDENCE = 0.95
+IBAN_CONFIDENCE = 0.97  # the mod-97 checksum leaves about one chance in a hundred for a random match
+
+
+def iban_is_valid(candidate: str) -> bool:
+    """ISO 13616 check: length 15-34 and the mod-97 checksum of the rearranged number equals 1."""
+    iban = re.sub(r"\s", "", candidate).upper()
+    if not 15 <= len(iban) <= 34 or not iban.isalnum() or not iban[:2].isalpha() or not iban[2:4].isdigit():
+        return False
+    digits = "".join(str(int(ch, 36)) for ch in iban[4:] + iban[:4])
+    return int(digits) % 97 == 1
+
+
+def _mask_digits(number: str) -> str:
+    digits = re.sub(r"\D", "", number)
+    prefix = "+" if number.startswith("+") else ""
+    return prefix + digits[:2] + "*" * max(0, len(digits) - 4) + digits[-2:]
+
+
+def _mask_email(address: str) -> str:
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@***.{domain.rsplit('.', 1)[-1]}"
+
+
+def _mask_iban(iban: str) -> str:
+    compact = re.sub(r"\s", "", iban).upper()
+    return compact[:4] + "*" * (len(compact) - 7) + compact[-3:]
+
+
+def personal_data(text: str) -> CharterFlag | None:
+    """Phone numbers, e-mail addresses and (checksum-valid) IBANs; evidence masked."""
+    ibans = [m for m in _IBAN.finditer(text) if iban_is_valid(m.group())]
+    found = [(IBAN_CONFIDENCE, "IBAN " + _mask_iban(m.group())) for m in ibans]
+    # An IBAN's digits can look like a phone number: drop phone matches inside a valid IBAN.
+    spans = [m.span() for m in ibans]
+    for pattern, confidence in ((_PHONE_FR, PHONE_FR_CONFIDENCE), (_PHONE_INTL, PHONE_INTL_CONFIDENCE)):
+        for m in pattern.finditer(text):
+            if not any(a <= m.start() < b for a, b in spans):
+                found.append((confidence, "phone " + _mask_digits(m.group())))
+    for m in _EMAIL.finditer(text):
+        found.append((EMAIL_CONFIDENCE, "e-mail " + _mask_email(m.group())))
+    if not found:
+        return None
+    found.sort(key=lambda item: -item[0])  # stable: the strongest evidence first, text order within
+    return CharterFlag(
+        kind="personal_data",
+        confidence=max(c for c, _ in found),
+        evidence=", ".join(e for _, e in found[:MAX_EVIDENCE_ITEMS]),
+    )
+
+
+# --- text normalisation for the word lists -------------------------------------------------------------
+
+
+def normalise(text: str) -> list[str]:
+    """Lower case, accents folded, typographic apostrophes made plain, and two spellings of stretched
+    letters ("connnnard" → "connard", "tuuuuer" → "tuer") so the word lists need one spelling each."""
+    folded = text.replace("’", "'").replace("`", "'")
+    if not folded.isascii():
+        # The word lists are ASCII: decomposing and dropping what is not ASCII folds accents in C speed.
+        folded = unicodedata.normalize("NFKD", folded).encode("ascii", "ignore").decode("ascii")
+    folded = folded.lower()
+    return [re.sub(r"(\w)\1{2,}", r"\1\1", folded), re.sub(r"(\w)\1{2,}", r"\1", folded)]
+
+
+def _alternation(words: Iterable[str]) -> str:
+    """A regex alternation of words and phrases, longest first, any whitespace between a phrase's words."""
+    escaped = (re.escape(w).replace(r"\ ", r"\s+") for w in words)
+    return "|".join(sorted(escaped, key=len, reverse=True))
+
+
+def _terms(words: Iterable[str]) -> re.Pattern[str]:
+    return re.compile(r"(?<![\w])(?:" + _alternation(words) + r")(?![\w])")
+
+
+def _matches(pattern: re.Pattern[str], variants: list[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for variant in variants:
+        for m in pattern.finditer(variant):
+            seen.setdefault(re.sub(r"\s+", " ", m.group()), None)
+    return list(seen)
+
+
+# --- spam ---------------------------------------------------------------------------------------------
+
+_LINK = re.compile(
+    r"https?://\S+|www\.\S+|\b[a-z0-9-]+\.(?:com|fr|net|org|io|ly|gl|me|xyz|info|biz|ru|cn|top|click|link|shop)/\S*",
+    re.IGNORECASE,
+)
+_REPEATED = re.compile(r"(\S)\1{5,}")
+_MONEY = re.compile(
+    r"(?:[$€£]\s?\d[\d\s.,]*\d|\d[\d\s.,]*\s?(?:[$€£]|euros?|dollars?)(?![\w]))", re.IGNORECASE
+)
+_SCAM_TERMS = _terms([
+    # French
+    "gagnez", "gagner de l'argent", "gratuit", "gratuite", "gratuitement", "cliquez", "clique ici",
+    "lien en bio", "offre exclusive", "offre limitee", "argent facile", "revenu passif", "revenus passifs",
+    "investissez", "crypto", "cryptos", "bitcoin", "forex", "vous avez gagne", "code promo", "carte cadeau",
+    "whatsapp", "telegram", "contactez moi", "contacte moi", "abonnez vous", "visitez mon profil",
+    # English
+    "free", "click here", "click the link", "link in bio", "you have won", "you won", "winner", "giveaway",
+    "claim your", "limited offer", "make money", "earn money", "passive income", "investment", "dm me",
+    "inbox me", "check my profile", "follow me", "gift card", "promo code",
+])
+SPAM_MIN_POINTS = 2.0
+
+
+def spam(text: str, variants: list[str] | None = None) -> CharterFlag | None:
+    """Points: a link 1, each distinct scam term 1 (at most 3), an amount of money 0.5, a run of six or
+    more identical characters 0.5. Two points flag it; confidence 0.3 + 0.15·points, at most 0.9
+    (2 points → 0.6: a link and one scam word, or two scam words; 4 points → 0.9)."""
+    variants = variants or normalise(text)
+    terms = _matches(_SCAM_TERMS, variants)
+    has_link = bool(_LINK.search(text))
+    points = (1.0 if has_link else 0.0) + min(3, len(terms))
+    points += 0.5 if _MONEY.search(text) else 0.0
+    repeated = bool(_REPEATED.search(text))
+    points += 0.5 if repeated else 0.0
+    if points < SPAM_MIN_POINTS:
+        return None
+    reasons = ["link"] if has_link else []
+    reasons += terms[:MAX_EVIDENCE_ITEMS] + (["repeated characters"] if repeated else [])
+    confidence = round(min(0.9, 0.3 + 0.15 * points), 3)
+    return CharterFlag(kind="spam", confidence=confidence, evidence=", ".join(reasons))
+
+
+# --- insults ------------------------------------------------------------------------------------------
+
+# Vulgar insults aimed at a person whatever the context. Words with an innocent meaning in French or
+# English ("retard" is a delay, "fdp" shipping costs, "guignol" Lyon's puppet, "jerk" a Jamaican dish)
+# are left out or only count when said to someone.
+_INSULTS_STRONG = _terms([
+    "connard", "connards", "connasse", "connasses", "conasse", "salope", "salopes", "salaud", "salauds",
+    "encule", "encules", "enculee", "fils de pute", "pute", "batard", "batards", "ta gueule",
+    "ferme ta gueule", "nique ta mere", "ntm", "tocard", "tocards", "enfoire", "enfoires",
+    "asshole", "assholes", "bitch", "bitches", "bastard", "bastards", "dickhead", "fuck you", "f*ck you",
+    "motherfucker", "cunt", "piece of shit", "scumbag",
+])
+# Words that insult a person but also describe a situation ("c'est débile", "a stupid rule").
+_MILD_WORDS = [
+    "abruti", "abrutis", "abrutie", "cretin", "cretins", "cretine", "debile", "debiles", "idiot", "idiots",
+    "idiote", "imbecile", "imbeciles", "bouffon", "bouffons", "minable", "minables", "boloss",
+    "moron", "morons", "stupid", "dumb", "loser", "losers", "shut up",
+]
+# Words that are insults only when said to someone ("con" is also Spanish and Italian for "with").
+_ADDRESSED_ONLY_WORDS = [
+    "con", "conne", "connes", "fdp", "clown", "clowns", "guignol", "guignols", "jerk",
+]
+_INSULTS_MILD = _terms(_MILD_WORDS)
+_ADDRESS = _alternation([
+    "t'es", "tu es", "vous etes", "t'etes", "espece de", "espece d'", "bande de", "bande d'", "sale", "sales",
+    "pauvre", "gros", "grosse", "quel", "quelle", "you are", "you're", "youre", "ur", "you", "such a",
+    "such an", "what a", "what an",
+])
+# Words that may sit between the address and the insult: "t'es vraiment un gros con", "you stupid idiot".
+_FILLER = _alternation([
+    "un", "une", "des", "vraiment", "trop", "grand", "gros", "grosse", "sacre", "sombre", "pauvre", "vieux",
+    "vieille", "petit", "petite", "a", "an", "such", "total", "complete", "real", "fucking", "bloody",
+    "big", "little", "stupid", "really",
+])
+_INSULTS_ADDRESSED = re.compile(
+    rf"(?<![\w'])(?:{_ADDRESS})\s*(?:(?:{_FILLER})\s+){{0,3}}"
+    + "(?:" + _alternation(_MILD_WORDS + _ADDRESSED_ONLY_WORDS) + r")(?![\w])"
+)
+INSULT_STRONG_CONFIDENCE = 0.9
+INSULT_ADDRESSED_CONFIDENCE = 0.75  # a mild word said to someone: "t'es débile", "you idiot"
+INSULT_MILD_CONFIDENCE = 0.4  # a mild word alone: often about a situation; below the usual 0.5 cut-off
+
+
+def insult(text: str, variants: list[str] | None = None) -> CharterFlag | None:
+    variants = variants or normalise(text)
+    strong = _matches(_INSULTS_STRONG, variants)
+    if strong:
+        return CharterFlag(kind="insult", confidence=INSULT_STRONG_CONFIDENCE,
+                           evidence=", ".join(strong[:MAX_EVIDENCE_ITEMS]))
+    addressed = _matches(_INSULTS_ADDRESSED, variants)
+    if addressed:
+        return CharterFlag(kind="insult", confidence=INSULT_ADDRESSED_CONFIDENCE,
+                           evidence=", ".join(addressed[:MAX_EVIDENCE_ITEMS]))
+    mild = _matches(_INSULTS_MILD, variants)
+    if mild:
+        return CharterFlag(kind="insult", confidence=INSULT_MILD_CONFIDENCE,
+                           evidence=", ".join(mild[:MAX_EVIDENCE_ITEMS]))
+    return None
+
+
+# --- threats ------------------------------------------------------------------------------------------
+
+_YOU = r"(?:te|t'|vous|toi)"
+_HARM_FR = r"(?:tuer|buter|defoncer|egorger|crever|cramer|bruler|frapper|tabasser|massacrer|casser la gueule)"
+# Places a threat names; "mettre le feu" alone is also "to get the party going".
+_PLACE = r"(?:restaurant|resto|magasin|boutique|bureau|local|locaux|maison|voiture|batiment|usine|salle|bar)"
+_THREATS_EXPLICIT = re.compile("|".join([
+    rf"\b(?:je|j'|on|nous)\s*(?:vais|va|allons|vas)\s+{_YOU}\s*{_HARM_FR}",
+    rf"\b(?:je|j'|on)\s*{_YOU}\s*(?:tuerai|buterai|defoncerai|tuera|butera|defoncera)\b",
+    r"\b(?:tu vas|vous allez)\s+(?:crever|mourir)\b",
+    rf"\b(?:mettre|foutre)\s+le\s+feu\s+(?:a|au|aux)\s+(?:\w+\s+|l')?{_PLACE}",
+    rf"\bfaire\s+sauter\s+(?:\w+\s+|l')?{_PLACE}",
+    r"\bi(?:'ll| will|'m going to| am going to|'m gonna| am gonna)\s+(?:kill|hurt|stab)\b",
+    r"\b(?:kill|stab)\s+(?:you|u|yourself)\b",
+    r"\byou(?:'re| are)\s+dead\b",
+    r"\bburn\s+(?:it|this place|your \w+)\s+down\b",
+]))
+_THREATS_VEILED = re.compile("|".join([
+    r"\bje\s+sais\s+ou\s+(?:tu\s+(?:habites|vis|bosses|travailles)|vous\s+(?:habitez|vivez|travaillez))",
+    r"\b(?:tu vas|vous allez)\s+(?:le\s+(?:payer|regretter)|regretter|payer\s+cher)\b",
+    r"\bgare\s+a\s+(?:toi|vous)\b",
+    r"\bi\s+know\s+where\s+you\s+(?:live|work)\b",
+    r"\bwatch\s+your\s+back\b",
+    r"\byou(?:'ll| will)\s+(?:pay\s+for\s+(?:this|that|it)|regret\s+(?:this|that|it))\b",
+    r"\b(?:we|i)(?:'ll| will)\s+find\s+you\b",
+]))
+THREAT_EXPLICIT_CONFIDENCE = 0.85  # names violence against the reader or a place
+THREAT_VEILED_CONFIDENCE = 0.65  # "je sais où tu habites": menacing, but also said in jest
+
+
+def threat(text: str, variants: list[str] | None = None) -> CharterFlag | None:
+    variants = variants or normalise(text)
+    for pattern, confidence in ((_THREATS_EXPLICIT, THREAT_EXPLICIT_CONFIDENCE),
+                                (_THREATS_VEILED, THREAT_VEILED_CONFIDENCE)):
+        hits = _matches(pattern, variants)
+        if hits:
+            evidence = ", ".join(hits[:MAX_EVIDENCE_ITEMS])
+            return CharterFlag(kind="threat", confidence=confidence, evidence=evidence)
+    return None
+
+
+def flags_for(text: str) -> list[CharterFlag]:
+    """Every charter flag a text raises, at most one per kind, in a fixed order."""
+    variants = normalise(text)
+    flags = (insult(text, variants), threat(text, variants), spam(text, variants), personal_data(text))
+    return [f for f in flags if f is not None]

@@ -1,0 +1,93 @@
+"""Pure sentiment logic: score and flag comments, and build the scored message with its deterministic id.
+
+Removals: a comment whose action is `removed` is forwarded without scoring: a neutral sentiment with
+score 0, confidence 0, no drivers, model_version "unscored", and no flags. A removed comment is no longer
+on the page, so it must not count as one more negative comment or ask for moderation; forwarding it lets
+escalation and events see the removal (close what it opened, count it). The text is not scored because
+ingest may carry the last text it saw, or none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from services.sentiment import charter
+from services.sentiment.scoring import ScoreInput, SentimentScorer
+from terrain.contracts import (
+    CharterFlag,
+    Comment,
+    CommentAction,
+    CommentMessage,
+    ScoredCommentMessage,
+    Sentiment,
+    SentimentLabel,
+)
+from terrain.contracts.base import derived_id
+from terrain.topics import COMMENTS_SCORED
+
+PRODUCER = "terrain-sentiment"
+UNSCORED_MODEL_VERSION = "unscored"
+UNKNOWN_LANG = "und"  # ISO 639-2 "undetermined": a removal's language when its source gave none
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What the service says about one text: its sentiment and the charter flags it raises."""
+
+    sentiment: Sentiment
+    flags: list[CharterFlag] = field(default_factory=list)
+
+
+def scored_message_id(comment_message_id: str) -> str:
+    """The scored message's id, derived from the comment message's: a redelivery republishes the same id,
+    so consumers that record processed ids drop the copy."""
+    return derived_id(COMMENTS_SCORED.name, comment_message_id)
+
+
+def unscored(comment: Comment) -> Sentiment:
+    return Sentiment(
+        label=SentimentLabel.neutral, score=0.0, confidence=0.0,
+        lang=comment.lang or UNKNOWN_LANG, model_version=UNSCORED_MODEL_VERSION, drivers=[],
+    )
+
+
+def assess(scorer: SentimentScorer, items: Sequence[ScoreInput]) -> list[Assessment]:
+    """Sentiment and charter flags for each text, in order."""
+    sentiments = scorer.score_batch(items)
+    return [Assessment(s, charter.flags_for(item.text)) for s, item in zip(sentiments, items, strict=True)]
+
+
+def assess_comments(scorer: SentimentScorer, comments: Sequence[Comment]) -> list[Assessment]:
+    """Assess each comment; removals get the unscored placeholder (see the module docstring)."""
+    live = [c for c in comments if c.action is not CommentAction.removed]
+    scored = iter(assess(scorer, [ScoreInput(c.text, c.lang) for c in live]))
+    return [
+        Assessment(unscored(c)) if c.action is CommentAction.removed else next(scored)
+        for c in comments
+    ]
+
+
+def first_of_each(messages: Sequence[CommentMessage]) -> list[CommentMessage]:
+    """Drop repeats of a message id within a batch (a redelivery can land next to the original)."""
+    seen: set[str] = set()
+    out: list[CommentMessage] = []
+    for m in messages:
+        if m.message_id not in seen:
+            seen.add(m.message_id)
+            out.append(m)
+    return out
+
+
+def scored_message(message: CommentMessage, assessment: Assessment, now: datetime) -> ScoredCommentMessage:
+    """The `terrain.comments.scored.v1` message for a comment; it happened when the comment's fact did."""
+    return ScoredCommentMessage(
+        message_id=scored_message_id(message.message_id),
+        occurred_at=message.occurred_at,
+        producer=PRODUCER,
+        comment=message.comment,
+        sentiment=assessment.sentiment,
+        flags=assessment.flags,
+        scored_at=now,
+    )

@@ -1,0 +1,28 @@
+"""Every metric the sentiment service exports."""
+
+from prometheus_client import Counter, Histogram
+
+SCORED = Counter(
+    "terrain_sentiment_scored_total",
+    "Texts scored, by channel (topic, http), language (fr, en, other) and label (negative, neutral, positive).",
+    ["channel", "lang", "label"],
+)
+FLAGS = Counter(
+    "terrain_sentiment_flags_total",
+    "Charter flags raised, by channel (topic, http) and kind (insult, threat, spam, personal_data).",
+    ["channel", "kind"],
+)
+REMOVALS = Counter(
+    "terrain_sentiment_removals_total",
+    "Removed comments forwarded without scoring.",
+)
+BATCH_SECONDS = Histogram(
+    "terrain_sentiment_batch_seconds",
+    "Time to score, flag and publish one consumed batch of comments.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def lang_bucket(lang: str) -> str:
+    """Label value for a language: the two with a lexicon of their own, then the rest."""
+    return lang if lang in ("fr", "en") else "other"

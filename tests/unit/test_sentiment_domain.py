@@ -1,0 +1,87 @@
+"""Sentiment's pure logic: deterministic ids, removals forwarded unscored, batch dedup, the scored message."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from services.sentiment.domain import (
+    PRODUCER,
+    UNSCORED_MODEL_VERSION,
+    assess,
+    assess_comments,
+    first_of_each,
+    scored_message,
+    scored_message_id,
+)
+from services.sentiment.scoring import ScoreInput
+from terrain.contracts import Comment, CommentAction, CommentMessage, Sentiment, SentimentLabel
+from terrain.contracts.base import derived_id
+
+NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
+HAPPENED = datetime(2026, 11, 25, 11, 58, tzinfo=UTC)
+
+
+class FakeScorer:
+    """Records what it was asked to score; labels by a keyword so the tests can follow each item."""
+
+    model_version = "fake-1"
+
+    def __init__(self) -> None:
+        self.seen: list[ScoreInput] = []
+
+    def score_batch(self, items: Sequence[ScoreInput]) -> list[Sentiment]:
+        self.seen += items
+        return [
+            Sentiment(label=SentimentLabel.negative if "bad" in i.text else SentimentLabel.positive,
+                      score=-0.5 if "bad" in i.text else 0.5, confidence=0.6, lang=i.lang or "fr",
+                      model_version=self.model_version)
+            for i in items
+        ]
+
+
+def msg(mid: str, text: str = "good", action: CommentAction = CommentAction.created, lang: str | None = None
+        ) -> CommentMessage:
+    comment = Comment(source="facebook", external_id=mid, community_id="resto-lyon", thread_id="p1", text=text,
+                      created_at=HAPPENED, lang=lang, comment_id=f"c-{mid}", action=action)
+    return CommentMessage(message_id=mid, occurred_at=HAPPENED, producer="terrain-ingest", comment=comment)
+
+
+def test_scored_id_is_derived_from_the_comment_message_id():
+    assert scored_message_id("m-1") == scored_message_id("m-1")  # a redelivery republishes the same id
+    assert scored_message_id("m-1") != scored_message_id("m-2")
+    assert scored_message_id("m-1") == derived_id("terrain.comments.scored.v1", "m-1")
+
+
+def test_removals_are_forwarded_unscored_and_unflagged():
+    scorer = FakeScorer()
+    comments = [msg("1", "bad").comment, msg("2", "connard bad", CommentAction.removed, "en").comment,
+                msg("3", "good", CommentAction.edited).comment]
+    out = assess_comments(scorer, comments)
+    assert [s.text for s in scorer.seen] == ["bad", "good"]  # the removal never reaches the scorer
+    assert [a.sentiment.label.value for a in out] == ["negative", "neutral", "positive"]
+    removal = out[1]
+    assert (removal.sentiment.score, removal.sentiment.confidence, removal.sentiment.model_version) == (
+        0.0, 0.0, UNSCORED_MODEL_VERSION)
+    assert removal.sentiment.lang == "en" and removal.flags == []  # no insult flag on a removed comment
+
+
+def test_assess_passes_language_and_flags():
+    scorer = FakeScorer()
+    out = assess(scorer, [ScoreInput("bad, t'es un connard", "fr"), ScoreInput("good", "en")])
+    assert scorer.seen[1].lang == "en"
+    assert [f.kind for f in out[0].flags] == ["insult"] and out[1].flags == []
+
+
+def test_first_of_each_drops_repeats_in_a_batch():
+    batch = [msg("a"), msg("b"), msg("a", "changed?")]
+    assert [(m.message_id, m.comment.text) for m in first_of_each(batch)] == [("a", "good"), ("b", "good")]
+
+
+def test_scored_message():
+    m = msg("m-7", "bad")
+    [a] = assess_comments(FakeScorer(), [m.comment])
+    out = scored_message(m, a, NOW)
+    assert out.message_id == scored_message_id("m-7")
+    assert (out.occurred_at, out.scored_at, out.producer) == (HAPPENED, NOW, PRODUCER)
+    assert out.comment == m.comment and out.sentiment.label is SentimentLabel.negative
