@@ -44,7 +44,7 @@ def up(
     """Run the whole pipeline: embedded broker and PostgreSQL (unless configured), and the four services."""
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
-    stack = Stack(home=state_dir(), say=console.print)
+    stack = Stack(home=state_dir(), say=lambda line: console.print(line, soft_wrap=True))
     code = 0
     try:
         stack.start(ready_timeout_s=ready_timeout)
@@ -76,7 +76,7 @@ def _print_tour(stack: Stack) -> None:
     for name, url in urls.items():
         table.add_row(name, url)
     console.print(table)
-    console.print(f"API token: [bold]{stack.token}[/bold]   (Authorization: Bearer …)")
+    console.print(f"API token: [bold]{stack.token}[/bold]   (Authorization: Bearer …)", soft_wrap=True)
     console.print(f"Kafka bootstrap: {stack.bootstrap}")
     console.print(
         "Try:\n"
@@ -85,7 +85,8 @@ def _print_tour(stack: Stack) -> None:
         "-H 'Content-Type: application/json' -d '{\"source\":\"facebook\",\"external_id\":\"42\","
         "\"community_id\":\"resto-lyon\",\"thread_id\":\"post-1\",\"text\":\"Service déplorable, je suis furieux\","
         "\"created_at\":\"2026-11-25T12:00:00Z\"}'\n"
-        f"  curl -s {urls['escalation']}/v1/incidents -H \"Authorization: Bearer $TERRAIN_API_TOKEN\""
+        f"  curl -s {urls['escalation']}/v1/incidents -H \"Authorization: Bearer $TERRAIN_API_TOKEN\"",
+        soft_wrap=True,
     )
 
 

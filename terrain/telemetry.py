@@ -53,7 +53,15 @@ def kafka_prometheus_middleware() -> Any:
 
 # --- logs -------------------------------------------------------------------------------------------
 
-_STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# Record attributes that are not "extra" fields (uvicorn adds a colour copy of its message).
+_STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "color_message"}
+
+
+class _DropKnownNoise(logging.Filter):
+    """Drops library lines that mislead operators: topics are created explicitly, so this warning is moot."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Auto create topics is disabled" not in record.getMessage()
 
 
 class JsonFormatter(logging.Formatter):
@@ -95,10 +103,11 @@ def configure_logging(settings: TerrainSettings, service: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service) if settings.log_format == "json" else ConsoleFormatter(service))
     root = logging.getLogger()
+    handler.addFilter(_DropKnownNoise())
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     # Library chatter (per-batch "Received/Processed", access logs) stays below info.
-    for noisy in ("aiokafka", "faststream", "uvicorn.access"):
+    for noisy in ("aiokafka", "faststream", "terrain.faststream", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
