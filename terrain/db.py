@@ -105,6 +105,19 @@ async def claim_new(conn: asyncpg.Connection, consumer: str, message_ids: Sequen
     return {r["message_id"] for r in rows}
 
 
+async def release_claims(conn: asyncpg.Connection, consumer: str, message_ids: Sequence[str]) -> None:
+    """Undo `claim_new` for messages this transaction refuses (they go to the dead-letter topic).
+
+    A refused message is dead-lettered after commit; if that publish fails the batch is read again, and the
+    message must be refused (and dead-lettered) again rather than skipped as already processed.
+    """
+    if message_ids:
+        await conn.execute(
+            "DELETE FROM terrain_processed_messages WHERE consumer = $1 AND message_id = ANY($2::text[])",
+            consumer, list(message_ids),
+        )
+
+
 class Outbox:
     """Messages written in a business transaction, published after it commits, relayed if a crash intervened."""
 

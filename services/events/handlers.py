@@ -83,7 +83,7 @@ class EventLog:
             folded = domain.fold(stored, writes, Origin.topic, now)
             await repository.save(conn, list(folded.final.values()))
             refused = [a for a in folded.applied if isinstance(a.result, Refusal)]
-            await repository.release_claims(conn, OUTCOMES_CONSUMER, [a.item.message.message_id for a in refused])
+            await db.release_claims(conn, OUTCOMES_CONSUMER, [a.item.message.message_id for a in refused])
         metrics.REDELIVERED.labels(stream="outcomes").inc(len(batch) - len(writes))
         for a in folded.applied:
             _count("topic", a.result)

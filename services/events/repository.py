@@ -79,19 +79,6 @@ async def save(conn: asyncpg.Connection, events: Sequence[StoredEvent]) -> None:
     )
 
 
-async def release_claims(conn: asyncpg.Connection, consumer: str, message_ids: Sequence[str]) -> None:
-    """Undo `claim_new` for messages whose writes were refused, inside the same transaction.
-
-    A refused message is dead-lettered after commit; if that publish fails the batch is read again, and
-    the message must be refused (and dead-lettered) again rather than skipped as already processed.
-    """
-    if message_ids:
-        await conn.execute(
-            "DELETE FROM terrain_processed_messages WHERE consumer = $1 AND message_id = ANY($2::text[])",
-            consumer,
-            list(message_ids),
-        )
-
 
 async def get(conn: asyncpg.Connection | asyncpg.Pool, event_id: str) -> StoredEvent | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM events_log WHERE id = $1", event_id)
