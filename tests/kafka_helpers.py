@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 
 async def produce(bootstrap: str, topic: str, items: list[tuple[str, bytes | dict[str, Any]]]) -> None:
@@ -26,16 +25,28 @@ async def produce(bootstrap: str, topic: str, items: list[tuple[str, bytes | dic
 
 async def consume(bootstrap: str, topic: str, *, expect: int, timeout_s: float = 20.0,
                   settle_s: float = 0.0) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read a topic from the start until `expect` records arrived (then `settle_s` more) or time runs out."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=f"test-reader-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest", enable_auto_commit=False,
-        session_timeout_ms=6000, heartbeat_interval_ms=500,
-    )
+    """Read a topic from the start until `expect` records arrived (then `settle_s` more) or time runs out.
+
+    Partitions are assigned directly (no consumer group), so reading costs no group join.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     out: list[ConsumerRecord[bytes, bytes]] = []
     try:
         deadline = time.monotonic() + timeout_s
+        partitions: set[int] | None = None
+        while partitions is None and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(topic)
+                if partitions is None:
+                    await asyncio.sleep(0.2)
+        if not partitions:
+            return out
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
         settle_until: float | None = None
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
@@ -46,9 +57,9 @@ async def consume(bootstrap: str, topic: str, *, expect: int, timeout_s: float =
                     settle_until = time.monotonic() + settle_s
                 if time.monotonic() >= settle_until:
                     break
-            await asyncio.sleep(0)
     finally:
         await consumer.stop()
+    out.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
     return out
 
 

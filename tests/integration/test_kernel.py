@@ -75,7 +75,12 @@ async def test_outbox_relay_sends_what_a_crash_left(settings_kwargs, topic_overr
             await rt.outbox.enqueue(conn, msgs)
         # no flush: as if the process died right after commit; the relay must send them
         got = await consume(kafka_bootstrap, topic, expect=3, timeout_s=20)
-        left = await rt.pool.fetchval("SELECT count(*) FROM terrain_outbox WHERE service = 'kerneltest'")
+        # the relay deletes the rows in the transaction that published them: wait for its commit
+        for _ in range(50):
+            left = await rt.pool.fetchval("SELECT count(*) FROM terrain_outbox WHERE service = 'kerneltest'")
+            if left == 0:
+                break
+            await asyncio.sleep(0.1)
     finally:
         await rt.stop()
     assert sorted(r.value for r in got) == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
