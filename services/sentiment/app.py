@@ -1,14 +1,18 @@
-"""The sentiment service: `terrain.comments.v1` to `terrain.comments.scored.v1`, and `POST /v1/score`."""
+"""The sentiment service: `terrain.comments.v1` to `terrain.comments.scored.v1`, `POST /v1/score`, and the label
+corrections community managers make (`/v1/corrections`), stored in PostgreSQL for the next training run."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, HTTPException
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Response
+from fastapi.responses import StreamingResponse
 from pydantic import Field, TypeAdapter, ValidationError
 
+from services.sentiment import corrections, repository
 from services.sentiment.handlers import Scoring
 from services.sentiment.scoring import ScoreInput, make_scorer
 from terrain import telemetry
@@ -27,6 +31,9 @@ MAX_TEXTS_PER_REQUEST = 1000
 class SentimentSettings(TerrainSettings):
     sentiment_port: int = Field(default=8082, description="HTTP port of the sentiment service.")
     sentiment_scorer: str = Field(default="lexicon", description="Which scorer to use: lexicon.")
+    sentiment_model_path: str | None = Field(
+        default=None, description="Model file (.npz) for a learned scorer; default: the model shipped with it."
+    )
 
 
 class ScoreRequest(Contract):
@@ -58,7 +65,9 @@ def build_app(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> FastAPI:
     settings = settings or SentimentSettings()
-    rt = ServiceRuntime(SERVICE, settings, use_database=False, topic_overrides=topic_overrides)
+    # The database holds the label corrections only, but the service now needs it to start: the kernel
+    # connects and migrates before it starts consuming.
+    rt = ServiceRuntime(SERVICE, settings, migrations_package="services.sentiment", topic_overrides=topic_overrides)
     scoring = Scoring(rt, make_scorer(settings.sentiment_scorer), clock)
     rt.consumer(COMMENTS, scoring.on_comments)
 
@@ -86,6 +95,42 @@ def build_app(
             )
         assessments = await scoring.assess([ScoreInput(r.text, r.lang) for r in requests])
         return {"items": [ScoreResult(sentiment=a.sentiment, flags=a.flags) for a in assessments]}
+
+    @app.post(
+        "/v1/corrections", status_code=201, dependencies=[Depends(auth)], tags=["corrections"],
+        responses={200: {"description": "This comment had a correction: the new one replaced it."}},
+    )
+    async def post_correction(body: corrections.CorrectionIn, response: Response) -> corrections.Correction:
+        stored, created = await repository.save(rt.pool, body, clock())
+        if not created:
+            response.status_code = 200
+        corrections.count(body)
+        return stored
+
+    @app.get("/v1/corrections", dependencies=[Depends(auth)], tags=["corrections"])
+    async def list_corrections(
+        since: Annotated[datetime | None, Query(description="Only corrections made at or after this time.")] = None,
+        label: Annotated[str | None, Query(pattern=r"^(negative|neutral|positive)$")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, list[corrections.Correction]]:
+        if since is not None and since.tzinfo is None:
+            raise HTTPException(status_code=422, detail="invalid request: since: give a timezone, e.g. Z")
+        items = await repository.list_corrections(rt.pool, since=since, label=label, limit=limit, offset=offset)
+        return {"items": items}
+
+    @app.get(
+        "/v1/corrections/export", dependencies=[Depends(auth)], tags=["corrections"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/x-ndjson": {}},
+                         "description": 'One {"text", "label", "lang"} per line: `terrain sentiment train --data`.'}},
+    )
+    async def export_corrections() -> StreamingResponse:
+        async def lines() -> AsyncIterator[bytes]:
+            async for row in repository.stream_training_rows(rt.pool):
+                yield (json.dumps(corrections.training_row(row), ensure_ascii=False) + "\n").encode()
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     return app
 

@@ -1,20 +1,31 @@
-"""Charter flags (personal data, spam, insult, threat) from simple rules; pure, French and English.
+"""Charter flags (personal data, spam, insult, threat) from simple rules, and a learned hostility model for
+insults; pure, French and English.
 
 The rules favour precision: a flag asks a community manager to hide a comment, so a missed flag costs
 less than a wrong one. Confidence values are fixed per rule (documented at each rule) rather than
-learned: they rank flags for a reviewer, they are not calibrated probabilities.
+learned: they rank flags for a reviewer, they are not calibrated probabilities. The insult flag also
+asks a small French hostility model (`hostility.py`), which finds the insults and hate no word list
+holds; its cut-off was chosen so that ordinary complaints stay unflagged (see `insult`).
 Evidence never shows personal data in clear: phone numbers, e-mail addresses and IBANs are masked.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 import unicodedata
 from collections.abc import Iterable
+from typing import Final
 
+from services.sentiment.hostility import HostilityModel
+from services.sentiment.hostility import load as load_hostility
 from terrain.contracts import CharterFlag
 
+log = logging.getLogger("terrain.sentiment")
+
 MAX_EVIDENCE_ITEMS = 3
+VIOLATION = 0.5  # escalation treats a flag at or above this confidence as a charter violation
 
 # --- personal data ------------------------------------------------------------------------------------
 
@@ -165,6 +176,10 @@ _INSULTS_STRONG = _terms([
     "ferme ta gueule", "nique ta mere", "ntm", "tocard", "tocards", "enfoire", "enfoires",
     "asshole", "assholes", "bitch", "bitches", "bastard", "bastards", "dickhead", "fuck you", "f*ck you",
     "motherfucker", "cunt", "piece of shit", "scumbag",
+    # Slurs against a group: no innocent sense in a brand comment.
+    "bougnoule", "bougnoules", "youpin", "youpins", "youpine", "bamboula", "bamboulas", "sale arabe",
+    "sales arabes", "sale juif", "sale juive", "sales juifs", "sale pd", "sales pd", "nigger", "niggers",
+    "faggot", "faggots",
 ])
 # Words that insult a person but also describe a situation ("c'est débile", "a stupid rule").
 _MILD_WORDS = [
@@ -197,21 +212,62 @@ INSULT_ADDRESSED_CONFIDENCE = 0.75  # a mild word said to someone: "t'es débile
 INSULT_MILD_CONFIDENCE = 0.4  # a mild word alone: often about a situation; below the usual 0.5 cut-off
 
 
-def insult(text: str, variants: list[str] | None = None) -> CharterFlag | None:
+class _Packaged:
+    """Marker for "the hostility model shipped in the package" (None means rules only)."""
+
+
+PACKAGED: Final = _Packaged()
+MODEL_MAX_CONFIDENCE = 0.85  # the model alone never outranks a vulgar insult found verbatim (0.9)
+MILD_AGREED_CONFIDENCE = 0.6  # a mild word, and the model leans hostile: said to hurt, not about a situation
+MILD_AGREE_PROBABILITY = 0.5
+
+
+@functools.cache
+def packaged_hostility() -> HostilityModel | None:
+    """The shipped model, loaded once; without its files the insult flag falls back to the rules."""
+    try:
+        return load_hostility()
+    except FileNotFoundError:
+        log.warning("hostility model not found: insult flags from rules only")
+        return None
+
+
+def model_confidence(probability: float, threshold: float) -> float:
+    """Map the model's probability to a flag confidence: its cut-off lands on 0.5 (a violation), certainty on
+    0.85, and anything below the cut-off stays under 0.5, so the model alone flags only past its cut-off."""
+    if probability >= threshold:
+        return round(VIOLATION + (MODEL_MAX_CONFIDENCE - VIOLATION) * (probability - threshold) / (1 - threshold), 3)
+    return round(VIOLATION * probability / threshold, 3)
+
+
+def insult(
+    text: str, variants: list[str] | None = None, hostility: HostilityModel | _Packaged | None = PACKAGED
+) -> CharterFlag | None:
+    """Rules and model together; the rules are precise, the model finds what the word lists miss.
+
+    - a vulgar insult (0.9) or a mild word said to someone (0.75): the rule stands, the model can only raise it;
+    - a mild word alone (0.4, "c'est débile"): 0.6 when the model leans hostile (p >= 0.5), else 0.4;
+    - no rule: a flag only when the model passes its cut-off (confidence 0.5 to 0.85), with the words that
+      weighed most as evidence.
+    """
     variants = variants or normalise(text)
-    strong = _matches(_INSULTS_STRONG, variants)
-    if strong:
-        return CharterFlag(kind="insult", confidence=INSULT_STRONG_CONFIDENCE,
-                           evidence=", ".join(strong[:MAX_EVIDENCE_ITEMS]))
-    addressed = _matches(_INSULTS_ADDRESSED, variants)
-    if addressed:
-        return CharterFlag(kind="insult", confidence=INSULT_ADDRESSED_CONFIDENCE,
-                           evidence=", ".join(addressed[:MAX_EVIDENCE_ITEMS]))
-    mild = _matches(_INSULTS_MILD, variants)
-    if mild:
-        return CharterFlag(kind="insult", confidence=INSULT_MILD_CONFIDENCE,
-                           evidence=", ".join(mild[:MAX_EVIDENCE_ITEMS]))
-    return None
+    model = packaged_hostility() if isinstance(hostility, _Packaged) else hostility
+    probability = model.probability(text) if model is not None else 0.0
+    learned = model_confidence(probability, model.threshold) if model is not None else 0.0
+    for pattern, confidence in ((_INSULTS_STRONG, INSULT_STRONG_CONFIDENCE),
+                                (_INSULTS_ADDRESSED, INSULT_ADDRESSED_CONFIDENCE),
+                                (_INSULTS_MILD, INSULT_MILD_CONFIDENCE)):
+        hits = _matches(pattern, variants)
+        if hits:
+            if confidence == INSULT_MILD_CONFIDENCE and probability >= MILD_AGREE_PROBABILITY:
+                confidence = MILD_AGREED_CONFIDENCE
+            return CharterFlag(kind="insult", confidence=max(confidence, learned),
+                               evidence=", ".join(hits[:MAX_EVIDENCE_ITEMS]))
+    if model is None or learned < VIOLATION:
+        return None
+    words = model.drivers(text, MAX_EVIDENCE_ITEMS)
+    return CharterFlag(kind="insult", confidence=learned,
+                       evidence=f"hostility model {probability:.2f}" + (": " + ", ".join(words) if words else ""))
 
 
 # --- threats ------------------------------------------------------------------------------------------
@@ -255,8 +311,9 @@ def threat(text: str, variants: list[str] | None = None) -> CharterFlag | None:
     return None
 
 
-def flags_for(text: str) -> list[CharterFlag]:
-    """Every charter flag a text raises, at most one per kind, in a fixed order."""
+def flags_for(text: str, hostility: HostilityModel | _Packaged | None = PACKAGED) -> list[CharterFlag]:
+    """Every charter flag a text raises, at most one per kind, in a fixed order; `hostility=None` for rules
+    only."""
     variants = normalise(text)
-    flags = (insult(text, variants), threat(text, variants), spam(text, variants), personal_data(text))
+    flags = (insult(text, variants, hostility), threat(text, variants), spam(text, variants), personal_data(text))
     return [f for f in flags if f is not None]

@@ -59,10 +59,16 @@ def assess(scorer: SentimentScorer, items: Sequence[ScoreInput]) -> list[Assessm
     return [Assessment(s, charter.flags_for(item.text)) for s, item in zip(sentiments, items, strict=True)]
 
 
+def reach_of(comment: Comment) -> int:
+    """How many people engaged with the comment: what makes it matter more (see the cascade scorer)."""
+    m = comment.metrics
+    return m.likes + m.replies + m.shares
+
+
 def assess_comments(scorer: SentimentScorer, comments: Sequence[Comment]) -> list[Assessment]:
     """Assess each comment; removals get the unscored placeholder (see the module docstring)."""
     live = [c for c in comments if c.action is not CommentAction.removed]
-    scored = iter(assess(scorer, [ScoreInput(c.text, c.lang) for c in live]))
+    scored = iter(assess(scorer, [ScoreInput(c.text, c.lang, reach_of(c)) for c in live]))
     return [
         Assessment(unscored(c)) if c.action is CommentAction.removed else next(scored)
         for c in comments

@@ -21,6 +21,19 @@ BATCH_SECONDS = Histogram(
     "Time to score, flag and publish one consumed batch of comments.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+CASCADE_ITEMS = Counter(
+    "terrain_sentiment_cascade_items_total",
+    "Texts the cascade scorer scored (all of them go through its fast tier).",
+)
+CASCADE_ESCALATED = Counter(
+    "terrain_sentiment_cascade_escalated_total",
+    "Texts the cascade sent to its accurate tier, by reason (reach, negative, unsure).",
+    ["reason"],
+)
+CASCADE_CAPPED = Counter(
+    "terrain_sentiment_cascade_capped_total",
+    "Texts that qualified for the accurate tier but were left out by the per-batch cap.",
+)
 
 
 def lang_bucket(lang: str) -> str:

@@ -49,10 +49,12 @@ MIN_DETECT_PROB_OTHER = 0.6
 
 
 class ScoreInput(NamedTuple):
-    """A text to score and its language when known (ISO 639-1), else None to detect it."""
+    """A text to score, its language when known (ISO 639-1, else None to detect it), and its reach (likes +
+    replies + shares: the cascade scorer sends far-reaching comments to its accurate tier)."""
 
     text: str
     lang: str | None = None
+    reach: int = 0
 
 
 class SentimentScorer(Protocol):
@@ -222,10 +224,16 @@ class LexiconScorer:
 SCORERS: dict[str, Callable[[], SentimentScorer]] = {"lexicon": LexiconScorer}
 
 
-def make_scorer(name: str) -> SentimentScorer:
-    """The scorer a `sentiment_scorer` setting names."""
+def make_scorer(name: str, model_path: str | None = None) -> SentimentScorer:
+    """The scorer a `sentiment_scorer` setting names; `model_path` overrides a learned scorer's shipped model."""
+    if name == "fast":
+        # Imported here: the learned module imports this one, and numpy/sklearn load only when used.
+        from services.sentiment.learned import FastScorer
+
+        return FastScorer(model_path)
     try:
         factory = SCORERS[name]
     except KeyError:
-        raise ValueError(f"unknown sentiment scorer {name!r}; known: {', '.join(sorted(SCORERS))}") from None
+        known = ", ".join(sorted({*SCORERS, "fast"}))
+        raise ValueError(f"unknown sentiment scorer {name!r}; known: {known}") from None
     return factory()

@@ -1,4 +1,4 @@
-"""Sentiment against the real broker: scored messages keyed and with deterministic ids, dead-letters, HTTP."""
+"""Sentiment against the real broker and PostgreSQL: scored messages keyed, deterministic ids, dead-letters, HTTP."""
 
 from __future__ import annotations
 
@@ -23,17 +23,9 @@ WHEN = datetime(2026, 11, 25, 10, tzinfo=UTC)
 
 
 @pytest.fixture
-def settings(kafka_bootstrap: str, unique: str) -> SentimentSettings:
-    """The service's settings; the database URL points at nothing, to show the service never needs one."""
-    return SentimentSettings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url="postgresql://nobody@127.0.0.1:9/none",
-        api_token="test-token",
-        kafka_session_timeout_ms=1000,
-        kafka_heartbeat_interval_ms=200,
-        batch_timeout_ms=50,
-        kafka_client_id=f"terrain-test-{unique}",
-    )
+def settings(settings_kwargs: dict[str, Any]) -> SentimentSettings:
+    """The service's settings on a fresh schema: the service stores label corrections, so it needs a database."""
+    return SentimentSettings(**dict(settings_kwargs, kafka_session_timeout_ms=1000, kafka_heartbeat_interval_ms=200))
 
 
 async def consume(bootstrap: str, topic: str, *, expect: int, timeout_s: float = 15.0, settle_s: float = 0.0
@@ -125,7 +117,10 @@ async def test_undecodable_and_invalid_messages_are_dead_lettered(settings, topi
 
 
 async def test_http_score(settings, topic_overrides):
-    async with running(build_app(settings, topic_overrides=topic_overrides)) as client:
+    app = build_app(settings, topic_overrides=topic_overrides)
+    async with running(app) as client:
+        # The service now needs the database for corrections: its migration ran before scoring began.
+        corrections_table = await app.state.runtime.pool.fetchval("SELECT to_regclass('sentiment_corrections')")
         one = await client.post("/v1/score", json={"text": "à quelle heure ouvre la boutique ?"})
         many = await client.post("/v1/score", json=[
             {"text": "Terrible service, I am furious!"},
@@ -137,6 +132,7 @@ async def test_http_score(settings, topic_overrides):
         empty = await client.post("/v1/score", json=[])
         unauth = await client.post("/v1/score", json={"text": "ok"}, headers={"Authorization": "Bearer nope"})
         metrics = await client.get("/metrics")
+    assert corrections_table == "sentiment_corrections"
     assert one.status_code == 200
     [item] = one.json()["items"]
     assert (item["sentiment"]["label"], item["sentiment"]["lang"], item["flags"]) == ("neutral", "fr", [])
