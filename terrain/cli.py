@@ -18,11 +18,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.sentiment.cli import sentiment_app
 from terrain.stack import SERVICES, Stack, state_dir
 
 app = typer.Typer(help="Terrain: from one angry comment to the right action.", no_args_is_help=True)
 contracts_app = typer.Typer(help="Generated JSON Schemas and AsyncAPI document for the topics.")
 app.add_typer(contracts_app, name="contracts")
+app.add_typer(sentiment_app, name="sentiment")
 console = Console(highlight=False)
 
 CONTRACTS_DIR = Path("docs/contracts")

@@ -68,7 +68,7 @@ def build_app(
     # The database holds the label corrections only, but the service now needs it to start: the kernel
     # connects and migrates before it starts consuming.
     rt = ServiceRuntime(SERVICE, settings, migrations_package="services.sentiment", topic_overrides=topic_overrides)
-    scoring = Scoring(rt, make_scorer(settings.sentiment_scorer), clock)
+    scoring = Scoring(rt, make_scorer(settings.sentiment_scorer, settings.sentiment_model_path), clock)
     rt.consumer(COMMENTS, scoring.on_comments)
 
     app = telemetry.build_http_app(

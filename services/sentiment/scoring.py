@@ -231,9 +231,19 @@ def make_scorer(name: str, model_path: str | None = None) -> SentimentScorer:
         from services.sentiment.learned import FastScorer
 
         return FastScorer(model_path)
+    if name == "accurate":
+        from services.sentiment.embedding import EmbeddingScorer
+
+        return EmbeddingScorer()
+    if name == "cascade":
+        from services.sentiment.cascade import CascadeScorer
+        from services.sentiment.embedding import EmbeddingScorer
+        from services.sentiment.learned import FastScorer
+
+        return CascadeScorer(FastScorer(model_path), EmbeddingScorer())
     try:
         factory = SCORERS[name]
     except KeyError:
-        known = ", ".join(sorted({*SCORERS, "fast"}))
+        known = ", ".join(sorted({*SCORERS, "fast", "accurate", "cascade"}))
         raise ValueError(f"unknown sentiment scorer {name!r}; known: {known}") from None
     return factory()

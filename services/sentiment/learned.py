@@ -1,0 +1,488 @@
+"""The FAST learned sentiment scorer: hashed word + char n-grams, a logistic regression, calibrated.
+
+API (stable; the embedding and cascade scorers build on it):
+- `CLASSES = ("negative", "neutral", "positive")`: the column order of every probability matrix.
+- `ProbaModel` (Protocol): `classes`, `model_version: str`, `predict_proba(items) -> ndarray (n, 3)`, rows
+  summing to 1, columns in CLASSES order.
+- `FastScorer(path=None)`: a ProbaModel and a `SentimentScorer` (`score_batch(items) -> list[Sentiment]`).
+  `FastScorer.explain(items, proba) -> list[list[str]]`: drivers toward each row's argmax of probabilities
+  that may come from another model (the cascade's); reuses the tokens of the last predict_proba batch.
+- `sentiment_from_proba(proba_row, lang, model_version, drivers) -> Sentiment`: label = argmax, score =
+  P(positive) − P(negative), confidence = max probability (calibrated by the model that made it).
+- `train_fast(texts, langs, labels, ...) -> LinearModel`, `save_model(model, path)`, `load_model(path)`.
+- `DEFAULT_MODEL_PATH`: the shipped model (`services/sentiment/models/fast-fr-en-*.npz`).
+
+Model file: `<name>.npz` (numeric arrays only, loaded with allow_pickle=False, so loading runs no code) and
+`<name>.json` beside it (version, date, feature config, training data and its terms, dev scores). The
+features are hashed (sklearn's HashingVectorizer), so nothing but the config is stored for them; the
+coefficient matrix keeps only the hashed columns that training used (float16). Calibration is one
+temperature fitted on a held-out part of the training data (never on dev).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.utils import murmurhash3_32
+
+from services.sentiment.scoring import MAX_DRIVERS, ScoreInput, language_of
+from services.sentiment.textnorm import NEG_CUES, NEG_PREFIX, NormConfig, normalize, surface
+from terrain.contracts import Sentiment, SentimentLabel
+
+CLASSES: tuple[str, str, str] = ("negative", "neutral", "positive")
+FORMAT = "terrain-sentiment-linear"
+FORMAT_VERSION = 1
+MODELS_DIR = Path(__file__).parent / "models"
+DEFAULT_MODEL_NAME = "fast-fr-en-1"
+DEFAULT_MODEL_PATH = MODELS_DIR / f"{DEFAULT_MODEL_NAME}.npz"
+# Texts longer than this are cut: the opening sets the tone, and char n-grams cost per character.
+MAX_CHARS = 2_000
+LANG_CHARS = 300
+
+
+class ProbaModel(Protocol):
+    """A model giving class probabilities in CLASSES order; what the cascade combines."""
+
+    model_version: str
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """CLASSES: the column order of predict_proba (read-only, so a tuple constant satisfies it)."""
+        ...
+
+    def predict_proba(self, items: Sequence[ScoreInput]) -> np.ndarray:
+        """(n, 3) probabilities, rows summing to 1, columns in CLASSES order."""
+        ...
+
+
+def sentiment_from_proba(
+    proba_row: Sequence[float] | np.ndarray, lang: str, model_version: str, drivers: Sequence[str] = ()
+) -> Sentiment:
+    """A Sentiment from one row of class probabilities (CLASSES order)."""
+    row = np.asarray(proba_row, dtype=np.float64)
+    best = int(np.argmax(row))
+    score = float(np.clip(row[2] - row[0], -1.0, 1.0))
+    return Sentiment(
+        label=SentimentLabel(CLASSES[best]),
+        score=round(score, 4),
+        confidence=round(float(np.clip(row[best], 0.0, 1.0)), 4),
+        lang=lang,
+        model_version=model_version,
+        drivers=list(drivers)[:MAX_DRIVERS],
+    )
+
+
+# --- features -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How texts become hashed features; stored in the model file (nothing else is needed to rebuild them)."""
+
+    word_bits: int = 19  # 2**19 hashed columns for word uni/bigrams
+    char_bits: int = 19  # and as many for character n-grams
+    word_ngrams: int = 2  # 1 = words, 2 = words + bigrams
+    char_ngram_min: int = 3  # 2-grams cost 35% more time for no measurable gain
+    char_ngram_max: int = 5  # 0 disables character n-grams
+    char_weight: float = 1.0  # the char block's weight relative to the word block (each is L2-normalised)
+    char_chars: int = 400  # char n-grams see only the opening: they cost per character
+    lang_feature: bool = True
+    norm: NormConfig = field(default_factory=NormConfig)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "word_bits": self.word_bits, "char_bits": self.char_bits, "word_ngrams": self.word_ngrams,
+            "char_ngram_min": self.char_ngram_min, "char_ngram_max": self.char_ngram_max,
+            "char_weight": self.char_weight, "char_chars": self.char_chars, "lang_feature": self.lang_feature,
+            "norm": self.norm.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FeatureConfig:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "norm"}
+        return cls(**fields, norm=NormConfig.from_json(data.get("norm", {})))
+
+    @property
+    def n_features(self) -> int:
+        return (1 << self.word_bits) + ((1 << self.char_bits) if self.char_ngram_max else 0)
+
+
+def lang_token(lang: str) -> str:
+    return f"_lang_{lang if lang in ('fr', 'en') else 'other'}_"
+
+
+def word_features(words: list[str], n: int) -> list[str]:
+    """Unigrams and, when n >= 2, adjacent bigrams joined by a space."""
+    if n < 2:
+        return words
+    return words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
+
+
+def _identity(doc: Any) -> Any:
+    return doc
+
+
+class Featurizer:
+    """Stateless: texts and languages to a sparse matrix, from a FeatureConfig alone."""
+
+    def __init__(self, config: FeatureConfig) -> None:
+        self.config = config
+        # alternate_sign off so that a word's column is simply |murmurhash(word)| mod 2**bits (see column_of).
+        self._words = HashingVectorizer(
+            analyzer=_identity, n_features=1 << config.word_bits, alternate_sign=False, norm="l2"
+        )
+        self._chars = (
+            HashingVectorizer(
+                analyzer="char_wb", ngram_range=(config.char_ngram_min, config.char_ngram_max),
+                n_features=1 << config.char_bits, alternate_sign=False, norm="l2", lowercase=False,
+            )
+            if config.char_ngram_max
+            else None
+        )
+        self._column_cache: dict[str, int] = {}
+
+    def tokens(self, text: str, lang: str) -> tuple[list[str], str]:
+        norm = normalize(text[:MAX_CHARS], self.config.norm)
+        words = word_features(norm.words, self.config.word_ngrams)
+        if self.config.lang_feature:
+            words.append(lang_token(lang))
+        return words, norm.chars[:self.config.char_chars]
+
+    def transform(self, texts: Sequence[str], langs: Sequence[str]) -> sp.csr_matrix:
+        docs = [self.tokens(t, lang) for t, lang in zip(texts, langs, strict=True)]
+        return self.transform_tokens(docs)
+
+    def transform_tokens(self, docs: Sequence[tuple[list[str], str]]) -> sp.csr_matrix:
+        words = self._words.transform([d[0] for d in docs])
+        if self._chars is None:
+            return words.tocsr()
+        chars = self._chars.transform([d[1] for d in docs])
+        if self.config.char_weight != 1.0:
+            chars = chars * self.config.char_weight
+        return sp.hstack([words, chars], format="csr")
+
+    def column_of(self, token: str) -> int:
+        """The word-block column a word feature hashes to (as HashingVectorizer computes it)."""
+        col = self._column_cache.get(token)
+        if col is None:
+            h = murmurhash3_32(token, seed=0, positive=False)
+            n = 1 << self.config.word_bits
+            col = (2147483647 - (n - 1)) % n if h == -2147483648 else abs(h) % n
+            if len(self._column_cache) > 500_000:  # bounded: a long-running service sees endless new words
+                self._column_cache.clear()
+            self._column_cache[token] = col
+        return col
+
+
+# --- the model ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class LinearModel:
+    """A multinomial linear model over hashed features, with temperature calibration."""
+
+    config: FeatureConfig
+    columns: np.ndarray  # (k,) int32: the feature columns with any non-zero weight
+    weights: np.ndarray  # (k, 3) float32
+    intercept: np.ndarray  # (3,) float32
+    temperature: float = 1.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata.get("version", "fast-unversioned"))
+
+    @functools.cached_property
+    def dense_weights(self) -> np.ndarray:
+        """(n_features, 3) float32; 12 MB for 2**20 features, and a sparse × dense product is fast."""
+        full = np.zeros((self.config.n_features, len(CLASSES)), dtype=np.float32)
+        full[self.columns] = self.weights
+        return full
+
+    def logits(self, x: sp.csr_matrix) -> np.ndarray:
+        out: np.ndarray = np.asarray(x @ self.dense_weights) + self.intercept
+        return out
+
+    def proba(self, x: sp.csr_matrix) -> np.ndarray:
+        return softmax(self.logits(x) / self.temperature)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def save_model(model: LinearModel, path: str | Path) -> Path:
+    """Write `<path>.npz` (arrays only) and `<path>.json` (metadata); returns the .npz path."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_suffix(".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        columns=model.columns.astype(np.int32),
+        weights=model.weights.astype(np.float16),
+        intercept=model.intercept.astype(np.float32),
+        temperature=np.array([model.temperature], dtype=np.float32),
+    )
+    meta = dict(model.metadata)
+    meta.update({"format": FORMAT, "format_version": FORMAT_VERSION, "classes": list(CLASSES),
+                 "features": model.config.to_json(), "temperature": model.temperature})
+    path.with_suffix(".json").write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, of another format, or inconsistent."""
+
+
+@functools.cache
+def load_model(path: str | Path) -> LinearModel:
+    """Load a model once per process (cached by path). Raises ModelFileError with the reason."""
+    path = Path(path)
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() or not meta_path.is_file():
+        raise ModelFileError(f"model file not found: {path} (and {meta_path.name} beside it)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(f"{meta_path}: not a {FORMAT} v{FORMAT_VERSION} model")
+    if tuple(meta.get("classes", ())) != CLASSES:
+        raise ModelFileError(f"{meta_path}: classes {meta.get('classes')} differ from {list(CLASSES)}")
+    config = FeatureConfig.from_json(meta["features"])
+    with np.load(path, allow_pickle=False) as arrays:
+        columns = arrays["columns"].astype(np.int64)
+        weights = arrays["weights"].astype(np.float32)
+        intercept = arrays["intercept"].astype(np.float32)
+        temperature = float(arrays["temperature"][0])
+    if weights.shape != (len(columns), len(CLASSES)) or intercept.shape != (len(CLASSES),):
+        raise ModelFileError(f"{path}: weights {weights.shape} do not match {len(columns)} columns")
+    if len(columns) and (columns.min() < 0 or columns.max() >= config.n_features):
+        raise ModelFileError(f"{path}: feature columns out of range for the stored config")
+    return LinearModel(config, columns, weights, intercept, temperature, meta)
+
+
+# --- the scorer ---------------------------------------------------------------------------------------
+
+
+def _readable(part: str) -> bool:
+    """A token a person would take as a reason: it has a letter, a digit or an emoji (not just "?" or ",")."""
+    return any(ch.isalnum() or (ord(ch) > 0x2100 and ch not in "\ufe0e\ufe0f\u200d") for ch in part)
+
+
+def _readable_phrase(parts: list[str], lang: str) -> str:
+    """Feature parts as a phrase: "pas" once for a negated bigram, and never before an emoji."""
+    out = []
+    negated = False
+    for part in parts:
+        if part.startswith(NEG_PREFIX):
+            bare = part[len(NEG_PREFIX):]
+            if negated or not any(ch.isalnum() for ch in bare):
+                part = bare
+            negated = True
+        elif part in NEG_CUES:
+            negated = True  # "pas NEG_terrible" reads "pas terrible"
+        out.append(surface(part, lang))
+    return " ".join(out)
+
+
+# Placeholders and the language mark are not words a person would recognise as the reason.
+_NOT_DRIVERS = frozenset({"_url_", "_user_", "_num_", *(lang_token(x) for x in ("fr", "en", "other"))})
+
+
+class FastScorer:
+    """The fast learned scorer: a ProbaModel and a SentimentScorer."""
+
+    classes = CLASSES
+
+    def __init__(self, path: str | Path | None = None, *, model: LinearModel | None = None) -> None:
+        self.model = model if model is not None else load_model(Path(path) if path else DEFAULT_MODEL_PATH)
+        self.model_version = self.model.version
+        self.featurizer = Featurizer(self.model.config)
+        self._last: tuple[Sequence[ScoreInput], list[str], list[tuple[list[str], str]]] | None = None
+        # Per feature, how much it favours each class over the others' average: the drivers' ranking.
+        self._lean = self.model.weights - self.model.weights.mean(axis=1, keepdims=True)
+        # Word-block column -> row of _lean (or -1): a flat array so a text's features are looked up at once.
+        self._row_of = np.full(1 << self.model.config.word_bits, -1, dtype=np.int32)
+        in_words = self.model.columns < (1 << self.model.config.word_bits)
+        self._row_of[self.model.columns[in_words]] = np.flatnonzero(in_words)
+
+    def _prepare(self, items: Sequence[ScoreInput]) -> tuple[list[str], list[tuple[list[str], str]]]:
+        # The opening of a text tells its language as well as the whole, and detection costs per character.
+        langs = [language_of(item.text[:LANG_CHARS], item.lang) for item in items]
+        docs = [self.featurizer.tokens(item.text, lang) for item, lang in zip(items, langs, strict=True)]
+        return langs, docs
+
+    def _prepared(self, items: Sequence[ScoreInput]) -> tuple[list[str], list[tuple[list[str], str]]]:
+        # The cascade calls predict_proba then explain on the same batch: tokenise and detect only once.
+        last = self._last  # read once: another thread may replace it
+        if last is not None and last[0] is items:
+            return last[1], last[2]
+        langs, docs = self._prepare(items)
+        self._last = (items, langs, docs)
+        return langs, docs
+
+    def predict_proba(self, items: Sequence[ScoreInput]) -> np.ndarray:
+        if not items:
+            return np.zeros((0, len(CLASSES)))
+        _, docs = self._prepared(items)
+        return self.model.proba(self.featurizer.transform_tokens(docs))
+
+    def explain(self, items: Sequence[ScoreInput], proba: np.ndarray) -> list[list[str]]:
+        """Drivers of each item toward the argmax of its row of `proba` (which may come from another model)."""
+        langs, docs = self._prepared(items)
+        return self.drivers_batch([doc[0] for doc in docs], np.asarray(proba).argmax(axis=1).tolist(), langs)
+
+    def drivers(self, words: list[str], label: int, lang: str) -> list[str]:
+        """The word features of a text that push most toward `label`, as readable words, at most 5."""
+        return self.drivers_batch([words], [label], [lang])[0]
+
+    def drivers_batch(self, docs_words: Sequence[list[str]], labels: Sequence[int], langs: Sequence[str]
+                      ) -> list[list[str]]:
+        """Drivers of many texts with one vectorised lookup (a per-text numpy call costs more than the maths)."""
+        tokens = [[t for t in dict.fromkeys(words) if t not in _NOT_DRIVERS] for words in docs_words]
+        cache, column_of = self.featurizer._column_cache, self.featurizer.column_of
+        flat = [cache.get(t) or column_of(t) for ts in tokens for t in ts]
+        owner = np.repeat(np.asarray(labels, dtype=np.int64), [len(ts) for ts in tokens])
+        rows = self._row_of[np.asarray(flat, dtype=np.int64)] if flat else np.zeros(0, dtype=np.int32)
+        pushes = np.where(rows >= 0, self._lean[rows, owner], 0.0).tolist() if flat else []
+        out: list[list[str]] = []
+        at = 0
+        for ts, lang in zip(tokens, langs, strict=True):
+            mine = pushes[at:at + len(ts)]
+            at += len(ts)
+            ranked = sorted((i for i in range(len(ts)) if mine[i] > 0), key=lambda i: -mine[i])
+            found: list[str] = []
+            for i in ranked:
+                parts = ts[i].split(" ")
+                if not all(map(_readable, parts)):
+                    continue
+                readable = _readable_phrase(parts, lang)
+                if readable not in found:
+                    found.append(readable)
+                    if len(found) == MAX_DRIVERS:
+                        break
+            out.append(found)
+        return out
+
+    def score_batch(self, items: Sequence[ScoreInput]) -> list[Sentiment]:
+        if not items:
+            return []
+        langs, docs = self._prepared(items)
+        proba = self.model.proba(self.featurizer.transform_tokens(docs))
+        drivers = self.drivers_batch([doc[0] for doc in docs], proba.argmax(axis=1).tolist(), langs)
+        return [
+            sentiment_from_proba(row, lang, self.model_version, found)
+            for row, lang, found in zip(proba, langs, drivers, strict=True)
+        ]
+
+
+# --- training -----------------------------------------------------------------------------------------
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature minimising held-out log-loss (a 1-D search; the loss is convex in 1/T)."""
+    best_t, best_loss = 1.0, float("inf")
+    for t in np.exp(np.linspace(np.log(0.2), np.log(5.0), 161)):
+        p = softmax(logits / t)
+        loss = -float(np.mean(np.log(p[np.arange(len(y)), y] + 1e-12)))
+        if loss < best_loss:
+            best_t, best_loss = float(t), loss
+    return best_t
+
+
+def _fit_lr(x: sp.csr_matrix, y: np.ndarray, c: float, class_weight: Any, sample_weight: np.ndarray | None,
+            max_iter: int) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=c, class_weight=class_weight, max_iter=max_iter, solver="lbfgs")
+    clf.fit(x, y, sample_weight=sample_weight)
+    return clf
+
+
+def train_fast(
+    texts: Sequence[str],
+    langs: Sequence[str],
+    labels: Sequence[str],
+    *,
+    config: FeatureConfig | None = None,
+    c: float = 25.0,
+    class_weight: Any = "balanced",
+    calibration_share: float = 0.15,
+    sample_weight: Sequence[float] | None = None,
+    seed: int = 0,
+    max_iter: int = 1000,
+    metadata: dict[str, Any] | None = None,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> LinearModel:
+    """Train on labelled texts: fit on (1 − share), fit the temperature on the held-out share, refit on all.
+
+    Labels must be in CLASSES; a class may be absent (binary data) but at least two must occur.
+    """
+    config = config or FeatureConfig()
+    unknown = sorted({lab for lab in labels} - set(CLASSES))
+    if unknown:
+        raise ValueError(f"unknown labels {unknown}; expected {', '.join(CLASSES)}")
+    y = np.array([CLASSES.index(lab) for lab in labels])
+    if len(set(y.tolist())) < 2:
+        raise ValueError("training needs at least two different labels")
+    weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    featurizer = Featurizer(config)
+    progress(f"featurising {len(texts)} texts")
+    x = featurizer.transform(texts, langs)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y))
+    n_cal = int(len(y) * calibration_share) if len(y) >= 50 else 0
+    temperature = 1.0
+    if n_cal:
+        cal, fit = order[:n_cal], order[n_cal:]
+        progress(f"fitting on {len(fit)}, calibrating on {len(cal)} held out")
+        clf = _fit_lr(x[fit], y[fit], c, class_weight, None if weights is None else weights[fit], max_iter)
+        temperature = fit_temperature(_full_logits(clf, x[cal]), y[cal])
+    progress(f"fitting on all {len(y)} (temperature {temperature:.3f})")
+    clf = _fit_lr(x, y, c, class_weight, weights, max_iter)
+    coef, intercept = _full_coef(clf)
+    used = np.flatnonzero(np.abs(coef).max(axis=1) > 0).astype(np.int32)
+    meta = dict(metadata or {})
+    meta.setdefault("version", "fast-custom")
+    meta["training"] = {**meta.get("training", {}), "examples": len(y), "c": c,
+                        "class_weight": class_weight if isinstance(class_weight, str) else "custom",
+                        "calibration_share": calibration_share if n_cal else 0.0}
+    return LinearModel(config, used, coef[used].astype(np.float32), intercept.astype(np.float32), temperature,
+                       meta)
+
+
+def _full_coef(clf: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(n_features, 3) weights and (3,) intercept in CLASSES order, whatever classes the data had."""
+    coef = np.zeros((clf.coef_.shape[1], len(CLASSES)), dtype=np.float64)
+    intercept = np.zeros(len(CLASSES))
+    present = [int(k) for k in clf.classes_]
+    if len(present) == 2:
+        # sklearn keeps one row for two classes: the logit of the second; split it symmetrically.
+        coef[:, present[1]] = clf.coef_[0] / 2
+        coef[:, present[0]] = -clf.coef_[0] / 2
+        intercept[present[1]], intercept[present[0]] = clf.intercept_[0] / 2, -clf.intercept_[0] / 2
+    else:
+        for row, k in enumerate(present):
+            coef[:, k] = clf.coef_[row]
+            intercept[k] = clf.intercept_[row]
+    # A class the data never showed gets a very low intercept, so it is (almost) never predicted.
+    for k in set(range(len(CLASSES))) - set(present):
+        intercept[k] = -30.0
+    return coef, intercept
+
+
+def _full_logits(clf: Any, x: sp.csr_matrix) -> np.ndarray:
+    coef, intercept = _full_coef(clf)
+    logits: np.ndarray = np.asarray(x @ coef) + intercept
+    return logits
