@@ -31,6 +31,11 @@ MAX_TEXTS_PER_REQUEST = 1000
 class SentimentSettings(TerrainSettings):
     sentiment_port: int = Field(default=8082, description="HTTP port of the sentiment service.")
     sentiment_scorer: str = Field(default="lexicon", description="Which scorer to use: lexicon.")
+    sentiment_hostility_model: bool = Field(
+        default=True,
+        description="Use the shipped French hostility model for insult flags (research-only data terms); "
+        "false: rules only. Read from TERRAIN_SENTIMENT_HOSTILITY_MODEL by the charter module.",
+    )
     sentiment_model_path: str | None = Field(
         default=None, description="Model file (.npz) for a learned scorer; default: the model shipped with it."
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -224,7 +225,14 @@ MILD_AGREE_PROBABILITY = 0.5
 
 @functools.cache
 def packaged_hostility() -> HostilityModel | None:
-    """The shipped model, loaded once; without its files the insult flag falls back to the rules."""
+    """The shipped model, loaded once; without its files the insult flag falls back to the rules.
+
+    TERRAIN_SENTIMENT_HOSTILITY_MODEL=false turns it off (its training data carries research-only terms;
+    the rules carry none). Read here, once per process, like the model itself.
+    """
+    if os.environ.get("TERRAIN_SENTIMENT_HOSTILITY_MODEL", "true").strip().lower() in ("0", "false", "no", "off"):
+        log.info("hostility model turned off: insult flags from rules only")
+        return None
     try:
         return load_hostility()
     except FileNotFoundError:
