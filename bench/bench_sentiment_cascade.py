@@ -21,6 +21,7 @@ import numpy as np
 
 from services.sentiment.cascade import CascadePolicy, CascadeScorer, combine, route
 from services.sentiment.embedding import CachedEmbedder, EmbeddingScorer, load_default_head
+from services.sentiment.evaluation import evaluate
 from services.sentiment.learned import CLASSES, FastScorer
 from services.sentiment.scoring import ScoreInput, language_of
 
@@ -67,12 +68,7 @@ def is_review(row: dict[str, str]) -> bool:
 
 
 def macro_f1(gold: list[str], pred: list[str]) -> float:
-    scores = []
-    for label in sorted(set(gold)):
-        tp = sum(g == p == label for g, p in zip(gold, pred, strict=True))
-        wrong = sum((g == label) != (p == label) for g, p in zip(gold, pred, strict=True))
-        scores.append(2 * tp / (2 * tp + wrong) if tp else 0.0)
-    return sum(scores) / len(scores)
+    return evaluate(gold, pred).macro_f1
 
 
 def recall(gold: list[str], pred: list[str], label: str) -> float:

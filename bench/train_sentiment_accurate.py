@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from services.sentiment.embedding import MODELS_DIR, CachedEmbedder, fit_head
+from services.sentiment.evaluation import evaluate
 from services.sentiment.learned import CLASSES
 
 DATA = Path("/work/shared/data/sentiment")
@@ -58,12 +59,7 @@ def embed(rows: list[dict[str, str]], key: str, cache: Path | None, embedder: Ca
 
 
 def macro_f1(gold: list[str], pred: list[str]) -> float:
-    scores = []
-    for label in sorted(set(gold)):
-        tp = sum(g == p == label for g, p in zip(gold, pred, strict=True))
-        wrong = sum((g == label) != (p == label) for g, p in zip(gold, pred, strict=True))
-        scores.append(2 * tp / (2 * tp + wrong) if tp else 0.0)
-    return sum(scores) / len(scores)
+    return evaluate(gold, pred).macro_f1
 
 
 def main() -> None:
