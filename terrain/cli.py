@@ -126,7 +126,8 @@ def _run_demo(stack: Stack, timeout_s: float = 30.0) -> None:
         for inc in incidents:
             console.print(
                 f"demo: incident {inc['id']} [bold]{inc['level']}[/bold] {inc['state']} on "
-                f"{inc['community_id']}/{inc['thread_id']}: {inc['reason']}"
+                f"{inc['community_id']}/{inc['thread_id']}: {inc['reason']}",
+                soft_wrap=True,
             )
 
 

@@ -60,11 +60,16 @@ class ServiceRuntime:
             raise RuntimeError(f"{self.service}: the outbox is not started")
         return self._outbox
 
+    def group(self, stream: str | None = None) -> str:
+        """The consumer group of one of this service's streams: `<prefix>-<service>[-<stream>]`."""
+        base = f"{self.settings.kafka_group_prefix}-{self.service}"
+        return f"{base}-{stream}" if stream else base
+
     def consumer(self, spec: TopicSpec, process: Any, *, group_id: str | None = None) -> BatchConsumer[Any]:
         """Create and register a batch consumer for a topic (subscribers must exist before the broker starts)."""
         c: BatchConsumer[Any] = BatchConsumer(
             spec=spec,
-            group_id=group_id or f"{self.settings.kafka_group_prefix}-{self.service}",
+            group_id=group_id or self.group(),
             service=self.service,
             settings=self.settings,
             publisher=self.publisher,

@@ -24,10 +24,6 @@ KIND_PATTERN = r"^(meetup|apero|field_visit|workshop|other)$"
 
 class EventsSettings(TerrainSettings):
     events_port: int = Field(default=8084, description="HTTP port of the events service.")
-    events_consumer_group: str = Field(
-        default=f"terrain-{SERVICE}",
-        description="Consumer group of the outcomes subscriber; the escalations one adds `-escalations`.",
-    )
 
 
 def _refused(refusal: Refusal) -> JSONResponse:
@@ -50,10 +46,9 @@ def build_app(
     settings = settings or EventsSettings()
     rt = ServiceRuntime(SERVICE, settings, migrations_package="services.events", topic_overrides=topic_overrides)
     events = EventLog(rt, clock)
-    group = settings.events_consumer_group
-    rt.consumer(EVENTS_OUTCOMES, events.on_outcomes, group_id=group)
+    rt.consumer(EVENTS_OUTCOMES, events.on_outcomes)
     # Its own group: one group per subscriber keeps rebalances of one stream from pausing the other.
-    rt.consumer(ESCALATIONS, events.on_escalations, group_id=f"{group}-escalations")
+    rt.consumer(ESCALATIONS, events.on_escalations, group_id=rt.group("escalations"))
 
     app = telemetry.build_http_app(
         service=SERVICE,

@@ -22,8 +22,8 @@ ESCALATIONS = "terrain.escalations.v1"
 
 
 def settings(kwargs: dict[str, Any]) -> EventsSettings:
-    """The shared test settings, with this test's own consumer groups (its client id is unique)."""
-    return EventsSettings(**kwargs, events_consumer_group=kwargs["kafka_client_id"])
+    """The shared test settings (their consumer-group prefix is unique to the test)."""
+    return EventsSettings(**kwargs)
 
 
 def event(**kw: Any) -> dict[str, Any]:
