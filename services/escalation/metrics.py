@@ -1,6 +1,6 @@
 """Every metric the escalation service exports."""
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 INCIDENTS_OPENED = Counter(
     "terrain_escalation_incidents_opened_total",
@@ -21,4 +21,20 @@ OPEN_INCIDENTS = Gauge(
     "terrain_escalation_open_incidents",
     "Incidents not yet resolved, by level; refreshed from the database every few seconds.",
     ["level"],
+)
+
+NOTIFICATIONS = Counter(
+    "terrain_escalation_notifications_total",
+    "Notification sends, by notifier kind (webhook, email, other) and outcome (sent, retry, failed).",
+    ["kind", "outcome"],
+)
+NOTIFICATION_SEND_SECONDS = Histogram(
+    "terrain_escalation_notification_send_seconds",
+    "Time of one notification send, whatever its outcome, by notifier kind.",
+    ["kind"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+NOTIFICATIONS_PENDING = Gauge(
+    "terrain_escalation_notifications_pending",
+    "Notifications not yet sent or failed (pending or being sent); refreshed by the delivery loop.",
 )
