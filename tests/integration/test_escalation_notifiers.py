@@ -515,3 +515,33 @@ async def test_email_550_fails(pool, smtp) -> None:
     r = await row(pool, n.id)
     assert (r["state"], r["attempts"], r["last_error"]) == ("failed", 1, "SMTP 550")
     assert mailbox.messages == []
+
+
+async def test_background_loop_survives_a_database_error_and_logs_no_text(pool, hook, webhook, caplog) -> None:
+    clock = Clock()
+    log = make_log(pool, clock, webhook)
+    n = page(hook.url())
+    await pool.execute("ALTER TABLE escalation_notifications RENAME TO escalation_notifications_away")
+    caplog.set_level("INFO", logger="terrain.escalation.notifiers")
+    log.start(interval_s=0.02)
+    try:
+        for _ in range(100):  # the table is gone: rounds fail and the loop keeps going
+            if any("round failed" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.02)
+        await pool.execute("ALTER TABLE escalation_notifications_away RENAME TO escalation_notifications")
+        await enqueue(log, [n])
+        log.wake()
+        for _ in range(100):
+            if hook.requests:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await log.stop()
+    assert hook.delivered_ids() == {n.id: 1}
+    failures = [r for r in caplog.records if "round failed" in r.getMessage()]
+    assert failures and all(getattr(r, "error", None) == "UndefinedTableError" for r in failures)
+    # Neither the text nor the recipient's URL reaches a log line above debug.
+    for r in caplog.records:
+        if r.levelname != "DEBUG":
+            assert n.text not in str(r.__dict__) and n.target not in str(r.__dict__)
