@@ -1,16 +1,50 @@
-"""Pure ingest logic: stable ids, content fingerprints and the created / edited / removed / duplicate decision."""
+"""Pure ingest logic: screening (one decision for every path), stable ids and the created/edited/removed/duplicate call.
+
+No I/O and no clock reads: the caller passes the time and the language detector.
+
+One decision, the same on every path (HTTP, inbound topic, bulk import, Meta webhook):
+- **Empty text** (empty or only whitespace) on a comment that is not a removal is *refused* with reason
+  `empty_text`: Terrain exists to read comments, and a photo- or sticker-only comment gives sentiment
+  nothing to read. A removal needs no text (Meta sends none).
+- **Unknown source** is *refused* with reason `unknown_source`: the source is half of the stable comment
+  id, so a typo would silently split one comment into two; the known list is configuration
+  (`TERRAIN_INGEST_SOURCES`), so adding a platform is a setting, not a code change.
+- **Text longer than the limit** is *kept, truncated* to the limit and flagged (`text_truncated`): the
+  opening of a comment carries its tone, and dropping a long angry comment is the worst outcome.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
+
+from pydantic import Field, ValidationError
 
 from terrain.contracts import Comment, CommentAction, CommentIn, CommentMessage, comment_id_for
-from terrain.contracts.base import derived_id
+from terrain.contracts.base import Envelope, derived_id
 
 PRODUCER = "terrain-ingest"
+COMMENTS_TOPIC = "terrain.comments.v1"
+UNDETERMINED_LANG = "und"  # ISO 639-2 "undetermined": the detector was unsure; sentiment detects again
+
+DEFAULT_SOURCES = (
+    "facebook", "instagram", "threads", "x", "twitter", "tiktok", "youtube", "linkedin", "google",
+    "tripadvisor", "trustpilot", "forum", "blog", "email", "web", "import",
+)
+
+
+class CommentDraft(CommentIn):
+    """A comment as received, before screening: like CommentIn, but a text of any length (ingest truncates)."""
+
+    text: str = Field(description="The comment's text; longer than the limit is truncated, never refused.")
+
+
+class InboundDraft(Envelope, CommentDraft):
+    """The inbound topic's message read leniently, so an over-long text is truncated rather than dead-lettered."""
 
 
 class Outcome(StrEnum):
@@ -18,6 +52,51 @@ class Outcome(StrEnum):
     edited = "edited"
     removed = "removed"
     duplicate = "duplicate"
+
+
+class Kind(StrEnum):
+    """What the source says the item is. Only Meta tells `first` (verb add) from an edit."""
+
+    upsert = "upsert"  # a version of the comment: new, or an edit when the text differs
+    first = "first"  # the first version (Meta `add`): when already known it is a late retry, never an edit
+    removal = "removal"  # removed or hidden at the source
+
+
+class Reason(StrEnum):
+    """Why something was refused: a small fixed set, used as a metric label and in every error."""
+
+    invalid = "invalid"  # a field is missing or malformed
+    empty_text = "empty_text"
+    unknown_source = "unknown_source"
+    malformed_json = "malformed_json"
+    too_large = "too_large"
+    unsupported = "unsupported"  # a Meta change Terrain cannot read as a comment
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: Reason
+    field: str | None
+    message: str
+
+    def describe(self) -> str:
+        where = f"{self.field}: " if self.field else ""
+        return f"{self.reason.value}: {where}{self.message}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_text_chars: int = 20_000
+    sources: frozenset[str] = frozenset(DEFAULT_SOURCES)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A screened comment ready for the dedup decision."""
+
+    comment: CommentIn
+    kind: Kind = Kind.upsert
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -37,51 +116,156 @@ class Decision:
     content_hash: str
 
 
+@dataclass
+class Tally:
+    """Counts for one request, batch or import."""
+
+    received: int = 0
+    created: int = 0
+    edited: int = 0
+    removed: int = 0
+    duplicates: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> int:
+        return self.created + self.edited + self.removed
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def add_decisions(self, decisions: Iterable[Decision], collapsed: int = 0) -> None:
+        for d in decisions:
+            if d.outcome is Outcome.duplicate:
+                self.duplicates += 1
+            else:
+                setattr(self, d.outcome.value, getattr(self, d.outcome.value) + 1)
+        self.duplicates += collapsed
+
+    def add_refusal(self, reason: Reason, n: int = 1) -> None:
+        self.rejected[reason.value] = self.rejected.get(reason.value, 0) + n
+
+
+# --- screening ----------------------------------------------------------------------------------------
+
+
+def parse_sources(value: str) -> frozenset[str]:
+    """`facebook, Instagram,forum` -> {"facebook", "instagram", "forum"}."""
+    return frozenset(s.strip().lower() for s in value.split(",") if s.strip())
+
+
+def screen(
+    draft: CommentDraft | CommentIn,
+    limits: Limits,
+    detect: Callable[[str], str],
+    kind: Kind = Kind.upsert,
+) -> Incoming | Refusal:
+    """Refuse, or normalise (lower-case source, truncated text, language), one received comment."""
+    source = draft.source.lower()
+    if source not in limits.sources:
+        known = ", ".join(sorted(limits.sources))
+        return Refusal(Reason.unknown_source, "source", f"unknown source {draft.source!r}; known: {known}")
+    removal = kind is Kind.removal or draft.removed
+    text = draft.text
+    if not removal and not text.strip():
+        return Refusal(Reason.empty_text, "text", "empty text (a comment with nothing to read is refused)")
+    truncated = len(text) > limits.max_text_chars
+    if truncated:
+        text = text[: limits.max_text_chars]
+    lang = draft.lang
+    if lang is None and not removal:
+        lang = detect(text)
+    update: dict[str, Any] = {"source": source, "text": text, "lang": lang, "removed": removal}
+    # Fields are already validated; the copy only carries the normalised values.
+    comment = CommentIn.model_construct(**{**dict(draft), **update})
+    return Incoming(comment, Kind.removal if removal else kind, truncated)
+
+
+def validation_refusals(exc: ValidationError, prefix: str = "") -> list[Refusal]:
+    """One refusal per bad field, the field named as a path (`[3].created_at`), never a character position."""
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = err["loc"]
+        path = prefix.rstrip(".")
+        for part in loc:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        out.append(Refusal(Reason.invalid, path or None, err["msg"]))
+    return out
+
+
+# --- dedup decision -----------------------------------------------------------------------------------
+
+
 def content_hash(comment: CommentIn) -> str:
     """Fingerprint of what a reader sees; a different fingerprint for the same id is an edit."""
     return hashlib.sha256(comment.text.encode("utf-8")).hexdigest()
 
 
-def latest_per_id(comments: list[CommentIn]) -> dict[str, CommentIn]:
+def latest_per_id(items: Sequence[Incoming]) -> dict[str, Incoming]:
     """Collapse a batch to the last version of each comment, keeping first-seen order."""
-    out: dict[str, CommentIn] = {}
-    for c in comments:
-        out[comment_id_for(c.source, c.external_id)] = c
+    out: dict[str, Incoming] = {}
+    for item in items:
+        cid = comment_id_for(item.comment.source, item.comment.external_id)
+        previous = out.get(cid)
+        # A late `add` never overrides an edit or a removal seen earlier in the same batch.
+        if previous is not None and item.kind is Kind.first:
+            continue
+        out[cid] = item
     return out
 
 
-def decide(comment_id: str, incoming: CommentIn, seen: Seen | None) -> Decision:
+def decide(comment_id: str, incoming: Incoming, seen: Seen | None) -> Decision:
     """Whether an incoming comment is new, an edit, a removal, or a repost of what was already published."""
-    digest = content_hash(incoming)
+    digest = content_hash(incoming.comment)
+    removal = incoming.kind is Kind.removal
     if seen is None:
         # A removal of a comment never seen still counts: downstream may hold it from another path.
-        outcome = Outcome.removed if incoming.removed else Outcome.created
-        return Decision(comment_id, outcome, 1, digest)
-    if incoming.removed:
+        return Decision(comment_id, Outcome.removed if removal else Outcome.created, 1, digest)
+    if removal:
         if seen.removed:
             return Decision(comment_id, Outcome.duplicate, seen.revision, seen.content_hash)
         return Decision(comment_id, Outcome.removed, seen.revision + 1, seen.content_hash)
+    if incoming.kind is Kind.first:
+        # Meta's `add` is the first version: arriving after anything else, it is a retry (or out of order).
+        return Decision(comment_id, Outcome.duplicate, seen.revision, seen.content_hash)
     if digest == seen.content_hash and not seen.removed:
         return Decision(comment_id, Outcome.duplicate, seen.revision, digest)
     return Decision(comment_id, Outcome.edited, seen.revision + 1, digest)
 
 
-def to_message(incoming: CommentIn, decision: Decision, now: datetime) -> CommentMessage:
-    """The normalised comment for `terrain.comments.v1`; its message id is stable per comment revision."""
-    action = {
-        Outcome.created: CommentAction.created,
-        Outcome.edited: CommentAction.edited,
-        Outcome.removed: CommentAction.removed,
-    }[decision.outcome]
+def message_id_for(decision: Decision, action: CommentAction) -> str:
+    """Stable per comment version; the content hash keeps ids distinct after dedup records were pruned."""
+    return derived_id(COMMENTS_TOPIC, decision.comment_id, str(decision.revision), action.value,
+                      decision.content_hash[:16])
+
+
+_ACTIONS = {Outcome.created: CommentAction.created, Outcome.edited: CommentAction.edited,
+            Outcome.removed: CommentAction.removed}
+
+
+def to_message(incoming: Incoming, decision: Decision, now: datetime) -> CommentMessage:
+    """The normalised comment for `terrain.comments.v1`."""
+    action = _ACTIONS[decision.outcome]
+    src = incoming.comment
     comment = Comment(
-        **incoming.model_dump(),
+        **src.model_dump(),
         comment_id=decision.comment_id,
         revision=decision.revision,
         action=action,
+        text_truncated=incoming.truncated,
     )
     return CommentMessage(
-        message_id=derived_id("terrain.comments.v1", decision.comment_id, str(decision.revision)),
-        occurred_at=incoming.created_at if action is CommentAction.created else now,
+        message_id=message_id_for(decision, action),
+        occurred_at=src.created_at if action is CommentAction.created else now,
         producer=PRODUCER,
         comment=comment,
     )
+
+
+# --- retention ----------------------------------------------------------------------------------------
+
+
+def prune_cutoff(now: datetime, retention: timedelta) -> datetime:
+    """Dedup records last changed before this instant may go: longer ago than any retry or redelivery."""
+    return now - retention

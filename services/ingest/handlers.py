@@ -1,17 +1,53 @@
-"""Adapters: HTTP bodies and inbound-topic batches in, normalised comments out (through the outbox)."""
+"""Adapters: HTTP bodies, Meta deliveries, inbound-topic batches and import batches in; normalised comments out.
+
+Every path ends in `Ingestor.accept`: one transaction per batch that locks the known comments, decides
+with set-based SQL, and writes what to publish. Two ways to publish, chosen per path:
+- **Write-ahead (outbox)** for the webhook, `POST /v1/comments` and the inbound topic: the messages are
+  written to the outbox in the same transaction as the dedup records, the caller is answered (or the
+  batch committed) once that transaction commits, and the messages are published right after. A broker
+  outage then costs latency, not an error: Meta keeps getting its 200 (it retries slow or failing
+  endpoints and disables those that keep failing), and the outbox relay sends what was left.
+- **Publish before commit** for `terrain import`: the batch is published (acks from all in-sync replicas)
+  inside the transaction, then the dedup records and the import checkpoint commit. A crash in between
+  republishes the same message ids on resume, which consumers drop; it saves the outbox's write and
+  delete per comment, which bulk imports feel most.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from services.ingest import domain, metrics, repository
-from services.ingest.domain import Decision, Outcome
-from terrain.contracts import CommentIn, InboundCommentMessage
-from terrain.kafka import Decoded, OutMessage, Rejection
+import asyncpg
+from pydantic import TypeAdapter, ValidationError
+
+from services.ingest import domain, meta, metrics, repository
+from services.ingest.domain import (
+    CommentDraft,
+    Decision,
+    InboundDraft,
+    Incoming,
+    Limits,
+    Outcome,
+    Reason,
+    Refusal,
+    Tally,
+)
+from terrain.kafka import Decoded, OutMessage, Record, Rejection, dead_letter
 from terrain.runtime import ServiceRuntime
-from terrain.topics import COMMENTS
+from terrain.topics import COMMENTS, COMMENTS_INBOUND
+
+log = logging.getLogger("terrain.ingest")
+
+_drafts: TypeAdapter[list[CommentDraft]] = TypeAdapter(list[CommentDraft])
+WEBHOOK_ORIGIN = "meta-webhook"
 
 
 @dataclass(frozen=True)
@@ -21,44 +57,259 @@ class Accepted:
     revision: int
 
 
+InTransaction = Callable[[asyncpg.Connection, Tally], Awaitable[None]]
+
+
 class Ingestor:
     """Stores what is new and publishes it; the same comment twice yields one message downstream."""
 
-    def __init__(self, rt: ServiceRuntime, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        rt: ServiceRuntime,
+        clock: Callable[[], datetime],
+        limits: Limits | None = None,
+        detect: Callable[[str], str] | None = None,
+        publish_wait_s: float = 2.0,
+    ) -> None:
+        from services.ingest.language import detect_language
+
         self.rt = rt
         self.clock = clock
+        self.limits = limits or Limits()
+        self.detect = detect or detect_language
+        self.publish_wait_s = publish_wait_s
+        self._flushes: set[asyncio.Task[None]] = set()
 
-    async def accept(self, comments: list[CommentIn], channel: str) -> list[Accepted]:
+    # --- the one way in ---------------------------------------------------------------------------
+
+    async def accept(
+        self,
+        items: Sequence[Incoming],
+        channel: str,
+        *,
+        received_at: float | None = None,
+        dead_letters: Sequence[OutMessage] = (),
+        direct: bool = False,
+        in_transaction: InTransaction | None = None,
+        tally: Tally | None = None,
+    ) -> list[Accepted]:
+        """Decide and publish one batch. `direct` publishes before commit instead of through the outbox."""
+        received_at = time.perf_counter() if received_at is None else received_at
+        tally = tally if tally is not None else Tally()
         now = self.clock()
-        latest = domain.latest_per_id(comments)
+        latest = domain.latest_per_id(items)
         topic = self.rt.topic(COMMENTS)
         async with self.rt.pool.acquire() as conn, conn.transaction():
             seen = await repository.lock_seen(conn, list(latest))
-            decisions = {cid: domain.decide(cid, c, seen.get(cid)) for cid, c in latest.items()}
+            decisions = {cid: domain.decide(cid, item, seen.get(cid)) for cid, item in latest.items()}
             fresh = [(d, latest[cid]) for cid, d in decisions.items() if cid not in seen]
             inserted = await repository.insert_new(conn, fresh, now)
-            # A concurrent request inserted it first: treat ours as the repost it is.
+            # A concurrent writer inserted it first: ours is the repost it is.
             for d, _ in fresh:
                 if d.comment_id not in inserted:
                     decisions[d.comment_id] = Decision(d.comment_id, Outcome.duplicate, 1, d.content_hash)
             changed = [d for cid, d in decisions.items() if cid in seen and d.outcome is not Outcome.duplicate]
             await repository.update_changed(conn, changed, now)
             out = [
-                OutMessage.of(topic, latest[d.comment_id].community_id, domain.to_message(latest[d.comment_id], d, now))
+                OutMessage.of(topic, latest[d.comment_id].comment.community_id,
+                              domain.to_message(latest[d.comment_id], d, now))
                 for d in decisions.values()
                 if d.outcome is not Outcome.duplicate
             ]
-            ids = await self.rt.outbox.enqueue(conn, out)
-        await self.rt.outbox.flush(ids, out)
-        for d in decisions.values():
-            metrics.COMMENTS.labels(channel=channel, outcome=d.outcome.value).inc()
-        # Comments collapsed within the batch are reposts of the version we kept.
-        extra = len(comments) - len(latest)
-        if extra:
-            metrics.COMMENTS.labels(channel=channel, outcome=Outcome.duplicate.value).inc(extra)
+            out += dead_letters
+            tally.add_decisions(decisions.values(), collapsed=len(items) - len(latest))
+            ids: list[int] = []
+            if direct:
+                await self.rt.publisher.publish(out)
+            else:
+                ids = await self.rt.outbox.enqueue(conn, out)
+            if in_transaction is not None:
+                await in_transaction(conn, tally)
+        if direct:
+            if out:
+                metrics.PUBLISH_LATENCY.labels(channel=channel).observe(time.perf_counter() - received_at)
+        else:
+            await self._flush(ids, out, channel, received_at)
+        self._count(channel, decisions.values(), len(items) - len(latest))
+        metrics.TRUNCATED.labels(channel=channel).inc(sum(i.truncated for i in latest.values()))
         return [Accepted(d.comment_id, d.outcome, d.revision) for d in decisions.values()]
 
-    async def on_inbound(self, batch: list[Decoded[InboundCommentMessage]]) -> list[Rejection]:
-        """The inbound topic: every decoded message is a valid comment; invalid ones never reach here."""
-        await self.accept([CommentIn.model_validate(d.message.model_dump()) for d in batch], "topic")
-        return []
+    def _count(self, channel: str, decisions: Any, collapsed: int) -> None:
+        by_outcome = {o: 0 for o in Outcome}
+        for d in decisions:
+            by_outcome[d.outcome] += 1
+        by_outcome[Outcome.duplicate] += collapsed
+        for outcome, n in by_outcome.items():
+            if n:
+                metrics.COMMENTS.labels(channel=channel, outcome=outcome.value).inc(n)
+        metrics.DUPLICATES.labels(channel=channel).inc(by_outcome[Outcome.duplicate])
+        metrics.ACCEPTED.labels(channel=channel).inc(
+            by_outcome[Outcome.created] + by_outcome[Outcome.edited] + by_outcome[Outcome.removed]
+        )
+
+    def refused(self, channel: str, refusals: Sequence[Refusal]) -> None:
+        """Count refusals; the reason (never the text or the author) is logged."""
+        for r in refusals:
+            metrics.REJECTED.labels(channel=channel, reason=r.reason.value).inc()
+        if refusals:
+            log.info("refused", extra={"channel": channel, "count": len(refusals),
+                                       "first_reason": refusals[0].describe()[:200]})
+
+    async def _flush(self, ids: list[int], out: list[OutMessage], channel: str, received_at: float) -> None:
+        """Publish committed outbox rows; past `publish_wait_s` answer anyway and let the send finish alone."""
+        if not ids:
+            return
+
+        async def send() -> None:
+            try:
+                await self.rt.outbox.flush(ids, out)
+                metrics.PUBLISH_LATENCY.labels(channel=channel).observe(time.perf_counter() - received_at)
+            except Exception as exc:  # committed rows stay in the outbox; the relay sends them
+                log.warning("publish failed; the outbox relay will send", extra={"error": type(exc).__name__})
+
+        task = asyncio.ensure_future(send())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self.publish_wait_s)
+        except TimeoutError:
+            log.warning("publish slower than %.1fs; answering, the send goes on", self.publish_wait_s)
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait for sends still in flight (at shutdown)."""
+        if self._flushes:
+            await asyncio.wait(list(self._flushes), timeout=timeout_s)
+
+    # --- HTTP ----------------------------------------------------------------------------------------
+
+    def screen_body(self, body: Any) -> list[Incoming] | list[Refusal]:
+        """`POST /v1/comments`: one object or a list; all-or-nothing, every bad field named."""
+        if isinstance(body, dict):
+            try:
+                drafts = [CommentDraft.model_validate(body)]
+            except ValidationError as exc:
+                return domain.validation_refusals(exc)
+            prefix = ""
+        elif isinstance(body, list):
+            try:
+                drafts = _drafts.validate_python(body)
+            except ValidationError as exc:
+                return domain.validation_refusals(exc)
+            prefix = "[{}]."
+        else:
+            return [Refusal(Reason.invalid, None, "expected a comment object or a list of them")]
+        items: list[Incoming] = []
+        refusals: list[Refusal] = []
+        for i, draft in enumerate(drafts):
+            r = domain.screen(draft, self.limits, self.detect)
+            if isinstance(r, Refusal):
+                where = prefix.format(i) + (r.field or "")
+                refusals.append(Refusal(r.reason, where.rstrip(".") or None, r.message))
+            else:
+                items.append(r)
+        return refusals or items
+
+    # --- Meta webhook ----------------------------------------------------------------------------------
+
+    async def on_meta_delivery(self, payload: Any, received_at: float) -> dict[str, Any] | Refusal:
+        """A verified delivery: its comments accepted, its unreadable changes dead-lettered with the reason."""
+        parsed = meta.parse_delivery(payload, self.limits, self.detect)
+        if isinstance(parsed, Refusal):
+            return parsed
+        metrics.RECEIVED.labels(channel="webhook").inc(parsed.changes)
+        for kind, n in parsed.signals.items():
+            metrics.META_SIGNALS.labels(kind=kind).inc(n)
+        refusals = [r.refusal for r in parsed.refused]
+        self.refused("webhook", refusals)
+        now = self.clock()
+        dlq = self.rt.topic(COMMENTS_INBOUND.dlq)
+        letters = [
+            dead_letter(
+                Rejection(Record(WEBHOOK_ORIGIN, -1, -1, r.community_id.encode(), json.dumps(r.delivery).encode()),
+                          r.refusal.describe()[:1000]),
+                self.rt.group("webhook"), now, dlq,
+            )
+            for r in parsed.refused
+        ]
+        tally = Tally()
+        if parsed.items or letters:
+            await self.accept(parsed.items, "webhook", received_at=received_at, dead_letters=letters, tally=tally)
+        return {
+            "changes": parsed.changes, "comments": len(parsed.items), "accepted": tally.accepted,
+            "duplicates": tally.duplicates, "rejected": len(refusals), "signals": sum(parsed.signals.values()),
+        }
+
+    # --- inbound topic ---------------------------------------------------------------------------------
+
+    async def on_inbound(self, batch: list[Decoded[InboundDraft]]) -> list[Rejection]:
+        """The inbound topic: invalid messages never reach here (the kernel dead-letters them); refusals do."""
+        started = time.perf_counter()
+        metrics.RECEIVED.labels(channel="topic").inc(len(batch))
+        items: list[Incoming] = []
+        rejections: list[Rejection] = []
+        refusals: list[Refusal] = []
+        for d in batch:
+            r = domain.screen(d.message, self.limits, self.detect)
+            if isinstance(r, Refusal):
+                refusals.append(r)
+                rejections.append(Rejection(d.record, f"refused: {r.describe()}"[:1000]))
+            else:
+                items.append(r)
+        self.refused("topic", refusals)
+        if items:
+            await self.accept(items, "topic", received_at=started)
+        return rejections
+
+
+class Pruner:
+    """Retention of ingest's dedup records: deletes old ones in bounded batches, on a timer."""
+
+    def __init__(self, rt: ServiceRuntime, clock: Callable[[], datetime], retention_days: float,
+                 batch: int, interval_s: float) -> None:
+        from datetime import timedelta
+
+        self.rt = rt
+        self.clock = clock
+        self.retention = timedelta(days=retention_days)
+        self.batch = batch
+        self.interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def prune_once(self, max_batches: int = 1000) -> int:
+        """Delete expired records batch by batch (each its own short transaction). Returns how many went."""
+        cutoff = domain.prune_cutoff(self.clock(), self.retention)
+        total = 0
+        for _ in range(max_batches):
+            async with self.rt.pool.acquire() as conn:
+                n = await repository.prune(conn, cutoff, self.batch)
+            total += n
+            metrics.DEDUP_PRUNED.inc(n)
+            if n < self.batch:
+                break
+            await asyncio.sleep(0)  # let requests in between batches
+        async with self.rt.pool.acquire() as conn:
+            oldest = await repository.oldest_seen(conn)
+        metrics.DEDUP_OLDEST_AGE.set((self.clock() - oldest).total_seconds() if oldest else 0)
+        if total:
+            log.info("dedup records pruned", extra={"count": total})
+        return total
+
+    def start(self) -> None:
+        async def loop() -> None:
+            while True:
+                try:
+                    await self.prune_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # retention must outlive a database blip
+                    log.warning("dedup pruning failed: %s", type(exc).__name__)
+                await asyncio.sleep(self.interval_s)
+
+        self._task = asyncio.create_task(loop(), name="ingest-dedup-pruner")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,14 +1,14 @@
-"""asyncpg queries on ingest's own table."""
+"""asyncpg queries on ingest's own tables: dedup records (with retention) and import checkpoints."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
-from services.ingest.domain import Decision, Outcome, Seen
-from terrain.contracts import CommentIn
+from services.ingest.domain import Decision, Incoming, Outcome, Seen
 
 
 async def lock_seen(conn: asyncpg.Connection, comment_ids: Sequence[str]) -> dict[str, Seen]:
@@ -22,7 +22,7 @@ async def lock_seen(conn: asyncpg.Connection, comment_ids: Sequence[str]) -> dic
 
 
 async def insert_new(
-    conn: asyncpg.Connection, items: Sequence[tuple[Decision, CommentIn]], now: datetime
+    conn: asyncpg.Connection, items: Sequence[tuple[Decision, Incoming]], now: datetime
 ) -> set[str]:
     """Insert first sightings; returns the ids actually inserted (a concurrent writer may have won)."""
     if not items:
@@ -35,9 +35,9 @@ async def insert_new(
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::bool[]) AS u
            ON CONFLICT (comment_id) DO NOTHING RETURNING comment_id""",
         [d.comment_id for d, _ in items],
-        [c.source for _, c in items],
-        [c.external_id for _, c in items],
-        [c.community_id for _, c in items],
+        [c.comment.source for _, c in items],
+        [c.comment.external_id for _, c in items],
+        [c.comment.community_id for _, c in items],
         [d.content_hash for d, _ in items],
         [d.revision for d, _ in items],
         [d.outcome is Outcome.removed for d, _ in items],
@@ -60,3 +60,50 @@ async def update_changed(conn: asyncpg.Connection, decisions: Sequence[Decision]
         [d.outcome is Outcome.removed for d in decisions],
         now,
     )
+
+
+async def prune(conn: asyncpg.Connection, cutoff: datetime, limit: int) -> int:
+    """Delete at most `limit` dedup records last changed before `cutoff`; rows another writer holds are skipped."""
+    result = await conn.execute(
+        """DELETE FROM ingest_comments WHERE comment_id IN (
+               SELECT comment_id FROM ingest_comments WHERE last_seen_at < $1
+               ORDER BY last_seen_at LIMIT $2 FOR UPDATE SKIP LOCKED)""",
+        cutoff, limit,
+    )
+    return int(result.split()[-1])
+
+
+async def oldest_seen(conn: asyncpg.Connection) -> datetime | None:
+    value: datetime | None = await conn.fetchval("SELECT min(last_seen_at) FROM ingest_comments")
+    return value
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    byte_offset: int
+    line: int
+    accepted: int
+    duplicates: int
+    rejected: int
+
+
+async def load_checkpoint(conn: asyncpg.Connection, key: str) -> Checkpoint | None:
+    row = await conn.fetchrow(
+        "SELECT byte_offset, line, accepted, duplicates, rejected FROM ingest_imports WHERE import_key = $1", key
+    )
+    return Checkpoint(**dict(row)) if row else None
+
+
+async def save_checkpoint(conn: asyncpg.Connection, key: str, path: str, cp: Checkpoint, now: datetime) -> None:
+    """Written in the transaction that stores the batch, so the checkpoint never runs ahead of the effects."""
+    await conn.execute(
+        """INSERT INTO ingest_imports (import_key, path, byte_offset, line, accepted, duplicates, rejected, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (import_key) DO UPDATE SET path = $2, byte_offset = $3, line = $4, accepted = $5,
+               duplicates = $6, rejected = $7, updated_at = $8""",
+        key, path, cp.byte_offset, cp.line, cp.accepted, cp.duplicates, cp.rejected, now,
+    )
+
+
+async def clear_checkpoint(conn: asyncpg.Connection, key: str) -> None:
+    await conn.execute("DELETE FROM ingest_imports WHERE import_key = $1", key)

@@ -60,6 +60,9 @@ class Comment(CommentIn):
     comment_id: str = Field(description="Stable id derived from source + external id.")
     revision: int = Field(default=1, ge=1, description="1 for the first version; each edit adds one.")
     action: CommentAction = CommentAction.created
+    text_truncated: bool = Field(
+        default=False, description="True when the source's text was longer than ingest's limit and was cut to it."
+    )
 
 
 class CommentMessage(Envelope):

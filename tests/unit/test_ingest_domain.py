@@ -1,20 +1,45 @@
-"""Ingest's decision table: created, edited, removed or duplicate."""
+"""Ingest's pure decisions: screening (the same on every path), and created / edited / removed / duplicate."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.ingest.domain import Outcome, Seen, content_hash, decide, latest_per_id, to_message
-from terrain.contracts import CommentIn, comment_id_for
+from services.ingest.domain import (
+    CommentDraft,
+    Incoming,
+    Kind,
+    Limits,
+    Outcome,
+    Reason,
+    Refusal,
+    Seen,
+    content_hash,
+    decide,
+    latest_per_id,
+    parse_sources,
+    prune_cutoff,
+    screen,
+    to_message,
+)
+from terrain.contracts import CommentIn, CommentMessage, comment_id_for
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
+LIMITS = Limits(max_text_chars=50, sources=parse_sources("facebook, Instagram"))
 
 
-def c(text: str = "Service déplorable", removed: bool = False, ext: str = "1") -> CommentIn:
+def detect(text: str) -> str:
+    return "fr"
+
+
+def c(text: str = "Service déplorable", removed: bool = False, ext: str = "1", **kw: object) -> CommentIn:
     return CommentIn(source="facebook", external_id=ext, community_id="resto", thread_id="p",
-                     text=text, created_at=NOW, removed=removed)
+                     text=text, created_at=NOW, removed=removed, **kw)
+
+
+def inc(text: str = "Service déplorable", kind: Kind = Kind.upsert, ext: str = "1") -> Incoming:
+    return Incoming(c(text, removed=kind is Kind.removal, ext=ext), kind)
 
 
 H = content_hash(c())
@@ -23,29 +48,83 @@ H = content_hash(c())
 @pytest.mark.parametrize(
     ("incoming", "seen", "outcome", "revision"),
     [
-        (c(), None, Outcome.created, 1),  # first sighting
-        (c(), Seen(H, 1, False), Outcome.duplicate, 1),  # a repost of the same text
-        (c("Service déplorable (edit)"), Seen(H, 1, False), Outcome.edited, 2),  # text changed: an edit
-        (c(removed=True), Seen(H, 2, False), Outcome.removed, 3),  # the source removed it
-        (c(removed=True), Seen(H, 3, True), Outcome.duplicate, 3),  # removal reported twice
-        (c(), Seen(H, 3, True), Outcome.edited, 4),  # reappears after removal: publish it again
-        (c(removed=True), None, Outcome.removed, 1),  # removal of a comment never seen is still passed on
+        (inc(), None, Outcome.created, 1),  # first sighting
+        (inc(), Seen(H, 1, False), Outcome.duplicate, 1),  # a repost of the same text
+        (inc("Service déplorable (edit)"), Seen(H, 1, False), Outcome.edited, 2),  # text changed: an edit
+        (inc(kind=Kind.removal), Seen(H, 2, False), Outcome.removed, 3),  # the source removed it
+        (inc(kind=Kind.removal), Seen(H, 3, True), Outcome.duplicate, 3),  # removal reported twice
+        (inc(), Seen(H, 3, True), Outcome.edited, 4),  # reappears after removal (unhide): publish it again
+        (inc(kind=Kind.removal), None, Outcome.removed, 1),  # removal of a comment never seen is passed on
+        (inc(kind=Kind.first), None, Outcome.created, 1),  # Meta `add`, first sighting
+        (inc("old text", kind=Kind.first), Seen(H, 2, False), Outcome.duplicate, 2),  # late `add` after an edit
+        (inc(kind=Kind.first), Seen(H, 2, True), Outcome.duplicate, 2),  # late `add` after a removal
     ],
 )
-def test_decide(incoming: CommentIn, seen: Seen | None, outcome: Outcome, revision: int):
+def test_decide(incoming: Incoming, seen: Seen | None, outcome: Outcome, revision: int):
     d = decide("id", incoming, seen)
     assert (d.outcome, d.revision) == (outcome, revision)
 
 
-def test_latest_per_id_keeps_last_version():
-    batch = [c("v1"), c("other", ext="2"), c("v2")]
+def test_latest_per_id_keeps_last_version_but_never_a_late_add():
+    batch = [inc("v1"), inc("other", ext="2"), inc("v2"), inc("v0", kind=Kind.first)]
     latest = latest_per_id(batch)
-    assert [x.text for x in latest.values()] == ["v2", "other"]
+    assert [x.comment.text for x in latest.values()] == ["v2", "other"]
 
 
-def test_message_id_is_stable_per_revision():
-    d = decide(comment_id_for("facebook", "1"), c(), None)
-    a, b = to_message(c(), d, NOW), to_message(c(), d, NOW)
-    assert a.message_id == b.message_id
-    edited = decide(d.comment_id, c("new"), Seen(d.content_hash, 1, False))
-    assert to_message(c("new"), edited, NOW).message_id != a.message_id
+def test_message_id_is_stable_per_version_and_distinct_after_pruning():
+    d = decide(comment_id_for("facebook", "1"), inc(), None)
+    a, b = to_message(inc(), d, NOW), to_message(inc(), d, NOW)
+    assert a.message_id == b.message_id  # a retry republishes the same id: consumers drop it
+    edited = decide(d.comment_id, inc("new"), Seen(d.content_hash, 1, False))
+    assert to_message(inc("new"), edited, NOW).message_id != a.message_id
+    # Dedup record pruned, a different text comes as revision 1 again: it must not reuse the old id.
+    again = decide(d.comment_id, inc("other text"), None)
+    assert again.revision == 1 and to_message(inc("other text"), again, NOW).message_id != a.message_id
+
+
+def draft(**kw: object) -> CommentDraft:
+    base: dict[str, object] = {"source": "facebook", "external_id": "1", "community_id": "resto",
+                               "thread_id": "p", "text": "Bonjour", "created_at": NOW}
+    return CommentDraft.model_validate({**base, **kw})
+
+
+@pytest.mark.parametrize(
+    ("kw", "kind", "reason", "field"),
+    [
+        ({"text": ""}, Kind.upsert, Reason.empty_text, "text"),  # nothing to read
+        ({"text": " \n\t "}, Kind.upsert, Reason.empty_text, "text"),  # whitespace is empty too
+        ({"source": "myspace"}, Kind.upsert, Reason.unknown_source, "source"),  # would split comment ids
+        ({"source": "myspace", "text": ""}, Kind.upsert, Reason.unknown_source, "source"),  # source first
+    ],
+)
+def test_screen_refuses(kw: dict[str, object], kind: Kind, reason: Reason, field: str):
+    r = screen(draft(**kw), LIMITS, detect, kind)
+    assert isinstance(r, Refusal) and (r.reason, r.field) == (reason, field)
+    assert r.describe().startswith(reason.value)
+
+
+def test_screen_accepts_removals_without_text_and_normalises():
+    removal = screen(draft(text=""), LIMITS, detect, Kind.removal)
+    assert isinstance(removal, Incoming) and removal.kind is Kind.removal and removal.comment.removed
+    assert removal.comment.lang is None  # no text, no language
+    flagged = screen(draft(text="", removed=True), LIMITS, detect)
+    assert isinstance(flagged, Incoming) and flagged.kind is Kind.removal
+    ok = screen(draft(source="Instagram"), LIMITS, detect)
+    assert isinstance(ok, Incoming) and ok.comment.source == "instagram" and ok.comment.lang == "fr"
+    given = screen(draft(lang="en"), LIMITS, detect)
+    assert isinstance(given, Incoming) and given.comment.lang == "en"  # the source's language wins
+
+
+def test_long_text_is_truncated_and_flagged_never_dropped():
+    text = "é" * 49 + "😡" * 10
+    r = screen(draft(text=text), LIMITS, detect)
+    assert isinstance(r, Incoming) and r.truncated and r.comment.text == text[:50]
+    msg = to_message(r, decide("id", r, None), NOW)
+    assert msg.comment.text_truncated and len(msg.comment.text) == 50
+    CommentMessage.model_validate_json(msg.model_dump_json())  # still valid against the contract
+    short = screen(draft(), LIMITS, detect)
+    assert isinstance(short, Incoming) and not short.truncated
+
+
+def test_prune_cutoff():
+    assert prune_cutoff(NOW, timedelta(days=30)) == NOW - timedelta(days=30)
