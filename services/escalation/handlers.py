@@ -1,4 +1,8 @@
-"""Adapters: scored-comment batches and operator actions in; incidents stored, lifecycle messages out."""
+"""Adapters: scored-comment batches, due timers and operator actions in; state stored, messages out.
+
+Each path loads what the engine needs, calls it, and stores its effects in one transaction (with the
+processed-message record, the outbox rows and the notification log rows), then publishes after commit.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,17 @@ import asyncio
 import collections
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
+
 from services.escalation import domain, metrics, repository
-from services.escalation.domain import Book, Decision, Policy, Refusal, Step
+from services.escalation.domain import Book, Effects, Engine, Incident, Refusal, Silence, Step
+from services.escalation.notifiers import Notification, NotificationLog
+from services.escalation.policy import PolicyFile
 from terrain.contracts import (
     IncidentEventType,
     IncidentLevel,
@@ -34,76 +43,183 @@ class UnknownIncident(LookupError):
     pass
 
 
+class UnknownSilence(LookupError):
+    pass
+
+
 class IllegalTransition(RuntimeError):
     pass
 
 
 class Escalator:
-    """Turns scored comments into incidents and applies operators' acknowledgements and resolutions."""
+    """Turns scored comments into incidents, fires timers and applies operators' actions."""
 
-    def __init__(self, rt: ServiceRuntime, policy: Policy, clock: Callable[[], datetime]) -> None:
+    def __init__(self, rt: ServiceRuntime, policies: PolicyFile, clock: Callable[[], datetime],
+                 notifications: NotificationLog | None = None) -> None:
         self.rt = rt
-        self.policy = policy
+        self.engine = Engine(policies)
         self.clock = clock
-        self._gauge_task: asyncio.Task[None] | None = None
+        self.notifications = notifications
+        self._tasks: list[asyncio.Task[None]] = []
 
-    def _out(self, steps: Sequence[Step], decisions: Sequence[Decision] = ()) -> list[OutMessage]:
+    @property
+    def policies(self) -> PolicyFile:
+        return self.engine.policies
+
+    def use_policies(self, policies: PolicyFile) -> None:
+        """Take a new policy file; incidents already open keep the policy frozen into them."""
+        self.engine = Engine(policies)
+
+    # -- storing effects
+
+    def _out(self, fx: Effects) -> list[OutMessage]:
         incidents_topic = self.rt.topic(INCIDENTS)
         out = [
-            OutMessage.of(incidents_topic, s.incident.community_id, domain.incident_message(s)) for s in steps
+            OutMessage.of(incidents_topic, s.incident.community_id, domain.incident_message(s))
+            for s in domain.coalesce(fx.steps)
         ]
         escalations_topic = self.rt.topic(ESCALATIONS)
-        out += [
-            OutMessage.of(escalations_topic, d.escalation.community_id, d.escalation)
-            for d in decisions
-            if d.escalation is not None
-        ]
+        out += [OutMessage.of(escalations_topic, e.community_id, e) for e in fx.escalations]
         return out
 
+    async def _store(self, conn: asyncpg.Connection, fx: Effects, now: datetime) -> tuple[list[int], list[OutMessage]]:
+        await repository.save_incidents(conn, fx.incidents.values())
+        await repository.save_attachments(conn, fx.attachments, now)
+        await repository.save_steps(conn, fx.steps)
+        await repository.save_seen(conn, list(fx.seen.values()))
+        sizes = {c: int(self.policies.community(c).spike.bucket.total_seconds()) for c, _ in fx.bucket_deltas}
+        await repository.add_buckets(conn, fx.bucket_deltas, sizes)
+        await repository.save_first_seen(conn, fx.first_seen)
+        await repository.save_timers(conn, fx.timers)
+        if fx.notices and self.notifications is not None:
+            await self.notifications.enqueue(conn, [_notification(n) for n in fx.notices])
+        out = self._out(fx)
+        ids = await self.rt.outbox.enqueue(conn, out)
+        return ids, out
+
+    async def _publish(self, ids: list[int], out: list[OutMessage], fx: Effects) -> None:
+        await self.rt.outbox.flush(ids, out)
+        if fx.notices and self.notifications is not None:
+            self.notifications.wake()
+
+    # -- scored comments
+
+    async def _book(self, conn: asyncpg.Connection, fresh: Sequence[ScoredCommentMessage], now: datetime) -> Book:
+        communities = sorted({m.comment.community_id for m in fresh})
+        threads = sorted({(m.comment.community_id, m.comment.thread_id) for m in fresh})
+        with_spikes = sorted({*threads, *(repository.spike_key(c) for c in communities)})
+        await repository.lock_threads(conn, with_spikes)
+        policy = self.policies.community
+        thread_since: dict[domain.ThreadKey, datetime] = {}
+        for m in fresh:
+            k = (m.comment.community_id, m.comment.thread_id)
+            at = m.comment.created_at - policy(k[0]).cascade.window
+            thread_since[k] = min(at, thread_since.get(k, at))
+        bucket_since: dict[str, tuple[int, datetime]] = {}
+        for m in fresh:
+            p = policy(m.comment.community_id).spike
+            at = domain.bucket_start(m.comment.created_at, p.bucket) - p.bucket * p.lookback_buckets
+            prev = bucket_since.get(m.comment.community_id)
+            bucket_since[m.comment.community_id] = (
+                int(p.bucket.total_seconds()), min(at, prev[1]) if prev else at,
+            )
+        authors = sorted({(m.comment.community_id, k) for m in fresh if (k := domain.author_key(m))})
+        oldest = min(m.comment.created_at for m in fresh)
+        lookback = max(policy(c).respond.regular_lookback for c in communities)
+        open_by_thread = await repository.load_open(conn, with_spikes)
+        return Book(
+            open_by_thread=open_by_thread,
+            resolved_by_thread=await repository.load_recently_resolved(
+                conn, [t for t in threads if t not in open_by_thread], now
+            ),
+            attached=await repository.attached(
+                conn, sorted({(m.comment.community_id, m.comment.comment_id) for m in fresh})
+            ),
+            thread_comments=await repository.thread_comments(
+                conn, thread_since, sorted({(m.comment.community_id, m.comment.comment_id) for m in fresh})
+            ),
+            author_negatives=await repository.author_negatives(conn, authors, oldest - lookback),
+            buckets=await repository.buckets(conn, bucket_since),
+            first_seen=await repository.first_seen(conn, communities),
+            silences=await repository.active_silences(conn, now),
+            others=await repository.load_inhibitors(conn, communities),
+        )
+
     async def on_scored(self, batch: list[Decoded[ScoredCommentMessage]]) -> list[Rejection]:
-        """One transaction per batch: claim the ids, decide, store, enqueue; publish after commit."""
+        """One transaction per batch: claim the ids, load state, decide, store, enqueue; publish after commit."""
         now = self.clock()
         # A message repeated inside one batch is claimed once: keep its first occurrence.
         unique = list({d.message.message_id: d.message for d in reversed(batch)}.values())[::-1]
         async with self.rt.pool.acquire() as conn, conn.transaction():
             fresh_ids = await claim_new(conn, CONSUMER, [m.message_id for m in unique])
             fresh = [m for m in unique if m.message_id in fresh_ids]
-            threads = sorted({(m.comment.community_id, m.comment.thread_id) for m in fresh})
-            await repository.lock_threads(conn, threads)
-            book = Book(
-                open_by_thread=await repository.load_open(conn, threads),
-                attached=await repository.attached(
-                    conn, sorted({(m.comment.community_id, m.comment.comment_id) for m in fresh})
-                ),
-            )
-            decisions = domain.decide_batch(fresh, book, self.policy, now)
-            latest = {d.incident.id: d.incident for d in decisions if d.incident is not None}
-            steps = [s for d in decisions for s in d.steps]
-            await repository.save_incidents(conn, latest.values())
-            await repository.save_attachments(conn, [d.attachment for d in decisions if d.attachment], now)
-            await repository.save_steps(conn, steps)
-            out = self._out(steps, decisions)
-            ids = await self.rt.outbox.enqueue(conn, out)
-        await self.rt.outbox.flush(ids, out)
-        self._count(decisions, steps, redelivered=len(batch) - len(fresh))
+            if not fresh:
+                fx = Effects()
+                ids: list[int] = []
+                out: list[OutMessage] = []
+            else:
+                book = await self._book(conn, fresh, now)
+                fx = self.engine.decide_batch(fresh, book, now)
+                ids, out = await self._store(conn, fx, now)
+        await self._publish(ids, out, fx)
+        self._count(fx, redelivered=len(batch) - len(fresh))
         return []
 
-    def _count(self, decisions: Sequence[Decision], steps: Sequence[Step], redelivered: int) -> None:
-        for action, n in collections.Counter(d.action.value for d in decisions).items():
+    def _count(self, fx: Effects, redelivered: int = 0) -> None:
+        for action, n in collections.Counter(d.action.value for d in fx.decisions).items():
             metrics.COMMENTS.labels(decision=action).inc(n)
         if redelivered:
             metrics.COMMENTS.labels(decision=domain.Action.duplicate.value).inc(redelivered)
-        for s in steps:
-            metrics.TRANSITIONS.labels(event=s.event.value).inc()
-            if s.event is IncidentEventType.opened:
+        for s in fx.steps:
+            metrics.TRANSITIONS.labels(event=s.event).inc()
+            if s.event == "opened":
                 metrics.INCIDENTS_OPENED.labels(level=s.incident.level.value).inc()
-            if s.event in (IncidentEventType.opened, IncidentEventType.escalated):
+            if s.event in ("opened", "escalated", "muted", "reopened"):
                 # Ids and levels only: comment text and authors stay out of logs.
                 log.info(
-                    "incident %s", s.event.value,
+                    "incident %s", s.event,
                     extra={"incident_id": s.incident.id, "community_id": s.incident.community_id,
                            "level": s.incident.level.value},
                 )
+        for e in fx.escalations:
+            metrics.ESCALATIONS.labels(target=e.target.value, trigger=e.trigger or "other").inc()
+
+    # -- timers
+
+    async def fire_due_timers(self, limit: int = 100) -> int:
+        """Fire what is due, once across replicas: claimed with SKIP LOCKED, marked fired in the same
+        transaction as its effects. Returns how many timers were taken."""
+        now = self.clock()
+        async with self.rt.pool.acquire() as conn, conn.transaction():
+            due = await repository.claim_due_timers(conn, now, limit)
+            if not due:
+                return 0
+            incidents = await repository.lock_incidents(conn, sorted({t.incident_id for _, t in due}))
+            communities = sorted({i.community_id for i in incidents.values()})
+            others = await repository.load_inhibitors(conn, communities)
+            book = Book(silences=await repository.active_silences(conn, now), others=others)
+            total = Effects()
+            fired: list[tuple[int, str]] = []
+            for timer_id, timer in due:
+                inc = incidents.get(timer.incident_id)
+                if inc is None:
+                    fired.append((timer_id, "stale: incident gone"))
+                    continue
+                community = [o for o in others.values() if o.community_id == inc.community_id and o.id != inc.id]
+                fx, why = self.engine.on_timer(inc, timer, now, book, community)
+                fired.append((timer_id, why[:300]))
+                outcome = "stale" if why.startswith("stale") else "fired"
+                metrics.TIMERS.labels(kind=timer.kind.value, outcome=outcome).inc()
+                if fx.incidents:
+                    incidents.update(fx.incidents)
+                _merge(total, fx)
+            ids, out = await self._store(conn, total, now)
+            await repository.mark_fired(conn, fired, now)
+        await self._publish(ids, out, total)
+        self._count(total)
+        return len(due)
+
+    # -- people
 
     async def transition(
         self, incident_id: str, event: IncidentEventType, actor: str, note: str | None
@@ -114,15 +230,13 @@ class Escalator:
             incident = await repository.get_incident(conn, incident_id, for_update=True)
             if incident is None:
                 raise UnknownIncident(incident_id)
-            step = domain.transition(incident, event, actor, note, now)
+            step = self.engine.transition(incident, event, actor, note, now)
             if isinstance(step, Refusal):
                 raise IllegalTransition(step.reason)
-            await repository.save_incidents(conn, [step.incident])
-            await repository.save_steps(conn, [step])
-            out = self._out([step])
-            ids = await self.rt.outbox.enqueue(conn, out)
+            fx = Effects(incidents={step.incident.id: step.incident}, steps=[step])
+            ids, out = await self._store(conn, fx, now)
         try:
-            await self.rt.outbox.flush(ids, out)
+            await self._publish(ids, out, fx)
         except Exception as exc:
             # The transition is committed and its message is in the outbox: the relay publishes it later,
             # so the person who acted gets their answer rather than an error for something that happened.
@@ -131,32 +245,81 @@ class Escalator:
         log.info("incident %s", event.value, extra={"incident_id": incident_id})
         return step.incident.snapshot()
 
+    async def add_note(self, incident_id: str, actor: str, text: str) -> dict[str, Any]:
+        now = self.clock()
+        async with self.rt.pool.acquire() as conn, conn.transaction():
+            incident = await repository.get_incident(conn, incident_id, for_update=True)
+            if incident is None:
+                raise UnknownIncident(incident_id)
+            step = domain.note_step(incident, actor, text, now)
+            await repository.save_incidents(conn, [step.incident])
+            await repository.save_steps(conn, [step])
+        metrics.TRANSITIONS.labels(event="note").inc()
+        return {"at": now.isoformat(), "event": "note", "actor": actor, "detail": text}
+
     async def list_incidents(
         self, *, community_id: str | None, state: IncidentState | None, level: IncidentLevel | None,
-        limit: int, offset: int,
+        since: datetime | None, limit: int, offset: int,
     ) -> list[IncidentSnapshot]:
         async with self.rt.pool.acquire() as conn:
             found = await repository.list_incidents(
-                conn, community_id=community_id, state=state, level=level, limit=limit, offset=offset
+                conn, community_id=community_id, state=state, level=level, since=since, limit=limit, offset=offset
             )
         return [i.snapshot() for i in found]
 
     async def detail(self, incident_id: str) -> dict[str, Any]:
-        """The snapshot with every piece of evidence (not only the recent ones) and the audit timeline."""
+        """The snapshot with every piece of evidence (not only the recent ones), the audit timeline, the
+        frozen policy and the notifications sent."""
         async with self.rt.pool.acquire() as conn:
             incident = await repository.get_incident(conn, incident_id)
             if incident is None:
                 raise UnknownIncident(incident_id)
             evidence = await repository.evidence(conn, incident_id, DETAIL_EVIDENCE_LIMIT)
             timeline = await repository.timeline(conn, incident_id)
+            sent = (
+                await self.notifications.list_for_incident(conn, incident_id) if self.notifications else []
+            )
         body = incident.snapshot().model_copy(update={"evidence": evidence}).model_dump(mode="json")
-        body["place"] = incident.place
-        body["ack_deadline"] = incident.ack_deadline.isoformat() if incident.ack_deadline else None
-        body["policy"] = {
-            "cascade_threshold": incident.cascade_threshold, "ack_deadline_s": incident.ack_deadline_s,
-        }
+        body["step"] = incident.step
+        body["field_requested_at"] = incident.field_requested_at.isoformat() if incident.field_requested_at else None
+        body["policy"] = incident.policy.model_dump(mode="json")
         body["timeline"] = [{**t, "at": t["at"].isoformat()} for t in timeline]
+        body["notifications"] = [
+            {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in n.items()} for n in sent
+        ]
         return body
+
+    # -- silences
+
+    async def create_silence(
+        self, matchers: dict[str, str], starts_at: datetime | None, ends_at: datetime, created_by: str, comment: str
+    ) -> Silence:
+        now = self.clock()
+        s = Silence(
+            id=str(uuid.uuid4()), matchers=matchers, starts_at=starts_at or now, ends_at=ends_at,
+            created_by=created_by, comment=comment,
+        )
+        await repository.create_silence(self.rt.pool, s, now)
+        metrics.SILENCES.labels(action="created").inc()
+        log.info("silence created", extra={"silence_id": s.id, "matchers": ",".join(sorted(matchers))})
+        return s
+
+    async def list_silences(self, *, active_only: bool) -> list[Silence]:
+        return await repository.list_silences(self.rt.pool, active_at=self.clock() if active_only else None)
+
+    async def expire_silence(self, silence_id: str, by: str) -> Silence:
+        now = self.clock()
+        if not await repository.expire_silence(self.rt.pool, silence_id, by, now):
+            found = await repository.get_silence(self.rt.pool, silence_id)
+            if found is None:
+                raise UnknownSilence(silence_id)
+            raise IllegalTransition(f"silence {silence_id} already ended or expired")
+        metrics.SILENCES.labels(action="expired").inc()
+        found = await repository.get_silence(self.rt.pool, silence_id)
+        assert found is not None
+        return found
+
+    # -- background loops
 
     async def refresh_gauge(self) -> None:
         async with self.rt.pool.acquire() as conn:
@@ -164,22 +327,64 @@ class Escalator:
         for level in IncidentLevel:
             metrics.OPEN_INCIDENTS.labels(level=level.value).set(counts.get(level.value, 0))
 
-    def start_gauge(self, interval_s: float) -> None:
+    def _loop(self, name: str, interval_s: float, body: Callable[[], Any]) -> None:
         async def loop() -> None:
             while True:
                 try:
-                    await self.refresh_gauge()
+                    await body()
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # a database blip must not kill the refresher
-                    log.warning("open-incident gauge refresh failed: %s", type(exc).__name__)
+                except Exception as exc:  # a database blip must not kill the loop
+                    log.warning("%s failed: %s", name, type(exc).__name__)
                 await asyncio.sleep(interval_s)
 
-        self._gauge_task = asyncio.create_task(loop(), name="escalation-open-incidents-gauge")
+        self._tasks.append(asyncio.create_task(loop(), name=f"escalation-{name}"))
 
-    async def stop_gauge(self) -> None:
-        if self._gauge_task is not None:
-            self._gauge_task.cancel()
+    def start(self, *, gauge_s: float, timers_s: float, prune_s: float, retention: timedelta,
+              reload: Callable[[], Any] | None = None, reload_s: float = 5.0) -> None:
+        self._loop("open-incidents-gauge", gauge_s, self.refresh_gauge)
+
+        async def fire_all() -> None:
+            while await self.fire_due_timers() > 0:
+                pass
+
+        self._loop("timers", timers_s, fire_all)
+
+        async def prune() -> None:
+            before = self.clock() - retention
+            while (n := await repository.prune(self.rt.pool, before, 5000)) > 0:
+                metrics.PRUNED.inc(n)
+
+        self._loop("prune", prune_s, prune)
+        if reload is not None:
+            async def check() -> None:
+                reload()
+
+            self._loop("policy-reload", reload_s, check)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._gauge_task
-            self._gauge_task = None
+                await task
+        self._tasks = []
+
+
+def _merge(total: Effects, fx: Effects) -> None:
+    total.incidents.update(fx.incidents)
+    total.steps += fx.steps
+    total.escalations += fx.escalations
+    total.notices += fx.notices
+    total.timers += fx.timers
+
+
+def _notification(n: domain.Notice) -> Notification:
+    return Notification(
+        id=n.id, incident_id=n.incident_id, channel=n.channel, kind=n.kind, target=n.target, subject=n.subject,
+        text=n.text, payload=n.payload,
+    )
+
+
+def step_incidents(steps: Sequence[Step]) -> dict[str, Incident]:
+    return {s.incident.id: s.incident for s in steps}

@@ -38,3 +38,28 @@ NOTIFICATIONS_PENDING = Gauge(
     "terrain_escalation_notifications_pending",
     "Notifications not yet sent or failed (pending or being sent); refreshed by the delivery loop.",
 )
+ESCALATIONS = Counter(
+    "terrain_escalation_escalations_total",
+    "Escalations published, by target (human, field) and trigger (cascade, spike, ack_timeout, repeat, "
+    "persisted, grew_after_ack, place, policy_end).",
+    ["target", "trigger"],
+)
+TIMERS = Counter(
+    "terrain_escalation_timers_total",
+    "Escalation timers taken when due, by kind (step, persist) and outcome (fired, stale).",
+    ["kind", "outcome"],
+)
+SILENCES = Counter(
+    "terrain_escalation_silences_total",
+    "Silences created or expired through the API, by action.",
+    ["action"],
+)
+PRUNED = Counter(
+    "terrain_escalation_state_pruned_total",
+    "Rows of per-comment and per-bucket detection state deleted after the retention window.",
+)
+POLICY_RELOADS = Counter(
+    "terrain_escalation_policy_reloads_total",
+    "Policy file reloads, by outcome (loaded, refused).",
+    ["outcome"],
+)

@@ -1,34 +1,60 @@
-"""asyncpg queries on escalation's own tables: incidents, their attached comments and their timeline."""
+"""asyncpg queries on escalation's own tables: incidents, attachments, timeline, state, timers and silences."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from services.escalation.domain import Attachment, CommentKey, Incident, Step, ThreadKey
-from terrain.contracts import Evidence, IncidentLevel, IncidentState
+from services.escalation.domain import (
+    SPIKE_THREAD,
+    Attachment,
+    Bucket,
+    CommentKey,
+    Incident,
+    Seen,
+    Silence,
+    Step,
+    ThreadKey,
+    Timer,
+    TimerKind,
+)
+from services.escalation.policy import CommunityPolicy
+from terrain.contracts import Evidence, IncidentKind, IncidentLevel, IncidentState, RecommendedAction
+
+# A resolved incident can flare up again at most this long after it was resolved (the policy's
+# reopen_window is capped to it).
+REOPEN_LOOKBACK = timedelta(days=7)
 
 _INCIDENT_COLUMNS = """id, community_id, thread_id, level, reason, state, opened_at, updated_at,
     acknowledged_at, resolved_at, comment_count, negative_count, recommended_actions, recent_evidence, place,
-    cascade_threshold, ack_deadline_s, escalated_at, ack_deadline, seq"""
+    escalated_at, ack_deadline, seq, kind, policy, language, source, negatives_since_ack, actions, step,
+    step_fence, field_requested_at, reopened"""
 
 
 def _incident(row: asyncpg.Record) -> Incident:
+    policy = CommunityPolicy.model_validate_json(row["policy"]) if row["policy"] else CommunityPolicy()
     return Incident(
         id=row["id"], community_id=row["community_id"], thread_id=row["thread_id"],
         level=IncidentLevel(row["level"]), reason=row["reason"], state=IncidentState(row["state"]),
-        opened_at=row["opened_at"], updated_at=row["updated_at"],
+        opened_at=row["opened_at"], updated_at=row["updated_at"], policy=policy, language=row["language"],
+        kind=IncidentKind(row["kind"]), source=row["source"],
         acknowledged_at=row["acknowledged_at"], resolved_at=row["resolved_at"],
         comment_count=row["comment_count"], negative_count=row["negative_count"],
-        recommended_actions=tuple(json.loads(row["recommended_actions"])),
+        negatives_since_ack=row["negatives_since_ack"],
+        actions=tuple(RecommendedAction.model_validate(a) for a in json.loads(row["actions"])),
         evidence=tuple(Evidence.model_validate(e) for e in json.loads(row["recent_evidence"])),
-        place=row["place"], cascade_threshold=row["cascade_threshold"], ack_deadline_s=row["ack_deadline_s"],
-        escalated_at=row["escalated_at"], ack_deadline=row["ack_deadline"], seq=row["seq"],
+        place=row["place"], escalated_at=row["escalated_at"], ack_deadline=row["ack_deadline"],
+        step=row["step"], step_fence=row["step_fence"], field_requested_at=row["field_requested_at"],
+        reopened=row["reopened"], seq=row["seq"],
     )
+
+
+def _pairs(keys: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    return [a for a, _ in keys], [b for _, b in keys]
 
 
 async def lock_threads(conn: asyncpg.Connection, threads: Sequence[ThreadKey]) -> None:
@@ -43,7 +69,7 @@ async def lock_threads(conn: asyncpg.Connection, threads: Sequence[ThreadKey]) -
                SELECT DISTINCT hashtextextended('escalation' || chr(31) || c || chr(31) || t, 0) AS k
                FROM unnest($1::text[], $2::text[]) AS u(c, t) ORDER BY k
            ) AS keys""",
-        [c for c, _ in threads], [t for _, t in threads],
+        *_pairs(threads),
     )
 
 
@@ -55,9 +81,38 @@ async def load_open(conn: asyncpg.Connection, threads: Sequence[ThreadKey]) -> d
         f"""SELECT {_INCIDENT_COLUMNS} FROM escalation_incidents i
             JOIN unnest($1::text[], $2::text[]) AS u(c, t) ON i.community_id = u.c AND i.thread_id = u.t
             WHERE i.state <> 'resolved' ORDER BY i.id FOR UPDATE OF i""",
-        [c for c, _ in threads], [t for _, t in threads],
+        *_pairs(threads),
     )
     return {(r["community_id"], r["thread_id"]): _incident(r) for r in rows}
+
+
+async def load_recently_resolved(
+    conn: asyncpg.Connection, threads: Sequence[ThreadKey], now: datetime
+) -> dict[ThreadKey, Incident]:
+    """Each thread's latest incident resolved within the reopen lookback (it may flare up again)."""
+    if not threads:
+        return {}
+    rows = await conn.fetch(
+        f"""SELECT DISTINCT ON (i.community_id, i.thread_id) {_INCIDENT_COLUMNS} FROM escalation_incidents i
+            JOIN unnest($1::text[], $2::text[]) AS u(c, t) ON i.community_id = u.c AND i.thread_id = u.t
+            WHERE i.state = 'resolved' AND i.resolved_at >= $3
+            ORDER BY i.community_id, i.thread_id, i.resolved_at DESC""",
+        *_pairs(threads), now - REOPEN_LOOKBACK,
+    )
+    return {(r["community_id"], r["thread_id"]): _incident(r) for r in rows}
+
+
+async def load_inhibitors(conn: asyncpg.Connection, communities: Sequence[str]) -> dict[str, Incident]:
+    """Open incidents of these communities that can inhibit others (field level, spikes)."""
+    if not communities:
+        return {}
+    rows = await conn.fetch(
+        f"""SELECT {_INCIDENT_COLUMNS} FROM escalation_incidents
+            WHERE community_id = ANY($1::text[]) AND state <> 'resolved'
+              AND (level IN ('human', 'field') OR kind = 'spike')""",
+        list(communities),
+    )
+    return {r["id"]: _incident(r) for r in rows}
 
 
 async def attached(conn: asyncpg.Connection, comments: Sequence[CommentKey]) -> dict[CommentKey, str]:
@@ -67,62 +122,246 @@ async def attached(conn: asyncpg.Connection, comments: Sequence[CommentKey]) -> 
     rows = await conn.fetch(
         """SELECT a.community_id, a.comment_id, a.incident_id FROM escalation_incident_comments a
            JOIN unnest($1::text[], $2::text[]) AS u(c, id) ON a.community_id = u.c AND a.comment_id = u.id""",
-        [c for c, _ in comments], [i for _, i in comments],
+        *_pairs(comments),
     )
     return {(r["community_id"], r["comment_id"]): r["incident_id"] for r in rows}
 
 
+def _seen(r: asyncpg.Record) -> Seen:
+    return Seen(
+        r["community_id"], r["comment_id"], r["thread_id"], r["author_key"], r["created_at"],
+        r["sure_negative"], r["score"], r["removed"],
+    )
+
+
+async def thread_comments(
+    conn: asyncpg.Connection, since: Mapping[ThreadKey, datetime], comments: Sequence[CommentKey]
+) -> dict[ThreadKey, dict[str, Seen]]:
+    """Each thread's comments from `since` on, plus these comments wherever they fall (edits, redeliveries)."""
+    out: dict[ThreadKey, dict[str, Seen]] = {}
+    if not since:
+        return out
+    keys = list(since)
+    rows = await conn.fetch(
+        """SELECT e.* FROM escalation_comments e
+           JOIN unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(c, t, s)
+             ON e.community_id = u.c AND e.thread_id = u.t AND e.created_at >= u.s
+           UNION
+           SELECT e.* FROM escalation_comments e
+           JOIN unnest($4::text[], $5::text[]) AS v(c, id) ON e.community_id = v.c AND e.comment_id = v.id""",
+        [c for c, _ in keys], [t for _, t in keys], [since[k] for k in keys], *_pairs(comments),
+    )
+    for r in rows:
+        out.setdefault((r["community_id"], r["thread_id"]), {})[r["comment_id"]] = _seen(r)
+    return out
+
+
+async def author_negatives(
+    conn: asyncpg.Connection, authors: Sequence[tuple[str, str]], since: datetime
+) -> dict[tuple[str, str], dict[str, datetime]]:
+    if not authors:
+        return {}
+    rows = await conn.fetch(
+        """SELECT e.community_id, e.author_key, e.comment_id, e.created_at FROM escalation_comments e
+           JOIN unnest($1::text[], $2::text[]) AS u(c, a) ON e.community_id = u.c AND e.author_key = u.a
+           WHERE e.sure_negative AND NOT e.removed AND e.created_at >= $3""",
+        *_pairs(authors), since,
+    )
+    out: dict[tuple[str, str], dict[str, datetime]] = {}
+    for r in rows:
+        out.setdefault((r["community_id"], r["author_key"]), {})[r["comment_id"]] = r["created_at"]
+    return out
+
+
+async def buckets(
+    conn: asyncpg.Connection, since: Mapping[str, tuple[int, datetime]]
+) -> dict[str, dict[datetime, Bucket]]:
+    """Per community, its buckets of the given size from the given start on."""
+    out: dict[str, dict[datetime, Bucket]] = {}
+    if not since:
+        return out
+    keys = list(since)
+    rows = await conn.fetch(
+        """SELECT b.community_id, b.bucket_start, b.comments, b.negatives, b.score_sum FROM escalation_buckets b
+           JOIN unnest($1::text[], $2::int[], $3::timestamptz[]) AS u(c, s, f)
+             ON b.community_id = u.c AND b.bucket_s = u.s AND b.bucket_start >= u.f""",
+        keys, [since[k][0] for k in keys], [since[k][1] for k in keys],
+    )
+    for r in rows:
+        out.setdefault(r["community_id"], {})[r["bucket_start"]] = Bucket(r["comments"], r["negatives"], r["score_sum"])
+    return out
+
+
+async def first_seen(conn: asyncpg.Connection, communities: Sequence[str]) -> dict[str, datetime]:
+    rows = await conn.fetch(
+        "SELECT community_id, first_seen FROM escalation_communities WHERE community_id = ANY($1::text[])",
+        list(communities),
+    )
+    return {r["community_id"]: r["first_seen"] for r in rows}
+
+
+async def active_silences(conn: asyncpg.Connection | asyncpg.Pool, now: datetime) -> list[Silence]:
+    rows = await conn.fetch(
+        """SELECT * FROM escalation_silences WHERE expired_at IS NULL AND starts_at <= $1 AND ends_at > $1""",
+        now,
+    )
+    return [_silence(r) for r in rows]
+
+
+def _silence(r: asyncpg.Record) -> Silence:
+    return Silence(
+        id=r["id"], matchers=json.loads(r["matchers"]), starts_at=r["starts_at"], ends_at=r["ends_at"],
+        created_by=r["created_by"], comment=r["comment"], expired_at=r["expired_at"],
+    )
+
+
 async def save_incidents(conn: asyncpg.Connection, incidents: Iterable[Incident]) -> None:
+    cols = _INCIDENT_COLUMNS
     await conn.executemany(
-        f"""INSERT INTO escalation_incidents ({_INCIDENT_COLUMNS})
+        f"""INSERT INTO escalation_incidents ({cols})
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14::jsonb, $15, $16, $17,
-                    $18, $19, $20)
+                    $18, $19, $20::jsonb, $21, $22, $23, $24::jsonb, $25, $26, $27, $28)
             ON CONFLICT (id) DO UPDATE SET
                 level = EXCLUDED.level, reason = EXCLUDED.reason, state = EXCLUDED.state,
                 updated_at = EXCLUDED.updated_at, acknowledged_at = EXCLUDED.acknowledged_at,
                 resolved_at = EXCLUDED.resolved_at, comment_count = EXCLUDED.comment_count,
                 negative_count = EXCLUDED.negative_count, recommended_actions = EXCLUDED.recommended_actions,
                 recent_evidence = EXCLUDED.recent_evidence, place = EXCLUDED.place,
-                escalated_at = EXCLUDED.escalated_at, ack_deadline = EXCLUDED.ack_deadline,
-                seq = EXCLUDED.seq""",
+                escalated_at = EXCLUDED.escalated_at, ack_deadline = EXCLUDED.ack_deadline, seq = EXCLUDED.seq,
+                negatives_since_ack = EXCLUDED.negatives_since_ack, actions = EXCLUDED.actions,
+                step = EXCLUDED.step, step_fence = EXCLUDED.step_fence,
+                field_requested_at = EXCLUDED.field_requested_at, reopened = EXCLUDED.reopened""",
         [
             (
                 i.id, i.community_id, i.thread_id, i.level.value, i.reason, i.state.value, i.opened_at,
                 i.updated_at, i.acknowledged_at, i.resolved_at, i.comment_count, i.negative_count,
-                json.dumps(list(i.recommended_actions), ensure_ascii=False),
+                json.dumps(i.snapshot().recommended_actions, ensure_ascii=False),
                 json.dumps([e.model_dump(mode="json") for e in i.evidence], ensure_ascii=False),
-                i.place, i.cascade_threshold, i.ack_deadline_s, i.escalated_at, i.ack_deadline, i.seq,
+                i.place, i.escalated_at, i.ack_deadline, i.seq, i.kind.value, i.policy.model_dump_json(),
+                i.language, i.source, i.negatives_since_ack,
+                json.dumps([a.model_dump(mode="json") for a in i.actions], ensure_ascii=False),
+                i.step, i.step_fence, i.field_requested_at, i.reopened,
             )
             for i in incidents
         ],
     )
 
 
-async def save_attachments(
-    conn: asyncpg.Connection, attachments: Iterable[Attachment], now: datetime
-) -> None:
-    await conn.executemany(
+async def save_attachments(conn: asyncpg.Connection, attachments: Sequence[Attachment], now: datetime) -> None:
+    if not attachments:
+        return
+    await conn.execute(
         """INSERT INTO escalation_incident_comments
                (incident_id, comment_id, community_id, thread_id, external_id, label, score, flags,
                 is_evidence, comment_created_at, attached_at, message_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+           SELECT i, c, cm, t, e, l, s, coalesce(string_to_array(f, chr(31)), '{}'), ev, ca, $11, m
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                       $7::float8[], $8::text[], $9::bool[], $10::timestamptz[], $12::text[])
+                AS u(i, c, cm, t, e, l, s, f, ev, ca, m)
            ON CONFLICT (incident_id, comment_id) DO NOTHING""",
-        [
-            (
-                a.incident_id, a.comment_id, a.community_id, a.thread_id, a.external_id, a.label, a.score,
-                list(a.flags), a.is_evidence, a.created_at, now, a.message_id,
-            )
-            for a in attachments
-        ],
+        [a.incident_id for a in attachments], [a.comment_id for a in attachments],
+        [a.community_id for a in attachments], [a.thread_id for a in attachments],
+        [a.external_id for a in attachments], [a.label for a in attachments], [a.score for a in attachments],
+        [chr(31).join(a.flags) if a.flags else None for a in attachments], [a.is_evidence for a in attachments],
+        [a.created_at for a in attachments], now, [a.message_id for a in attachments],
     )
 
 
-async def save_steps(conn: asyncpg.Connection, steps: Iterable[Step]) -> None:
-    await conn.executemany(
+async def save_steps(conn: asyncpg.Connection, steps: Sequence[Step]) -> None:
+    if not steps:
+        return
+    await conn.execute(
         """INSERT INTO escalation_incident_events (incident_id, seq, at, event, actor, detail)
-           VALUES ($1, $2, $3, $4, $5, $6)""",
-        [(s.incident.id, s.seq, s.at, s.event.value, s.actor, s.detail) for s in steps],
+           SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])""",
+        [s.incident.id for s in steps], [s.seq for s in steps], [s.at for s in steps], [s.event for s in steps],
+        [s.actor for s in steps], [s.detail for s in steps],
     )
+
+
+async def save_seen(conn: asyncpg.Connection, seen: Sequence[Seen]) -> None:
+    if not seen:
+        return
+    await conn.execute(
+        """INSERT INTO escalation_comments
+               (community_id, comment_id, thread_id, author_key, created_at, sure_negative, score, removed)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::bool[],
+                                $7::float8[], $8::bool[])
+           ON CONFLICT (community_id, comment_id) DO UPDATE SET
+               sure_negative = EXCLUDED.sure_negative, score = EXCLUDED.score, removed = EXCLUDED.removed""",
+        [s.community_id for s in seen], [s.comment_id for s in seen], [s.thread_id for s in seen],
+        [s.author_key for s in seen], [s.created_at for s in seen], [s.sure_negative for s in seen],
+        [s.score for s in seen], [s.removed for s in seen],
+    )
+
+
+async def add_buckets(
+    conn: asyncpg.Connection, deltas: Mapping[tuple[str, datetime], Bucket], sizes: Mapping[str, int]
+) -> None:
+    if not deltas:
+        return
+    keys = sorted(deltas)
+    await conn.execute(
+        """INSERT INTO escalation_buckets (community_id, bucket_s, bucket_start, comments, negatives, score_sum)
+           SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::float8[])
+           ON CONFLICT (community_id, bucket_s, bucket_start) DO UPDATE SET
+               comments = escalation_buckets.comments + EXCLUDED.comments,
+               negatives = escalation_buckets.negatives + EXCLUDED.negatives,
+               score_sum = escalation_buckets.score_sum + EXCLUDED.score_sum""",
+        [c for c, _ in keys], [sizes[c] for c, _ in keys], [b for _, b in keys],
+        [deltas[k].comments for k in keys], [deltas[k].negatives for k in keys], [deltas[k].score_sum for k in keys],
+    )
+
+
+async def save_first_seen(conn: asyncpg.Connection, first: Mapping[str, datetime]) -> None:
+    if not first:
+        return
+    keys = sorted(first)
+    await conn.execute(
+        """INSERT INTO escalation_communities (community_id, first_seen)
+           SELECT * FROM unnest($1::text[], $2::timestamptz[])
+           ON CONFLICT (community_id) DO UPDATE
+               SET first_seen = LEAST(escalation_communities.first_seen, EXCLUDED.first_seen)""",
+        keys, [first[k] for k in keys],
+    )
+
+
+async def save_timers(conn: asyncpg.Connection, timers: Sequence[Timer]) -> None:
+    if not timers:
+        return
+    await conn.execute(
+        """INSERT INTO escalation_timers (incident_id, kind, due_at, fence)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[])
+           ON CONFLICT (incident_id, kind, fence) DO NOTHING""",
+        [t.incident_id for t in timers], [t.kind.value for t in timers], [t.due_at for t in timers],
+        [t.fence for t in timers],
+    )
+
+
+async def claim_due_timers(conn: asyncpg.Connection, now: datetime, limit: int) -> list[tuple[int, Timer]]:
+    """Due, unfired timers, row-locked; another replica skips them until this transaction ends."""
+    rows = await conn.fetch(
+        """SELECT id, incident_id, kind, due_at, fence FROM escalation_timers
+           WHERE fired_at IS NULL AND due_at <= $1 ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED""",
+        now, limit,
+    )
+    return [(r["id"], Timer(r["incident_id"], TimerKind(r["kind"]), r["due_at"], r["fence"])) for r in rows]
+
+
+async def mark_fired(conn: asyncpg.Connection, fired: Sequence[tuple[int, str]], now: datetime) -> None:
+    if fired:
+        await conn.execute(
+            """UPDATE escalation_timers t SET fired_at = $3, outcome = u.o
+               FROM unnest($1::bigint[], $2::text[]) AS u(id, o) WHERE t.id = u.id""",
+            [i for i, _ in fired], [o for _, o in fired], now,
+        )
+
+
+async def lock_incidents(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str, Incident]:
+    rows = await conn.fetch(
+        f"SELECT {_INCIDENT_COLUMNS} FROM escalation_incidents WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+        list(ids),
+    )
+    return {r["id"]: _incident(r) for r in rows}
 
 
 async def get_incident(
@@ -142,6 +381,7 @@ async def list_incidents(
     community_id: str | None,
     state: IncidentState | None,
     level: IncidentLevel | None,
+    since: datetime | None,
     limit: int,
     offset: int,
 ) -> list[Incident]:
@@ -151,8 +391,9 @@ async def list_incidents(
             WHERE ($1::text IS NULL OR community_id = $1)
               AND ($2::text IS NULL OR state = $2)
               AND ($3::text IS NULL OR level = $3)
-            ORDER BY updated_at DESC, id LIMIT $4 OFFSET $5""",
-        community_id, state.value if state else None, level.value if level else None, limit, offset,
+              AND ($4::timestamptz IS NULL OR updated_at >= $4)
+            ORDER BY updated_at DESC, id LIMIT $5 OFFSET $6""",
+        community_id, state.value if state else None, level.value if level else None, since, limit, offset,
     )
     return [_incident(r) for r in rows]
 
@@ -170,7 +411,7 @@ async def evidence(conn: asyncpg.Connection, incident_id: str, limit: int) -> li
     return [
         Evidence(
             comment_id=r["comment_id"], external_id=r["external_id"], label=r["label"], score=r["score"],
-            flags=list(r["flags"]), created_at=r["comment_created_at"],
+            flags=list(r["flags"] or []), created_at=r["comment_created_at"],
         )
         for r in rows
     ]
@@ -189,3 +430,52 @@ async def count_open_by_level(conn: asyncpg.Connection | asyncpg.Pool) -> dict[s
         "SELECT level, count(*) AS n FROM escalation_incidents WHERE state <> 'resolved' GROUP BY level"
     )
     return {r["level"]: r["n"] for r in rows}
+
+
+async def create_silence(conn: asyncpg.Connection | asyncpg.Pool, s: Silence, now: datetime) -> None:
+    await conn.execute(
+        """INSERT INTO escalation_silences (id, matchers, starts_at, ends_at, created_by, comment, created_at)
+           VALUES ($1, $2::jsonb, $3, $4, $5, $6, $7)""",
+        s.id, json.dumps(dict(s.matchers)), s.starts_at, s.ends_at, s.created_by, s.comment, now,
+    )
+
+
+async def list_silences(conn: asyncpg.Connection | asyncpg.Pool, *, active_at: datetime | None) -> list[Silence]:
+    rows = await conn.fetch(
+        """SELECT * FROM escalation_silences
+           WHERE $1::timestamptz IS NULL OR (expired_at IS NULL AND ends_at > $1)
+           ORDER BY created_at DESC LIMIT 500""",
+        active_at,
+    )
+    return [_silence(r) for r in rows]
+
+
+async def get_silence(conn: asyncpg.Connection | asyncpg.Pool, silence_id: str) -> Silence | None:
+    row = await conn.fetchrow("SELECT * FROM escalation_silences WHERE id = $1", silence_id)
+    return _silence(row) if row else None
+
+
+async def expire_silence(conn: asyncpg.Connection | asyncpg.Pool, silence_id: str, by: str, now: datetime) -> bool:
+    done = await conn.fetchval(
+        """UPDATE escalation_silences SET expired_at = $2, expired_by = $3
+           WHERE id = $1 AND expired_at IS NULL AND ends_at > $2 RETURNING id""",
+        silence_id, now, by,
+    )
+    return done is not None
+
+
+async def prune(conn: asyncpg.Connection | asyncpg.Pool, before: datetime, limit: int) -> int:
+    """Delete state older than `before`, at most `limit` rows per table per call (bounded work)."""
+    n = 0
+    for table, column in (("escalation_comments", "created_at"), ("escalation_buckets", "bucket_start")):
+        status = await conn.execute(
+            f"""DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+                    SELECT ctid FROM {table} WHERE {column} < $1 LIMIT $2))""",
+            before, limit,
+        )
+        n += int(status.split()[-1])
+    return n
+
+
+def spike_key(community_id: str) -> ThreadKey:
+    return (community_id, SPIKE_THREAD)

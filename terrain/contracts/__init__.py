@@ -19,10 +19,12 @@ from terrain.contracts.events import EventIn, EventOutcome, EventOutcomeMessage
 from terrain.contracts.incidents import (
     Evidence,
     IncidentEventType,
+    IncidentKind,
     IncidentLevel,
     IncidentMessage,
     IncidentSnapshot,
     IncidentState,
+    RecommendedAction,
 )
 
 __all__ = [
@@ -41,10 +43,12 @@ __all__ = [
     "Evidence",
     "InboundCommentMessage",
     "IncidentEventType",
+    "IncidentKind",
     "IncidentLevel",
     "IncidentMessage",
     "IncidentSnapshot",
     "IncidentState",
+    "RecommendedAction",
     "ScoredCommentMessage",
     "Sentiment",
     "SentimentLabel",

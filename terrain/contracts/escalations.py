@@ -7,7 +7,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from terrain.contracts.base import AwareDatetime, Envelope
-from terrain.contracts.incidents import Evidence, IncidentLevel
+from terrain.contracts.incidents import Evidence, IncidentLevel, RecommendedAction
 
 
 class EscalationTarget(StrEnum):
@@ -26,3 +26,15 @@ class EscalationMessage(Envelope):
     place: str | None = None
     ack_deadline: AwareDatetime | None = None
     evidence: list[Evidence] = Field(default_factory=list)
+    trigger: str | None = Field(
+        default=None,
+        description="What set it off: cascade, spike, ack_timeout, persisted, grew_after_ack, place, policy_end.",
+    )
+    step: int | None = Field(
+        default=None, ge=1, description="The escalation policy step (1 = first) a human page belongs to."
+    )
+    recipients: list[str] = Field(
+        default_factory=list, description="Names of the people and channels notified (never addresses)."
+    )
+    actions: list[RecommendedAction] = Field(default_factory=list, description="What to do, as data.")
+    language: str | None = Field(default=None, description="Language of `reason`.")

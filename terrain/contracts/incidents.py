@@ -30,6 +30,27 @@ class IncidentEventType(StrEnum):
     resolved = "resolved"
 
 
+class IncidentKind(StrEnum):
+    thread = "thread"
+    spike = "spike"
+
+
+ACTION_CODES = ("reply_public", "message_private", "hide", "answer_thread", "page", "field_visit")
+
+
+class RecommendedAction(Contract):
+    """One step of the playbook as data; `recommended_actions` carries the same rendered for people."""
+
+    code: str = Field(
+        description="reply_public, message_private, hide, answer_thread, page or field_visit; "
+        "consumers skip codes they do not know."
+    )
+    comment_id: str | None = Field(default=None, description="The comment it is about, if any.")
+    external_id: str | None = Field(default=None, description="That comment's id in its source.")
+    deadline: AwareDatetime | None = Field(default=None, description="When it must be done by, if anything says.")
+    params: dict[str, str] = Field(default_factory=dict, description="Details: flags, place, person, step.")
+
+
 class Evidence(Contract):
     comment_id: str
     external_id: str
@@ -54,6 +75,18 @@ class IncidentSnapshot(Contract):
     negative_count: int = Field(ge=0)
     recommended_actions: list[str] = Field(default_factory=list)
     evidence: list[Evidence] = Field(default_factory=list, description="The most recent comments, newest last.")
+    kind: IncidentKind = Field(
+        default=IncidentKind.thread,
+        description="thread: one post's comments; spike: the whole community against its own baseline.",
+    )
+    actions: list[RecommendedAction] = Field(
+        default_factory=list, description="The recommended actions as data (code, comment, deadline)."
+    )
+    language: str | None = Field(default=None, description="Language the reason and actions are written in.")
+    place: str | None = Field(default=None, description="A place the incident concerns, if known.")
+    ack_deadline: AwareDatetime | None = Field(
+        default=None, description="When the paged person must acknowledge by, while a page is running."
+    )
 
 
 class IncidentMessage(Envelope):

@@ -1,0 +1,313 @@
+"""Escalation policies as data: detection thresholds, escalation steps, rotas, channels, inhibition rules.
+
+A policy file (YAML or JSON) holds `defaults`, per-community overrides under `communities` (merged
+key by key over the defaults), named `channels` and `rotas`, and `inhibit` rules. Durations are
+written `90s`, `30m`, `2h`, `7d` or as seconds. `terrain policy check FILE` prints every error with
+its path; the service reloads the file when it changes and keeps the last good one on an error.
+The policy of a community is frozen into each incident when it opens.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RespondRules(_Strict):
+    """A negative comment that deserves an answer."""
+
+    # 0.5 is where the default (lexicon) scorer's negative precision stops being flat on the labelled
+    # dev sets (bench/bench_respond_floor.py prints the curve); below it a negative is a coin toss.
+    min_confidence: float = Field(default=0.5, ge=0, le=1)
+    # Far-reaching comments and regular complainers deserve an answer on less certainty.
+    reach_threshold: int = Field(default=50, ge=0, description="likes + replies + shares")
+    reach_min_confidence: float = Field(default=0.4, ge=0, le=1)
+    regular_negatives: int = Field(default=2, ge=1, description="earlier negatives by the same author")
+    regular_lookback: Duration = timedelta(days=30)
+    regular_min_confidence: float = Field(default=0.4, ge=0, le=1)
+
+
+class ModerateRules(_Strict):
+    """A charter violation: hide it and say why; the thread still gets an answer."""
+
+    flag_min_confidence: float = Field(default=0.5, ge=0, le=1)
+
+
+class CascadeRules(_Strict):
+    """Negative replies piling up under one post, within a sliding window of event time."""
+
+    window: Duration = timedelta(minutes=30)
+    min_negatives: int = Field(default=3, ge=1)
+    min_comments: int = Field(default=3, ge=1)
+    min_share: float = Field(default=0.5, gt=0, le=1)
+    # The thread's negative share must also beat the community's usual share by this margin.
+    above_baseline: float = Field(default=0.2, ge=0, le=1)
+
+
+class SpikeRules(_Strict):
+    """A community-wide rise of negatives (or fall of mean sentiment) against its own baseline."""
+
+    enabled: bool = True
+    bucket: Duration = timedelta(minutes=15)
+    lookback_buckets: int = Field(default=96, ge=4)
+    warmup_buckets: int = Field(default=24, ge=2)
+    z_threshold: float = Field(default=4.0, gt=0)
+    min_negatives: int = Field(default=8, ge=1)
+    min_comments_for_mean: int = Field(default=15, ge=1)
+
+
+class FieldRules(_Strict):
+    """When a crisis needs a person on site."""
+
+    enabled: bool = True
+    # A human-level incident still unresolved this long after it was escalated.
+    persist_after: Duration = timedelta(hours=24)
+    # New sure negatives after someone acknowledged it.
+    grew_after_ack: int = Field(default=3, ge=1)
+    # A human-level incident about a place (the comment or the community carries one).
+    on_place: bool = True
+
+
+class StepRule(_Strict):
+    """Notify these recipients, then wait this long for an acknowledgement before the next step."""
+
+    notify: list[str] = Field(min_length=1, description="rota:<name>, channel:<name> or person:<name>")
+    wait: Duration = timedelta(minutes=15)
+
+    @field_validator("notify")
+    @classmethod
+    def _prefixed(cls, value: list[str]) -> list[str]:
+        for item in value:
+            kind, _, name = item.partition(":")
+            if kind not in ("rota", "channel", "person") or not name:
+                raise ValueError(f"{item!r}: write rota:<name>, channel:<name> or person:<name>")
+        return value
+
+
+class CommunityPolicy(_Strict):
+    """Everything that decides one community's incidents; frozen into each incident when it opens."""
+
+    language: Literal["fr", "en"] | None = Field(
+        default=None, description="Language of reasons and actions; unset: the opening comment's."
+    )
+    place: str | None = Field(default=None, description="A place the whole community is about.")
+    horizon: Duration = Field(
+        default=timedelta(hours=48), description="Older comments are recorded and counted but page nobody."
+    )
+    reopen_window: Duration = Field(default=timedelta(hours=6), le=timedelta(days=7))
+    private_reply_window: Duration = timedelta(days=7)
+    private_reply_platforms: list[str] = Field(default_factory=lambda: ["facebook", "instagram"])
+    evidence_limit: int = Field(default=10, ge=1, le=100)
+    respond: RespondRules = RespondRules()
+    moderate: ModerateRules = ModerateRules()
+    cascade: CascadeRules = CascadeRules()
+    spike: SpikeRules = SpikeRules()
+    field: FieldRules = FieldRules()
+    steps: list[StepRule] = Field(default_factory=lambda: [StepRule(notify=["rota:oncall"])])
+    repeat_interval: Duration = Field(
+        default=timedelta(hours=4), description="Re-notify the last step this often while unacknowledged."
+    )
+    # Notifications for incidents that do not page anyone (respond, moderate): none by default, the API
+    # is the work queue.
+    routes: dict[Literal["respond", "moderate"], list[str]] = Field(default_factory=dict)
+
+
+class Person(_Strict):
+    name: str = Field(min_length=1)
+    email: str | None = None
+    webhook: str | None = None
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Person:
+        if not self.email and not self.webhook:
+            raise ValueError(f"person {self.name!r} needs an email or a webhook")
+        return self
+
+
+class Rota(_Strict):
+    """People on call in turn: each shift starts at `handoff` local time, `shift_days` long."""
+
+    people: list[str] = Field(min_length=1)
+    start: date
+    handoff: time = time(9, 0)
+    shift_days: int = Field(default=7, ge=1)
+    timezone: str = "Europe/Paris"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    def on_call(self, at: datetime) -> str:
+        """Who is on call at `at` (hand-offs happen at local time, so daylight saving does not shift them)."""
+        local = at.astimezone(ZoneInfo(self.timezone))
+        day = local.date() if local.time() >= self.handoff else local.date() - timedelta(days=1)
+        shift = (day - self.start).days // self.shift_days
+        return self.people[shift % len(self.people)]
+
+
+class Channel(_Strict):
+    kind: Literal["webhook", "email"]
+    target: str = Field(min_length=3, description="the webhook URL, or the e-mail address")
+
+    @model_validator(mode="after")
+    def _target_fits(self) -> Channel:
+        if self.kind == "webhook" and not self.target.startswith(("http://", "https://")):
+            raise ValueError("a webhook target must be an http(s) URL")
+        if self.kind == "email" and "@" not in self.target:
+            raise ValueError("an email target must be an e-mail address")
+        return self
+
+
+class InhibitRule(_Strict):
+    """While an incident matching `source` is open, notifications of incidents matching `target` are muted
+    when both carry the same values for `equal` (Alertmanager's inhibition, as data)."""
+
+    source: dict[str, str]
+    target: dict[str, str]
+    equal: list[str] = Field(default_factory=lambda: ["community_id"])
+
+
+class PolicyFile(_Strict):
+    defaults: CommunityPolicy = CommunityPolicy()
+    communities: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    channels: dict[str, Channel] = Field(default_factory=dict)
+    people: dict[str, Person] = Field(default_factory=dict)
+    rotas: dict[str, Rota] = Field(default_factory=dict)
+    inhibit: list[InhibitRule] = Field(
+        default_factory=lambda: [
+            InhibitRule(source={"level": "field"}, target={"level": "respond"}),
+            InhibitRule(source={"kind": "spike"}, target={"level": "respond"}),
+        ]
+    )
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> PolicyFile:
+        errors: list[str] = []
+        for name, rota in self.rotas.items():
+            errors += [f"rotas.{name}.people: no person {p!r}" for p in rota.people if p not in self.people]
+        policies = [("defaults", self.defaults)]
+        for cid in self.communities:
+            policies.append((f"communities.{cid}", self.community(cid)))
+        for where, pol in policies:
+            for i, step in enumerate(pol.steps):
+                for ref in step.notify:
+                    kind, _, name = ref.partition(":")
+                    known = set(self.rotas if kind == "rota" else self.channels if kind == "channel" else self.people)
+                    if name not in known and not (kind == "rota" and name == "oncall" and not self.rotas):
+                        errors.append(f"{where}.steps.{i}.notify: no {kind} {name!r}")
+            for level, refs in pol.routes.items():
+                errors += [
+                    f"{where}.routes.{level}: no channel {r.partition(':')[2]!r}"
+                    for r in refs if r.partition(":")[2] not in self.channels
+                ]
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def community(self, community_id: str) -> CommunityPolicy:
+        """The defaults with the community's overrides merged over them, key by key."""
+        override = self.communities.get(community_id)
+        if not override:
+            return self.defaults
+        merged = _merge(self.defaults.model_dump(mode="python"), override)
+        return CommunityPolicy.model_validate(merged)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; `errors` lists each problem with its path."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        super().__init__(f"{source}: " + "; ".join(errors))
+        self.source = source
+        self.errors = errors
+
+
+def parse_policy(data: Any, source: str = "policy") -> PolicyFile:
+    """Validate a parsed policy document; raise PolicyError naming every bad path."""
+    try:
+        policy = PolicyFile.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        raise PolicyError(source, [_describe(e) for e in exc.errors(include_url=False)]) from exc
+    errors: list[str] = []
+    for cid in policy.communities:
+        try:
+            policy.community(cid)
+        except ValidationError as exc:
+            errors += [f"communities.{cid}." + _describe(e) for e in exc.errors(include_url=False)]
+    if errors:
+        raise PolicyError(source, errors)
+    return policy
+
+
+def _describe(err: Any) -> str:
+    loc = ".".join(str(p) for p in err["loc"]) or "(file)"
+    return f"{loc}: {err['msg']}"
+
+
+def load_policy(path: str | Path) -> PolicyFile:
+    """Read a YAML or JSON policy file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(str(p), [f"cannot read: {exc.strerror or exc}"]) from exc
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except (ValueError, ImportError) as exc:
+        raise PolicyError(str(p), [f"not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}"]) from exc
+    except Exception as exc:  # yaml.YAMLError carries the line and column
+        raise PolicyError(str(p), [f"not valid YAML: {exc}"]) from exc
+    return parse_policy(data, str(p))
+
+
+def frozen(policy: CommunityPolicy) -> str:
+    """The policy as stored in an incident."""
+    return policy.model_dump_json()
+
+
+def thawed(stored: str) -> CommunityPolicy:
+    return CommunityPolicy.model_validate_json(stored)
