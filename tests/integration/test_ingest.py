@@ -68,3 +68,70 @@ async def test_inbound_topic_publishes_and_dead_letters(settings_kwargs, topic_o
     assert any("text" in reason for reason in reasons)
     assert all(headers_of(r)["terrain-dlq-origin-topic"] == inbound for r in dlq)
     assert all(r.key == b"resto-lyon" for r in dlq)
+
+
+async def test_http_errors_name_the_line_or_the_field(settings_kwargs, topic_overrides):
+    app = build_app(IngestSettings(**settings_kwargs), topic_overrides=topic_overrides)
+    async with running(app) as client:
+        broken = await client.post("/v1/comments", content=b'{"source": "facebook",\n  "text": oops}',
+                                   headers={"Content-Type": "application/json"})
+        single = await client.post("/v1/comments", json={**comment(), "created_at": "hier"})
+        listed = await client.post("/v1/comments", json=[comment("a"), comment("b", text="")])
+        unknown = await client.post("/v1/comments", json=comment(source="myspace"))
+        scalar = await client.post("/v1/comments", json=42)
+    assert broken.status_code == 400
+    assert (broken.json()["line"], broken.json()["column"]) == (2, 11)
+    assert "line 2, column 11" in broken.json()["detail"]
+    assert single.status_code == 422
+    assert [e["field"] for e in single.json()["errors"]] == ["created_at"]  # no noise about lists
+    assert "list" not in single.json()["detail"].lower()
+    assert listed.status_code == 422 and listed.json()["errors"] == [
+        {"field": "[1].text", "reason": "empty_text", "message": listed.json()["errors"][0]["message"]}]
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "source"
+    assert unknown.json()["errors"][0]["reason"] == "unknown_source"
+    assert scalar.status_code == 422
+
+
+async def test_same_decision_on_the_topic_path_and_long_texts_truncated(settings_kwargs, topic_overrides,
+                                                                     kafka_bootstrap):
+    app = build_app(IngestSettings(**settings_kwargs, ingest_max_text_chars=1000), topic_overrides=topic_overrides)
+    inbound = topic_overrides["terrain.comments.inbound.v1"]
+    env = {"occurred_at": "2026-11-20T10:00:00Z", "producer": "crm"}
+    long_text = "Très déçu. " * 3000  # 33,000 characters: over the contract's 20,000 too
+    async with running(app):
+        await produce(kafka_bootstrap, inbound, [
+            ("resto-lyon", {"message_id": "m-1", **env, **comment("e1", text="  ")}),
+            ("resto-lyon", {"message_id": "m-2", **env, **comment("e2", source="myspace")}),
+            ("resto-lyon", {"message_id": "m-3", **env, **comment("e3", text=long_text)}),
+        ])
+        out = await consume(kafka_bootstrap, topic_overrides["terrain.comments.v1"], expect=1, settle_s=0.5)
+        dlq = await consume(kafka_bootstrap, topic_overrides["terrain.comments.inbound.v1.dlq"], expect=2)
+    [msg] = [CommentMessage.model_validate_json(r.value) for r in out]
+    assert msg.comment.external_id == "e3" and msg.comment.text_truncated and len(msg.comment.text) == 1000
+    reasons = sorted(headers_of(r)["terrain-dlq-reason"] for r in dlq)
+    assert reasons[0].startswith("refused: empty_text: text") and reasons[1].startswith("refused: unknown_source")
+
+
+async def test_dedup_records_are_pruned_after_the_window(settings_kwargs, topic_overrides):
+    from datetime import UTC, datetime, timedelta
+
+    from services.ingest import metrics
+
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    app = build_app(IngestSettings(**settings_kwargs, ingest_dedup_retention_days=7, ingest_prune_batch=2),
+                    topic_overrides=topic_overrides, clock=lambda: now[0])
+    pruned_before = metrics.DEDUP_PRUNED._value.get()
+    async with running(app) as client:
+        old = await client.post("/v1/comments", json=[comment(f"old{i}") for i in range(5)])
+        now[0] += timedelta(days=6)
+        await client.post("/v1/comments", json=comment("recent"))
+        now[0] += timedelta(days=2)  # the first five are 8 days old, the last one 2
+        pruned = await app.state.pruner.prune_once()
+        again = await client.post("/v1/comments", json=comment("recent"))
+        async with app.state.runtime.pool.acquire() as conn:
+            left = await conn.fetchval("SELECT count(*) FROM ingest_comments")
+    assert old.json()["accepted"] == 5
+    assert pruned == 5 and left == 1  # in batches of two: 2 + 2 + 1
+    assert again.json()["duplicates"] == 1  # the recent record still deduplicates
+    assert metrics.DEDUP_PRUNED._value.get() - pruned_before == 5
+    assert metrics.DEDUP_OLDEST_AGE._value.get() == timedelta(days=2).total_seconds()
