@@ -176,10 +176,6 @@ class SilenceList(BaseModel):
     items: list[SilenceOut]
 
 
-class ExpireIn(BaseModel):
-    actor: str = Field(default=DEFAULT_ACTOR, min_length=1, max_length=200)
-
-
 def _silence_out(s: Silence, now: datetime) -> SilenceOut:
     return SilenceOut(
         id=s.id, matchers=dict(s.matchers), starts_at=s.starts_at, ends_at=s.ends_at, created_by=s.created_by,
@@ -318,9 +314,12 @@ def build_app(
         return SilenceList(items=[_silence_out(s, now) for s in await escalator.list_silences(active_only=active)])
 
     @app.delete("/v1/silences/{silence_id}", dependencies=[Depends(auth)], tags=["silences"])
-    async def expire_silence(silence_id: str, body: Annotated[ExpireIn | None, Body()] = None) -> SilenceOut:
+    async def expire_silence(
+        silence_id: str, actor: Annotated[str, Query(min_length=1, max_length=200)] = DEFAULT_ACTOR
+    ) -> SilenceOut:
+        """Expire a silence now (who expired it is kept)."""
         try:
-            s = await escalator.expire_silence(silence_id, (body or ExpireIn()).actor)
+            s = await escalator.expire_silence(silence_id, actor)
         except UnknownSilence as exc:
             raise HTTPException(status_code=404, detail=f"no silence {silence_id}") from exc
         except IllegalTransition as exc:

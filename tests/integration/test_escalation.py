@@ -1,4 +1,5 @@
-"""Escalation against the real broker and PostgreSQL: incidents, deduplication, cascade, ack and resolve."""
+"""Escalation against the real broker and PostgreSQL: incidents, cascade, steps and timers across replicas and
+restarts, notifications to a real webhook, silences, notes and the operator API."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
 from services.escalation.app import EscalationSettings, build_app
+from services.escalation.policy import parse_policy
 from terrain.contracts import (
     Comment,
     EscalationMessage,
@@ -23,29 +26,35 @@ from terrain.contracts import (
 )
 from tests.conftest import running
 from tests.kafka_helpers import consume, produce
+from tests.servers import HookServer
 
 pytestmark = pytest.mark.integration
 
 SCORED = "terrain.comments.scored.v1"
 COMMUNITY = "resto-lyon"
-CREATED = datetime.now(UTC) - timedelta(hours=1)
+
+
+def created(minutes_ago: float = 10) -> datetime:
+    return datetime.now(UTC) - timedelta(minutes=minutes_ago)
 
 
 def scored(ext: str, label: SentimentLabel = SentimentLabel.negative, *, thread: str = "post-1",
-           message_id: str | None = None, removed: bool = False) -> dict[str, Any]:
+           message_id: str | None = None, removed: bool = False, at: datetime | None = None,
+           community: str = COMMUNITY) -> dict[str, Any]:
     score = -0.8 if label is SentimentLabel.negative else 0.6
+    when = at or created()
     msg = ScoredCommentMessage(
         message_id=message_id or f"scored-{ext}",
-        occurred_at=CREATED,
+        occurred_at=when,
         producer="terrain-sentiment",
         comment=Comment(
-            source="facebook", external_id=ext, community_id=COMMUNITY, thread_id=thread,
+            source="facebook", external_id=ext, community_id=community, thread_id=thread,
             text="Service déplorable, 45 minutes d'attente et un plat froid. Je suis furieuse !",
-            created_at=CREATED, comment_id=comment_id_for("facebook", ext), lang="fr",
+            created_at=when, comment_id=comment_id_for("facebook", ext), lang="fr",
             action="removed" if removed else "created",
         ),
         sentiment=Sentiment(label=label, score=score, confidence=0.9, lang="fr", model_version="test"),
-        scored_at=CREATED,
+        scored_at=when,
     )
     return msg.model_dump(mode="json")
 
@@ -77,6 +86,7 @@ async def test_negative_comment_opens_one_incident_and_duplicates_attach_once(
             (COMMUNITY, scored("c1")),  # the same message redelivered
             (COMMUNITY, scored("c1", message_id="rescored-c1")),  # the same comment under another message id
             (COMMUNITY, scored("gone", thread="post-2", removed=True)),  # removed: opens nothing
+            (COMMUNITY, scored("old", thread="post-3", at=created(60 * 24 * 8))),  # a week old: recorded only
             # Counted, not evidence; once it shows, every message before it was processed.
             (COMMUNITY, scored("thanks", SentimentLabel.positive)),
         ])
@@ -88,7 +98,6 @@ async def test_negative_comment_opens_one_incident_and_duplicates_attach_once(
             return check
 
         await wait_for(counted(2), "the incident to count the positive reply")
-        # Later batches: the redelivery is claimed already; the re-scored comment is attached already.
         await produce(kafka_bootstrap, topic, [
             (COMMUNITY, scored("c1")),
             (COMMUNITY, scored("c1", message_id="late-c1")),
@@ -98,69 +107,202 @@ async def test_negative_comment_opens_one_incident_and_duplicates_attach_once(
         detail = (await client.get(f"/v1/incidents/{found[0]['id']}")).json()
     assert len(found) == 1
     inc = found[0]
-    assert (inc["thread_id"], inc["state"], inc["level"]) == ("post-1", "open", "respond")
+    assert (inc["thread_id"], inc["state"], inc["level"], inc["kind"]) == ("post-1", "open", "respond", "thread")
     assert (inc["comment_count"], inc["negative_count"]) == (3, 1)
-    assert "deserves an answer" in inc["reason"]
-    assert any("private message before" in a for a in inc["recommended_actions"])
+    assert inc["language"] == "fr" and "mérite une réponse" in inc["reason"]
+    assert [a["code"] for a in inc["actions"]] == ["reply_public", "message_private"]
+    assert inc["recommended_actions"][0].startswith("Répondre publiquement au commentaire c1")
     assert [e["external_id"] for e in detail["evidence"]] == ["c1"]
     assert [t["event"] for t in detail["timeline"]] == ["opened"]
+    assert detail["policy"]["respond"]["min_confidence"] == 0.5
     out = await consume(kafka_bootstrap, topic_overrides["terrain.incidents.v1"], expect=1, settle_s=1.0)
     assert [IncidentMessage.model_validate_json(r.value).event.value for r in out] == ["opened"]
     assert all(r.key == COMMUNITY.encode() for r in out)
 
 
-async def test_cascade_escalates_then_ack_and_resolve(settings_kwargs, topic_overrides, kafka_bootstrap):
+async def test_cascade_escalates_then_ack_note_and_resolve(settings_kwargs, topic_overrides, kafka_bootstrap):
     app = build_app(EscalationSettings(**settings_kwargs), topic_overrides=topic_overrides)
     async with running(app) as client:
         await produce(kafka_bootstrap, topic_overrides[SCORED],
-                      [(COMMUNITY, scored("n1")), (COMMUNITY, scored("n2")), (COMMUNITY, scored("n3"))])
+                      [(COMMUNITY, scored(f"n{i}", at=created(10 - i))) for i in range(3)])
 
         async def escalated() -> list[dict[str, Any]]:
             return await incidents(client, level="human")
 
         inc = (await wait_for(escalated, "the cascade to escalate"))[0]
         assert inc["negative_count"] == 3 and inc["state"] == "open"
-        assert await incidents(client, level="respond") == []
+        assert inc["actions"][0]["code"] == "page"
         iid = inc["id"]
+        since = (await client.get("/v1/incidents", params={"since": "2999-01-01T00:00:00Z"})).json()["items"]
+        bad_since = await client.get("/v1/incidents", params={"since": "yesterday"})
 
         acked = await client.post(f"/v1/incidents/{iid}/ack", json={"actor": "claire", "note": "on it"})
         again = await client.post(f"/v1/incidents/{iid}/ack")
+        noted = await client.post(f"/v1/incidents/{iid}/notes", json={"actor": "claire", "text": "called the chef"})
+        empty_note = await client.post(f"/v1/incidents/{iid}/notes", json={"text": ""})
+        note_unknown = await client.post("/v1/incidents/nope/notes", json={"text": "x"})
         resolved = await client.post(f"/v1/incidents/{iid}/resolve")  # no body: the actor defaults
         twice = await client.post(f"/v1/incidents/{iid}/resolve", json={"actor": "claire"})
-        ack_resolved = await client.post(f"/v1/incidents/{iid}/ack")
         unknown = await client.post("/v1/incidents/nope/resolve")
-        unknown_get = await client.get("/v1/incidents/nope")
         detail = (await client.get(f"/v1/incidents/{iid}")).json()
-        by_state = await incidents(client, state="resolved")
-        bad_state = await client.get("/v1/incidents", params={"state": "closed"})
         unauth = await client.get("/v1/incidents", headers={"Authorization": "Bearer wrong"})
         exported = (await client.get("/metrics")).text
 
+    assert since == [] and bad_since.status_code == 422
     assert acked.status_code == 200 and acked.json()["state"] == "acknowledged"
+    assert acked.json()["ack_deadline"] is None
     assert again.status_code == 409 and "already acknowledged" in again.json()["detail"]
+    assert noted.status_code == 201 and empty_note.status_code == 422 and note_unknown.status_code == 404
     assert resolved.status_code == 200 and resolved.json()["state"] == "resolved"
-    assert twice.status_code == 409 and ack_resolved.status_code == 409
-    assert unknown.status_code == 404 and unknown_get.status_code == 404
-    assert [i["id"] for i in by_state] == [iid]
-    assert bad_state.status_code == 422 and unauth.status_code == 401
-    assert 'terrain_escalation_incident_transitions_total{event="escalated"}' in exported
-    assert 'terrain_escalation_incidents_opened_total{level="respond"}' in exported
-    assert 'terrain_escalation_open_incidents{level="human"}' in exported
+    assert twice.status_code == 409 and unknown.status_code == 404 and unauth.status_code == 401
+    assert 'terrain_escalation_escalations_total{target="human",trigger="cascade"}' in exported
     timeline = detail["timeline"]
-    assert [t["event"] for t in timeline] == ["opened", "updated", "escalated", "acknowledged", "resolved"]
-    assert timeline[3]["actor"] == "claire" and timeline[3]["detail"] == "acknowledged by claire: on it"
-    assert timeline[4]["actor"] == "api"
+    assert [t["event"] for t in timeline] == ["opened", "updated", "escalated", "acknowledged", "note", "resolved"]
+    assert timeline[3]["detail"] == "acknowledged by claire: on it" and timeline[4]["detail"] == "called the chef"
 
-    incidents_topic = topic_overrides["terrain.incidents.v1"]
-    lifecycle = await consume(kafka_bootstrap, incidents_topic, expect=5, settle_s=1.0)
+    lifecycle = await consume(kafka_bootstrap, topic_overrides["terrain.incidents.v1"], expect=5, settle_s=1.0)
     messages = [IncidentMessage.model_validate_json(r.value) for r in lifecycle]
+    # The note is on the timeline only: it publishes nothing.
     assert [m.event.value for m in messages] == ["opened", "updated", "escalated", "acknowledged", "resolved"]
-    assert [m.actor for m in messages][3:] == ["claire", "api"]
-    assert len({m.message_id for m in messages}) == 5
     paged = await consume(kafka_bootstrap, topic_overrides["terrain.escalations.v1"], expect=1, settle_s=1.0)
     assert len(paged) == 1 and paged[0].key == COMMUNITY.encode()
     esc = EscalationMessage.model_validate_json(paged[0].value)
-    assert (esc.incident_id, esc.target.value, esc.level.value) == (iid, "human", "human")
+    assert (esc.incident_id, esc.target.value, esc.trigger, esc.step) == (iid, "human", "cascade", 1)
     assert esc.ack_deadline is not None
     assert timedelta(minutes=14) < esc.ack_deadline - esc.occurred_at <= timedelta(minutes=15)
-    assert [e.external_id for e in esc.evidence] == ["n1", "n2", "n3"]
+    assert [e.external_id for e in esc.evidence] == ["n0", "n1", "n2"]
+
+
+def stepped_policy(hook: HookServer, wait: str = "1500ms") -> Any:
+    return parse_policy({
+        "people": {
+            "alice": {"name": "alice", "webhook": hook.url("/alice")},
+            "bob": {"name": "bob", "webhook": hook.url("/bob")},
+        },
+        "defaults": {
+            "steps": [{"notify": ["person:alice"], "wait": wait}, {"notify": ["person:bob"], "wait": wait}],
+            "field": {"on_place": False},
+            "repeat_interval": "1h",
+        },
+    })
+
+
+async def _timer_rows(url: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetch("SELECT kind, fence, fired_at, outcome FROM escalation_timers ORDER BY id")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def hook():
+    server = HookServer()
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    server.port = listener.sockets[0].getsockname()[1]
+    try:
+        yield server
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+async def test_two_replicas_page_each_step_once_then_ask_for_the_field(
+    settings_kwargs, topic_overrides, kafka_bootstrap, hook
+):
+    """Nobody acknowledges: alice, then bob, then a field request; each once although two replicas run."""
+    settings = EscalationSettings(**settings_kwargs, escalation_timer_interval_s=0.2)
+    policy = stepped_policy(hook)
+    one = build_app(settings, topic_overrides=topic_overrides, policies=policy)
+    two = build_app(settings, topic_overrides=topic_overrides, policies=policy)
+    async with running(one) as client, running(two):
+        await produce(kafka_bootstrap, topic_overrides[SCORED],
+                      [(COMMUNITY, scored(f"n{i}", at=created(10 - i))) for i in range(3)])
+
+        async def field_requested() -> list[dict[str, Any]]:
+            return await incidents(client, level="field")
+
+        (inc,) = await wait_for(field_requested, "the policy to run out into a field request", timeout_s=30)
+        await asyncio.sleep(1.0)  # let both replicas' timer loops run past the deadlines once more
+        detail = (await client.get(f"/v1/incidents/{inc['id']}")).json()
+    delivered = [r.path for r in hook.requests if r.status < 300]
+    assert sorted(delivered) == ["/alice", "/bob"], delivered
+    assert sorted(n["channel"] for n in detail["notifications"]) == ["person:alice", "person:bob"]
+    assert all(n["state"] == "sent" for n in detail["notifications"])
+    escalations = await consume(kafka_bootstrap, topic_overrides["terrain.escalations.v1"], expect=3, settle_s=1.5)
+    got = [EscalationMessage.model_validate_json(r.value) for r in escalations]
+    assert [(e.target.value, e.trigger, e.step) for e in got] == [
+        ("human", "cascade", 1), ("human", "ack_timeout", 2), ("field", "policy_end", None),
+    ]
+    assert got[0].recipients == ["alice"] and got[1].recipients == ["bob"]
+    timers = await _timer_rows(settings_kwargs["database_url"])
+    step_timers = [t for t in timers if t["kind"] == "step"]
+    # Two step deadlines fired (step 1, step 2), the reminder is pending, each fired exactly once.
+    assert [t["fence"] for t in step_timers] == [1, 2, 3]
+    assert [t["fired_at"] is not None for t in step_timers] == [True, True, False]
+
+
+async def test_a_timer_due_while_the_service_is_down_fires_once_after_restart(
+    settings_kwargs, topic_overrides, kafka_bootstrap, hook
+):
+    settings = EscalationSettings(**settings_kwargs, escalation_timer_interval_s=0.2)
+    policy = stepped_policy(hook, wait="2s")
+    async with running(build_app(settings, topic_overrides=topic_overrides, policies=policy)) as client:
+        await produce(kafka_bootstrap, topic_overrides[SCORED],
+                      [(COMMUNITY, scored(f"n{i}", at=created(10 - i))) for i in range(3)])
+        await wait_for(lambda: incidents(client, level="human"), "the first page")
+    assert [r.path for r in hook.requests] == ["/alice"]
+    await asyncio.sleep(2.5)  # the deadline passes while no replica runs
+    assert [r.path for r in hook.requests] == ["/alice"]
+    async with running(build_app(settings, topic_overrides=topic_overrides, policies=policy)):
+        async def bob_paged() -> bool:
+            return any(r.path == "/bob" for r in hook.requests)
+
+        await wait_for(bob_paged, "the overdue step to fire after the restart")
+        await asyncio.sleep(1.0)
+    assert [r.path for r in hook.requests] == ["/alice", "/bob"]
+
+
+async def test_silence_mutes_pages_until_expired(settings_kwargs, topic_overrides, kafka_bootstrap, hook):
+    settings = EscalationSettings(**settings_kwargs)
+    app = build_app(settings, topic_overrides=topic_overrides, policies=stepped_policy(hook, wait="1h"))
+    async with running(app) as client:
+        bad = await client.post("/v1/silences", json={"matchers": {}, "created_by": "c", "comment": "x",
+                                                       "duration_minutes": 5})
+        past = await client.post("/v1/silences", json={
+            "matchers": {"community_id": COMMUNITY}, "created_by": "c", "comment": "x",
+            "ends_at": "2020-01-01T00:00:00Z"})
+        unknown_key = await client.post("/v1/silences", json={
+            "matchers": {"author": "x"}, "created_by": "c", "comment": "x", "duration_minutes": 5})
+        made = await client.post("/v1/silences", json={
+            "matchers": {"community_id": COMMUNITY, "thread_id": "post-1"}, "created_by": "claire",
+            "comment": "chef already answering on the page", "duration_minutes": 60})
+        assert made.status_code == 201, made.text
+        sid = made.json()["id"]
+        listed = (await client.get("/v1/silences")).json()["items"]
+        await produce(kafka_bootstrap, topic_overrides[SCORED],
+                      [(COMMUNITY, scored(f"n{i}", at=created(10 - i))) for i in range(3)]
+                      + [(COMMUNITY, scored(f"m{i}", thread="post-2", at=created(10 - i))) for i in range(3)])
+
+        async def both_human() -> list[dict[str, Any]]:
+            found = await incidents(client, level="human")
+            return found if len(found) == 2 else []
+
+        found = await wait_for(both_human, "both threads to escalate")
+        muted_id = next(i["id"] for i in found if i["thread_id"] == "post-1")
+        muted_detail = (await client.get(f"/v1/incidents/{muted_id}")).json()
+        expired = await client.delete(f"/v1/silences/{sid}", params={"actor": "claire"})
+        expired_again = await client.delete(f"/v1/silences/{sid}")
+        gone = await client.delete("/v1/silences/nope")
+        active_after = (await client.get("/v1/silences")).json()["items"]
+        await asyncio.sleep(1.0)
+    assert bad.status_code == 422 and past.status_code == 422 and unknown_key.status_code == 422
+    assert [s["id"] for s in listed] == [sid] and listed[0]["active"] is True
+    assert any(t["event"] == "muted" and sid in t["detail"] for t in muted_detail["timeline"])
+    assert muted_detail["notifications"] == []
+    # Only the unsilenced thread paged alice.
+    assert [r.path for r in hook.requests] == ["/alice"]
+    assert expired.status_code == 200 and expired.json()["active"] is False
+    assert expired_again.status_code == 409 and gone.status_code == 404 and active_after == []
+    paged = await consume(kafka_bootstrap, topic_overrides["terrain.escalations.v1"], expect=1, settle_s=1.0)
+    assert [EscalationMessage.model_validate_json(r.value).thread_id for r in paged] == ["post-2"]
