@@ -135,13 +135,12 @@ class Tally:
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
 
-    def add_decisions(self, decisions: Iterable[Decision], collapsed: int = 0) -> None:
+    def add_decisions(self, decisions: Iterable[Decision]) -> None:
         for d in decisions:
             if d.outcome is Outcome.duplicate:
                 self.duplicates += 1
             else:
                 setattr(self, d.outcome.value, getattr(self, d.outcome.value) + 1)
-        self.duplicates += collapsed
 
     def add_refusal(self, reason: Reason, n: int = 1) -> None:
         self.rejected[reason.value] = self.rejected.get(reason.value, 0) + n
@@ -202,17 +201,31 @@ def content_hash(comment: CommentIn) -> str:
     return hashlib.sha256(comment.text.encode("utf-8")).hexdigest()
 
 
-def latest_per_id(items: Sequence[Incoming]) -> dict[str, Incoming]:
-    """Collapse a batch to the last version of each comment, keeping first-seen order."""
-    out: dict[str, Incoming] = {}
+def group_by_id(items: Sequence[Incoming]) -> dict[str, list[Incoming]]:
+    """The batch's versions of each comment, in arrival order; comments in first-seen order."""
+    out: dict[str, list[Incoming]] = {}
     for item in items:
-        cid = comment_id_for(item.comment.source, item.comment.external_id)
-        previous = out.get(cid)
-        # A late `add` never overrides an edit or a removal seen earlier in the same batch.
-        if previous is not None and item.kind is Kind.first:
-            continue
-        out[cid] = item
+        out.setdefault(comment_id_for(item.comment.source, item.comment.external_id), []).append(item)
     return out
+
+
+def decide_versions(comment_id: str, versions: Sequence[Incoming], seen: Seen | None) -> list[Decision]:
+    """Decide each version in turn, as if they had come one by one: an add, its edit and its removal in
+    one batch give three messages, so downstream keeps the history (the playbook never deletes)."""
+    out = []
+    state = seen
+    for item in versions:
+        d = decide(comment_id, item, state)
+        out.append(d)
+        if d.outcome is not Outcome.duplicate:
+            state = Seen(d.content_hash, d.revision, d.outcome is Outcome.removed)
+    return out
+
+
+def final_state(decisions: Sequence[Decision]) -> Decision | None:
+    """The last decision that changed something: what the dedup record must now say."""
+    changed = [d for d in decisions if d.outcome is not Outcome.duplicate]
+    return changed[-1] if changed else None
 
 
 def decide(comment_id: str, incoming: Incoming, seen: Seen | None) -> Decision:

@@ -97,27 +97,29 @@ class Ingestor:
         received_at = time.perf_counter() if received_at is None else received_at
         tally = tally if tally is not None else Tally()
         now = self.clock()
-        latest = domain.latest_per_id(items)
+        groups = domain.group_by_id(items)
         topic = self.rt.topic(COMMENTS)
         async with self.rt.pool.acquire() as conn, conn.transaction():
-            seen = await repository.lock_seen(conn, list(latest))
-            decisions = {cid: domain.decide(cid, item, seen.get(cid)) for cid, item in latest.items()}
-            fresh = [(d, latest[cid]) for cid, d in decisions.items() if cid not in seen]
+            seen = await repository.lock_seen(conn, list(groups))
+            decided = {cid: domain.decide_versions(cid, versions, seen.get(cid)) for cid, versions in groups.items()}
+            finals = {cid: f for cid, ds in decided.items() if (f := domain.final_state(ds)) is not None}
+            fresh = [(f, groups[cid][-1]) for cid, f in finals.items() if cid not in seen]
             inserted = await repository.insert_new(conn, fresh, now)
-            # A concurrent writer inserted it first: ours is the repost it is.
-            for d, _ in fresh:
-                if d.comment_id not in inserted:
-                    decisions[d.comment_id] = Decision(d.comment_id, Outcome.duplicate, 1, d.content_hash)
-            changed = [d for cid, d in decisions.items() if cid in seen and d.outcome is not Outcome.duplicate]
-            await repository.update_changed(conn, changed, now)
+            # A concurrent writer inserted it first: ours are reposts of what it published.
+            for f, _ in fresh:
+                if f.comment_id not in inserted:
+                    decided[f.comment_id] = [Decision(d.comment_id, Outcome.duplicate, d.revision, d.content_hash)
+                                             for d in decided[f.comment_id]]
+            await repository.update_changed(conn, [f for cid, f in finals.items() if cid in seen], now)
             out = [
-                OutMessage.of(topic, latest[d.comment_id].comment.community_id,
-                              domain.to_message(latest[d.comment_id], d, now))
-                for d in decisions.values()
+                OutMessage.of(topic, item.comment.community_id, domain.to_message(item, d, now))
+                for cid, ds in decided.items()
+                for item, d in zip(groups[cid], ds, strict=True)
                 if d.outcome is not Outcome.duplicate
             ]
             out += dead_letters
-            tally.add_decisions(decisions.values(), collapsed=len(items) - len(latest))
+            every = [d for ds in decided.values() for d in ds]
+            tally.add_decisions(every)
             ids: list[int] = []
             if direct:
                 await self.rt.publisher.publish(out)
@@ -130,15 +132,14 @@ class Ingestor:
                 metrics.PUBLISH_LATENCY.labels(channel=channel).observe(time.perf_counter() - received_at)
         else:
             await self._flush(ids, out, channel, received_at)
-        self._count(channel, decisions.values(), len(items) - len(latest))
-        metrics.TRUNCATED.labels(channel=channel).inc(sum(i.truncated for i in latest.values()))
-        return [Accepted(d.comment_id, d.outcome, d.revision) for d in decisions.values()]
+        self._count(channel, every)
+        metrics.TRUNCATED.labels(channel=channel).inc(sum(i.truncated for i in items))
+        return [Accepted(d.comment_id, d.outcome, d.revision) for d in every]
 
-    def _count(self, channel: str, decisions: Any, collapsed: int) -> None:
+    def _count(self, channel: str, decisions: Sequence[Decision]) -> None:
         by_outcome = {o: 0 for o in Outcome}
         for d in decisions:
             by_outcome[d.outcome] += 1
-        by_outcome[Outcome.duplicate] += collapsed
         for outcome, n in by_outcome.items():
             if n:
                 metrics.COMMENTS.labels(channel=channel, outcome=outcome.value).inc(n)

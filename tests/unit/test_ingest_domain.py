@@ -17,7 +17,9 @@ from services.ingest.domain import (
     Seen,
     content_hash,
     decide,
-    latest_per_id,
+    decide_versions,
+    final_state,
+    group_by_id,
     parse_sources,
     prune_cutoff,
     screen,
@@ -65,10 +67,19 @@ def test_decide(incoming: Incoming, seen: Seen | None, outcome: Outcome, revisio
     assert (d.outcome, d.revision) == (outcome, revision)
 
 
-def test_latest_per_id_keeps_last_version_but_never_a_late_add():
-    batch = [inc("v1"), inc("other", ext="2"), inc("v2"), inc("v0", kind=Kind.first)]
-    latest = latest_per_id(batch)
-    assert [x.comment.text for x in latest.values()] == ["v2", "other"]
+def test_versions_in_one_batch_are_decided_in_turn():
+    batch = [inc("v1", kind=Kind.first), inc("other", ext="2"), inc("v2"), inc("v1", kind=Kind.first),
+             inc("", kind=Kind.removal), inc("", kind=Kind.removal)]
+    groups = group_by_id(batch)
+    assert list(groups) == [comment_id_for("facebook", "1"), comment_id_for("facebook", "2")]
+    ds = decide_versions("id", groups[comment_id_for("facebook", "1")], None)
+    # created, edited, the late add a duplicate, removed, the second removal a duplicate: nothing lost
+    assert [(d.outcome, d.revision) for d in ds] == [
+        (Outcome.created, 1), (Outcome.edited, 2), (Outcome.duplicate, 2), (Outcome.removed, 3),
+        (Outcome.duplicate, 3)]
+    final = final_state(ds)
+    assert final is not None and (final.outcome, final.revision) == (Outcome.removed, 3)
+    assert final_state([decide("id", inc(), Seen(H, 1, False))]) is None  # only a repost: nothing to store
 
 
 def test_message_id_is_stable_per_version_and_distinct_after_pruning():

@@ -1,0 +1,264 @@
+"""Bulk import of exported comments: JSON lines or CSV in the inbound schema, or an archive of Meta webhook
+deliveries (one delivery JSON per line), through the same screening and dedup as every other path.
+
+- Streaming: the file is read record by record and handled in batches, so memory stays flat whatever its size.
+- Resumable: after each batch, the byte offset of the next record is saved in the transaction that stores
+  the batch's dedup records, so an interrupted import resumes where the last committed batch ended. The
+  checkpoint is keyed by the file's content (sha256 of its first MiB), not its name.
+- Nothing twice: a finished import leaves no checkpoint, and running it again reads the whole file and
+  finds every comment a duplicate (the dedup records are the proof, not the checkpoint).
+- Published before commit (see handlers.py): a crash between the two republishes the same message ids
+  on resume, which consumers drop.
+- Rejected records go to a JSON-lines file with their line number, reason, field and the record itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import asyncpg
+from pydantic import ValidationError
+
+from services.ingest import domain, meta, metrics, repository
+from services.ingest.domain import CommentDraft, Incoming, Reason, Refusal, Tally
+
+FORMATS = ("auto", "jsonl", "csv", "meta")
+KEY_BYTES = 1 << 20
+MAX_REJECT_RECORD_CHARS = 4000
+_TRUE = {"1", "true", "yes", "y", "t"}
+
+
+@dataclass
+class RawRecord:
+    line: int  # first line of the record (1-based)
+    end_offset: int  # byte offset just past the record
+    end_line: int
+    text: str | None = None  # a JSON line
+    row: dict[str, str | None] | None = None  # a CSV row
+
+
+@dataclass
+class Rejected:
+    line: int
+    refusal: Refusal
+    record: str
+
+    def as_json(self) -> str:
+        return json.dumps({"line": self.line, "reason": self.refusal.reason.value, "field": self.refusal.field,
+                           "message": self.refusal.message, "record": self.record[:MAX_REJECT_RECORD_CHARS]},
+                          ensure_ascii=False)
+
+
+@dataclass
+class Progress:
+    path: str
+    total_bytes: int
+    offset: int = 0
+    line: int = 0
+    resumed_from_line: int = 0
+    tally: Tally = field(default_factory=Tally)  # this run only
+    earlier: repository.Checkpoint | None = None  # what the interrupted run(s) had committed
+    started: float = field(default_factory=time.perf_counter)
+    rejects_path: str = ""
+
+
+def file_key(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.sha256(fh.read(KEY_BYTES)).hexdigest()
+
+
+def detect_format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    return "csv" if path.suffix.lower() in (".csv", ".tsv") else "jsonl"
+
+
+def _lines(fh: Any, offset: int, line: int, pos: list[int]) -> Iterator[str]:
+    """Decoded lines from a binary file, tracking the byte offset and line number in `pos`."""
+    fh.seek(offset)
+    pos[0], pos[1] = offset, line
+    for raw in fh:
+        pos[0] += len(raw)
+        pos[1] += 1
+        yield raw.decode("utf-8", errors="replace")
+
+
+def read_records(path: Path, fmt: str, offset: int = 0, line: int = 0) -> Iterator[RawRecord]:
+    """Records from `offset` on; for CSV the header is read first, wherever the import resumes."""
+    with path.open("rb") as fh:
+        pos = [offset, line]
+        if fmt == "csv":
+            header_pos = [0, 0]
+            header = next(csv.reader(_lines(fh, 0, 0, header_pos)), None)
+            if header is None:
+                return
+            if offset == 0:
+                offset, line = header_pos[0], header_pos[1]
+            names = [h.strip().lstrip("\ufeff") for h in header]
+            reader = csv.reader(_lines(fh, offset, line, pos))
+            start = line + 1
+            for values in reader:
+                if values:
+                    row = {k: (v if v != "" or k == "text" else None) for k, v in zip(names, values, strict=False)}
+                    yield RawRecord(start, pos[0], pos[1], row=row)
+                start = pos[1] + 1
+            return
+        for text in _lines(fh, offset, line, pos):
+            if text.strip():
+                yield RawRecord(pos[1], pos[0], pos[1], text=text.lstrip("\ufeff"))
+
+
+def _csv_to_comment(row: dict[str, str | None]) -> dict[str, Any]:
+    """A CSV row in the inbound schema; metrics as `likes`/`replies`/`shares` or `metrics.likes`… columns."""
+    out: dict[str, Any] = {}
+    counts: dict[str, Any] = {}
+    for key, value in row.items():
+        name = key.removeprefix("metrics.")
+        if name in ("likes", "replies", "shares"):
+            if value is not None:
+                counts[name] = value
+        elif key == "removed":
+            out[key] = (value or "").strip().lower() in _TRUE
+        else:
+            out[key] = value
+    if counts:
+        out["metrics"] = counts
+    return out
+
+
+def parse_record(
+    rec: RawRecord, fmt: str, limits: domain.Limits, detect: Callable[[str], str]
+) -> tuple[list[Incoming], list[Rejected], dict[str, int]]:
+    """Screened comments of one record, its refusals, and (for Meta deliveries) its engagement signals."""
+    raw_text = rec.text if rec.text is not None else json.dumps(rec.row, ensure_ascii=False)
+    if rec.row is not None:
+        payload: Any = _csv_to_comment(rec.row)
+    else:
+        try:
+            payload = json.loads(rec.text or "")
+        except json.JSONDecodeError as exc:
+            refusal = Refusal(Reason.malformed_json, None, f"line {rec.line}, column {exc.colno}: {exc.msg}")
+            return [], [Rejected(rec.line, refusal, raw_text)], {}
+    if fmt == "meta" or (fmt != "csv" and meta.is_delivery(payload)):
+        parsed = meta.parse_delivery(payload, limits, detect)
+        if isinstance(parsed, Refusal):
+            return [], [Rejected(rec.line, parsed, raw_text)], {}
+        rejected = [Rejected(rec.line, r.refusal, json.dumps(r.delivery, ensure_ascii=False)) for r in parsed.refused]
+        return parsed.items, rejected, dict(parsed.signals)
+    if not isinstance(payload, dict):
+        return [], [Rejected(rec.line, Refusal(Reason.invalid, None, "expected a JSON object"), raw_text)], {}
+    try:
+        draft = CommentDraft.model_validate(payload)
+    except ValidationError as exc:
+        return [], [Rejected(rec.line, r, raw_text) for r in domain.validation_refusals(exc)[:1]], {}
+    screened = domain.screen(draft, limits, detect)
+    if isinstance(screened, Refusal):
+        return [], [Rejected(rec.line, screened, raw_text)], {}
+    return [screened], [], {}
+
+
+@dataclass
+class ImportOptions:
+    fmt: str = "auto"
+    batch_size: int = 2000
+    rejects: Path | None = None
+    resume: bool = True
+    stop_after_batches: int | None = None  # for tests: simulate an interruption
+
+
+class Importer:
+    """Runs one file through an Ingestor; `on_progress` is called after each committed batch."""
+
+    def __init__(self, ingestor: Any, on_progress: Callable[[Progress], None] | None = None) -> None:
+        self.ingestor = ingestor
+        self.on_progress = on_progress or (lambda _: None)
+
+    async def run(self, path: Path, opts: ImportOptions) -> Progress:
+        fmt = detect_format(path, opts.fmt)
+        if fmt not in FORMATS[1:]:
+            raise ValueError(f"unknown format {opts.fmt!r}; choose one of {', '.join(FORMATS)}")
+        key = file_key(path)
+        rejects_path = opts.rejects or path.with_name(path.name + ".rejects.jsonl")
+        pool: asyncpg.Pool = self.ingestor.rt.pool
+        async with pool.acquire() as conn:
+            cp = await repository.load_checkpoint(conn, key) if opts.resume else None
+        prog = Progress(str(path), os.stat(path).st_size, rejects_path=str(rejects_path))
+        if cp is not None:
+            prog.offset, prog.line, prog.resumed_from_line, prog.earlier = cp.byte_offset, cp.line, cp.line, cp
+        self.on_progress(prog)
+        limits, detect = self.ingestor.limits, self.ingestor.detect
+        batches = 0
+        with rejects_path.open("a" if cp else "w", encoding="utf-8") as rejects:
+            batch: list[RawRecord] = []
+            for rec in read_records(path, fmt, prog.offset, prog.line):
+                batch.append(rec)
+                if len(batch) >= opts.batch_size:
+                    await self._batch(batch, fmt, limits, detect, key, prog, rejects)
+                    batch = []
+                    batches += 1
+                    if opts.stop_after_batches is not None and batches >= opts.stop_after_batches:
+                        return prog
+            if batch:
+                await self._batch(batch, fmt, limits, detect, key, prog, rejects)
+        async with pool.acquire() as conn:
+            await repository.clear_checkpoint(conn, key)
+        prog.offset = prog.total_bytes
+        self.on_progress(prog)
+        return prog
+
+    async def _batch(self, batch: list[RawRecord], fmt: str, limits: domain.Limits, detect: Callable[[str], str],
+                     key: str, prog: Progress, rejects: TextIO) -> None:
+        started = time.perf_counter()
+        items: list[Incoming] = []
+        rejected: list[Rejected] = []
+        for rec in batch:
+            got, refused, signals = parse_record(rec, fmt, limits, detect)
+            items += got
+            rejected += refused
+            for kind, n in signals.items():
+                metrics.META_SIGNALS.labels(kind=kind).inc(n)
+        metrics.RECEIVED.labels(channel="import").inc(len(items) + len(rejected))
+        # Rejects are written before the commit: after a crash they may repeat, never go missing.
+        if rejected:
+            rejects.write("".join(r.as_json() + "\n" for r in rejected))
+            rejects.flush()
+            self.ingestor.refused("import", [r.refusal for r in rejected])
+            for r in rejected:
+                prog.tally.add_refusal(r.refusal.reason)
+        last = batch[-1]
+        tally = prog.tally
+        path = prog.path
+        e = prog.earlier or repository.Checkpoint(0, 0, 0, 0, 0)
+
+        async def checkpoint(conn: asyncpg.Connection, t: Tally) -> None:
+            totals = repository.Checkpoint(last.end_offset, last.end_line, e.accepted + t.accepted,
+                                           e.duplicates + t.duplicates, e.rejected + t.rejected_total)
+            await repository.save_checkpoint(conn, key, path, totals, self.ingestor.clock())
+
+        await self.ingestor.accept(items, "import", received_at=started, direct=True,
+                                   in_transaction=checkpoint, tally=tally)
+        prog.offset, prog.line = last.end_offset, last.end_line
+        self.on_progress(prog)
+
+
+def summary_line(prog: Progress) -> str:
+    t = prog.tally
+    rate = (prog.line - prog.resumed_from_line) / max(1e-9, time.perf_counter() - prog.started)
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(t.rejected.items()))
+    line = (f"{t.accepted} accepted ({t.created} new, {t.edited} edits, {t.removed} removals), "
+            f"{t.duplicates} duplicates, {t.rejected_total} rejected" + (f" ({rejected})" if rejected else "")
+            + f"; {prog.line} lines, {rate:,.0f} lines/s")
+    if prog.earlier is not None:
+        e = prog.earlier
+        line += (f"; resumed at line {prog.resumed_from_line} (before: {e.accepted} accepted, "
+                 f"{e.duplicates} duplicates, {e.rejected} rejected)")
+    return line
+

@@ -1,0 +1,144 @@
+"""`terrain import` against the real broker and PostgreSQL: progress, counts, rejects with reasons, resuming
+after an interruption without duplicating, and a second run adding nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from services.ingest.app import IngestSettings
+from services.ingest.cli import import_file
+from services.ingest.importer import ImportOptions
+from tests.ingest_payloads import PAGE, delivery, feed_comment, feed_item
+from tests.kafka_helpers import consume
+
+pytestmark = pytest.mark.integration
+
+TEXTS = ["Service déplorable, 45 minutes d'attente 😡", "Super soirée, merci à toute l'équipe ! 🎉",
+         "À quelle heure ouvre la boutique samedi ?", "Terrible customer service, never again."]
+
+
+def jsonl_file(path: Path, n: int) -> dict[str, int]:
+    """n lines: valid comments, reposts of earlier lines, and a few broken lines of each kind."""
+    expected = Counter[str]()
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            if i % 500 == 7:
+                fh.write('{"source": "facebook", "external_id": \n')  # malformed JSON
+                expected["rejected"] += 1
+                continue
+            if i % 500 == 11:
+                fh.write(json.dumps({"source": "myspace", "external_id": f"x{i}", "community_id": "c",
+                                     "thread_id": "t", "text": "hi", "created_at": "2026-11-20T10:00:00Z"}) + "\n")
+                expected["rejected"] += 1
+                continue
+            ext = i - 1 if i % 100 == 50 else i  # every hundredth line reposts the previous one
+            fh.write(json.dumps({
+                "source": "forum", "external_id": f"imp-{ext}", "community_id": f"community-{ext % 17}",
+                "thread_id": f"thread-{ext % 250}", "author_id": f"u{ext}", "text": f"{TEXTS[ext % 4]} #{ext}",
+                "created_at": "2026-11-20T10:00:00+01:00",
+            }, ensure_ascii=False) + "\n")
+            expected["duplicates" if ext != i else "accepted"] += 1
+    return dict(expected)
+
+
+def read_rejects(path: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+def recorder() -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return Console(file=buf, force_terminal=True, width=200, highlight=False), buf
+
+
+async def test_import_resumes_and_never_duplicates(settings_kwargs, topic_overrides, kafka_bootstrap,
+                                                   tmp_path: Path):
+    path = tmp_path / "export.jsonl"
+    expected = jsonl_file(path, 3000)
+    settings = IngestSettings(**settings_kwargs)
+    console, shown = recorder()
+    # Interrupted after two batches of 500 lines…
+    first = await import_file(path, ImportOptions(batch_size=500, stop_after_batches=2), settings,
+                              topic_overrides=topic_overrides, console=console)
+    assert first.line == 1000
+    # …resumed from the checkpoint…
+    second = await import_file(path, ImportOptions(batch_size=500), settings,
+                               topic_overrides=topic_overrides, console=console)
+    assert second.resumed_from_line == 1000 and second.line == 3000
+    total = {"accepted": first.tally.accepted + second.tally.accepted,
+             "duplicates": first.tally.duplicates + second.tally.duplicates,
+             "rejected": first.tally.rejected_total + second.tally.rejected_total}
+    assert total == expected
+    # …and run again once finished: everything is a duplicate.
+    third = await import_file(path, ImportOptions(batch_size=500), settings,
+                              topic_overrides=topic_overrides, console=console)
+    assert third.resumed_from_line == 0 and third.tally.accepted == 0
+    assert third.tally.duplicates == expected["accepted"] + expected["duplicates"]
+
+    out = await consume(kafka_bootstrap, topic_overrides["terrain.comments.v1"], expect=expected["accepted"],
+                        settle_s=1.0)
+    ids = Counter(json.loads(r.value)["comment"]["external_id"] for r in out)
+    assert len(out) == expected["accepted"] and max(ids.values()) == 1  # each comment published once
+    rejects = read_rejects(third.rejects_path)
+    assert Counter(r["reason"] for r in rejects) == {"malformed_json": 6, "unknown_source": 6}
+    assert rejects[0]["line"] == 8 and "line 8, column" in rejects[0]["message"]
+    assert "resumed at line 1000" in shown.getvalue() and "export.jsonl" in shown.getvalue()
+    assert "accepted" in shown.getvalue() and "━" in shown.getvalue()  # the progress bar was drawn
+
+
+async def test_import_csv_and_meta_archive(settings_kwargs, topic_overrides, kafka_bootstrap, tmp_path: Path):
+    csv_path = tmp_path / "export.csv"
+    csv_path.write_text(
+        "source,external_id,community_id,thread_id,author_name,text,created_at,likes,removed\n"
+        'facebook,c1,resto,p1,Jeanne,"Plat froid, service lent",2026-11-20T10:00:00Z,3,\n'
+        'facebook,c2,resto,p1,,"Deux lignes\ndans un champ 🎉",2026-11-20T10:01:00Z,,false\n'
+        "facebook,c3,resto,p1,,,2026-11-20T10:02:00Z,,\n"  # empty text: refused
+        "facebook,c1,resto,p1,,,2026-11-20T10:03:00Z,,true\n",  # removal of c1
+        encoding="utf-8",
+    )
+    archive = tmp_path / "deliveries.jsonl"
+    archive.write_text("\n".join(json.dumps(d, ensure_ascii=False) for d in [
+        delivery("page", (PAGE, [feed_comment("9", "1", "Bravo pour l'apéro !"), feed_item("reaction", "9")])),
+        delivery("page", (PAGE, [feed_comment("9", "1", "Bravo pour l'apéro ! (edit)", verb="edited"),
+                                 feed_comment("9", "2", None)])),  # no message: refused
+    ]) + "\n", encoding="utf-8")
+    settings = IngestSettings(**settings_kwargs)
+    console, _ = recorder()
+    csv_run = await import_file(csv_path, ImportOptions(), settings, topic_overrides=topic_overrides, console=console)
+    meta_run = await import_file(archive, ImportOptions(), settings, topic_overrides=topic_overrides, console=console)
+    assert (csv_run.tally.created, csv_run.tally.removed, csv_run.tally.rejected) == (2, 1, {"empty_text": 1})
+    assert (meta_run.tally.created, meta_run.tally.edited, meta_run.tally.rejected) == (1, 1, {"empty_text": 1})
+    out = await consume(kafka_bootstrap, topic_overrides["terrain.comments.v1"], expect=5, settle_s=1.0)
+    comments: list[dict[str, Any]] = [json.loads(r.value)["comment"] for r in out]
+    by_ext = {(c["external_id"], c["revision"]): c for c in comments}
+    assert by_ext[("c2", 1)]["text"] == "Deux lignes\ndans un champ 🎉"
+    assert by_ext[("c1", 1)]["metrics"]["likes"] == 3 and by_ext[("c1", 2)]["removed"]
+    # An add and its edit in one batch: both published, in order.
+    assert by_ext[("9_1", 1)]["text"] == "Bravo pour l'apéro !" and by_ext[("9_1", 2)]["action"] == "edited"
+    assert by_ext[("c1", 1)]["text"] == "Plat froid, service lent"  # created, then removed: history kept
+    rejects = read_rejects(csv_run.rejects_path)
+    assert [(r["line"], r["reason"], r["field"]) for r in rejects] == [(5, "empty_text", "text")]
+
+
+@pytest.mark.soak
+async def test_import_100k_lines(settings_kwargs, topic_overrides, tmp_path: Path):
+    path = tmp_path / "export-100k.jsonl"
+    expected = jsonl_file(path, 100_000)
+    settings = IngestSettings(**settings_kwargs)
+    console, shown = recorder()
+    started = time.perf_counter()
+    first = await import_file(path, ImportOptions(), settings, topic_overrides=topic_overrides, console=console)
+    took = time.perf_counter() - started
+    again = await import_file(path, ImportOptions(), settings, topic_overrides=topic_overrides, console=console)
+    print(f"\n100k-line import: {took:.1f} s, {first.tally.accepted / took:,.0f} comments/s accepted; "
+          f"second run: {again.tally.accepted} accepted, {again.tally.duplicates} duplicates")
+    assert first.tally.accepted == expected["accepted"] and first.tally.rejected_total == expected["rejected"]
+    assert again.tally.accepted == 0 and again.tally.duplicates == expected["accepted"] + expected["duplicates"]
+    assert "━" in shown.getvalue()
