@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.events.cli import report_app
+from services.ingest.cli import import_command
 from services.sentiment.cli import sentiment_app
 from terrain.stack import SERVICES, Stack, state_dir
 
@@ -26,6 +27,7 @@ app = typer.Typer(help="Terrain: from one angry comment to the right action.", n
 contracts_app = typer.Typer(help="Generated JSON Schemas and AsyncAPI document for the topics.")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(sentiment_app, name="sentiment")
+app.command("import")(import_command)
 app.add_typer(report_app, name="report")
 console = Console(highlight=False)
 
