@@ -10,15 +10,16 @@ sentiment and comment volume.
 - *Difference in differences*: comparison communities are those with no event in the whole span,
   enough days of data in both windows, and a comment volume of the same order (within a factor of
   ``size_ratio``) before the event. Each day's gap between the community and the comparison mean
-  is regressed on an after-the-event indicator; the coefficient is the DiD estimate (the shift of
-  the gap after the event). Daily gaps are autocorrelated, so the regression has AR(1) errors,
-  fitted by iterated feasible GLS (statsmodels ``GLSAR``), with a t-based interval; with
-  uncorrelated days the estimate is exactly mean gap after minus mean gap before, and those plain
-  means are reported beside it (``mean_before``, ``mean_after``). Two alternatives were
-  measured on simulated gaps (28 days, AR(1) noise, 400 runs) and rejected: Newey–West (HAC)
-  errors covered the truth only 87–89 % of the time at a nominal 95 % (GLSAR: 90–92 %); and
-  clustering by community is unreliable with a single treated community. The interval is still
-  a little narrow on strongly autocorrelated data: read a borderline interval as borderline.
+  is regressed on an after-the-event indicator (statsmodels OLS); the coefficient is the DiD
+  estimate: mean gap after minus mean gap before (both reported as ``mean_before`` and
+  ``mean_after``). Daily gaps may be autocorrelated, and a few weeks of days are too few to tell
+  how much, so the interval is the union of two: the ordinary OLS interval (independent days) and
+  the interval of the same regression with AR(1) errors fitted by iterated feasible GLS
+  (statsmodels ``GLSAR``), both t-based; the p-value is the larger of the two. Measured on
+  simulated communities (tests/unit/test_events_impact.py), this union covered the planted effect
+  95 % of the time at a nominal 95 %, where GLSAR alone covered 87–90 % and Newey–West (HAC)
+  errors 84–89 %. Clustering by community is not used: with a single treated community,
+  cluster-robust errors are unreliable.
 
 What it refuses to conclude (``limitations``): an event that did not take place (yet); windows with
 too few days of data; other events of the same community inside the span (the effect cannot be
@@ -190,7 +191,7 @@ class ImpactReport:
     series: Series
     method: str = field(default=(
         "Difference in differences: OLS of the daily gap (community minus comparison mean) on an after-the-event"
-        " indicator, errors AR(1) by feasible GLS (statsmodels GLSAR), t-based interval."
+        " indicator; interval = union of the OLS and the AR(1) feasible-GLS (GLSAR) t-intervals."
     ))
 
     def as_dict(self) -> dict[str, Any]:
@@ -298,14 +299,26 @@ def _ar1_fit(y: Sequence[float], x: Sequence[float]) -> Any:
 
 
 def post_effect(y: Sequence[float], post: Sequence[int], confidence: float) -> Estimate | None:
-    """Regress y on an after indicator: the after-minus-before difference and its interval."""
+    """Regress y on an after indicator: the after-minus-before difference and a conservative interval.
+
+    The estimate is the OLS coefficient: exactly mean after minus mean before. The interval is the
+    union of the OLS interval (days independent) and the AR(1) feasible-GLS one (days autocorrelated):
+    with a few weeks of days, the autocorrelation is too poorly estimated to trust either alone.
+    """
     n = len(y)
     if n < 6 or sum(post) < 3 or n - sum(post) < 3 or max(y) == min(y):
         return None
-    fit = _ar1_fit(y, [float(p) for p in post])
-    low, high = (float(v) for v in fit.conf_int(alpha=1 - confidence)[1])
-    est = float(fit.params[1])
-    p = float(fit.pvalues[1])
+    import numpy as np
+    import statsmodels.api as sm
+
+    x = [float(p) for p in post]
+    ols = sm.OLS(np.asarray(y, dtype=float), sm.add_constant(np.asarray(x), has_constant="add")).fit()
+    gls = _ar1_fit(y, x)
+    alpha = 1 - confidence
+    (ols_low, ols_high), (gls_low, gls_high) = ols.conf_int(alpha=alpha)[1], gls.conf_int(alpha=alpha)[1]
+    est = float(ols.params[1])
+    low, high = min(float(ols_low), float(gls_low)), max(float(ols_high), float(gls_high))
+    p = max(float(ols.pvalues[1]), float(gls.pvalues[1]))
     if not all(math.isfinite(v) for v in (est, low, high)):
         return None
     before = [v for v, p in zip(y, post, strict=True) if not p]
