@@ -245,3 +245,39 @@ async def test_visit_commands_over_http_validate_and_answer_clearly(
     codes = {limit["code"] for limit in impact.json()["limitations"]}
     assert impact.status_code == 200 and impact.json()["verdict"] == "inconclusive"
     assert {"too_little_data", "no_comparison_group"} <= codes
+
+
+async def test_migration_002_gives_stored_events_a_status(schema_url: str) -> None:
+    """Events stored before the lifecycle existed get the status their data implies."""
+    from importlib import resources
+
+    folder = resources.files("services.events").joinpath("migrations")
+    conn = await asyncpg.connect(schema_url)
+    try:
+        await conn.execute(folder.joinpath("001_events.sql").read_text(encoding="utf-8"))
+        await conn.execute(
+            """INSERT INTO events_log (id, community_id, kind, title, starts_at, result, notes, origin,
+                   recorded_at, updated_at) VALUES
+               ('planned-visit', 'c', 'field_visit', 't', now() - interval '1 day', 'pending', 'why',
+                'escalation', now() - interval '1 day', now()),
+               ('reported', 'c', 'apero', 't', now() - interval '3 days', 'success', NULL, 'http', now(), now()),
+               ('future', 'c', 'meetup', 't', now() + interval '3 days', 'pending', NULL, 'topic', now(), now()),
+               ('dropped', 'c', 'workshop', 't', now(), 'cancelled', NULL, 'http', now(), now())"""
+        )
+        await conn.execute(folder.joinpath("002_visits_engagement.sql").read_text(encoding="utf-8"))
+        stored = await conn.fetch("SELECT id, status, reason FROM events_log")
+        rows = {r["id"]: (r["status"], r["reason"]) for r in stored}
+        # New kinds and results are accepted now.
+        await conn.execute(
+            """INSERT INTO events_log (id, community_id, kind, title, starts_at, result, origin, recorded_at,
+                   updated_at, status) VALUES ('new', 'c', 'conference', 't', now(), 'improved', 'http', now(),
+                   now(), 'done')"""
+        )
+    finally:
+        await conn.close()
+    assert rows == {
+        "planned-visit": ("requested", "why"),
+        "reported": ("done", None),
+        "future": ("scheduled", None),
+        "dropped": ("cancelled", None),
+    }

@@ -190,3 +190,34 @@ def test_the_chart_and_the_printed_report(planted: tuple[impact.ImpactReport, fl
     est = report["difference_in_differences"]["mean_sentiment"]["estimate"]
     assert "verdict: improved" in text and f"mean_sentiment: {est:+.3f}" in text
     assert "not an effect" in text
+
+
+def test_terrain_report_event_prints_and_saves_the_chart(
+    planted: tuple[impact.ImpactReport, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+    from typer.testing import CliRunner
+
+    from terrain.cli import app
+
+    body = planted[0].as_dict()
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/v1/events/apero-1/impact":
+            return httpx.Response(200, json=body)
+        return httpx.Response(404, json={"detail": "no event"})
+
+    real_client = httpx.Client
+    monkeypatch.setattr("services.events.cli.httpx.Client",
+                        lambda **kw: real_client(transport=httpx.MockTransport(answer), **kw))
+    monkeypatch.setenv("TERRAIN_API_TOKEN", "secret")
+    out = tmp_path / "chart.png"
+    result = CliRunner().invoke(app, ["report", "event", "apero-1", "--window-days", "14", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "verdict: improved" in result.output and f"chart: {out}" in result.output.replace("\n", "")
+    assert png_size(out) == (1100, 715)
+    assert seen[0].headers["Authorization"] == "Bearer secret" and seen[0].url.params["window_days"] == "14"
+    missing = CliRunner().invoke(app, ["report", "event", "nope", "--out", str(tmp_path / "x.png")])
+    assert missing.exit_code == 1 and "no event with id nope" in missing.output
