@@ -21,6 +21,8 @@ def fetch_report(client: httpx.Client, event_id: str, window_days: int) -> dict[
     r = client.get(f"/v1/events/{event_id}/impact", params={"window_days": window_days})
     if r.status_code == 404:
         raise LookupError(f"no event with id {event_id}")
+    if r.status_code == 401:
+        raise LookupError("the events API refused the token: set TERRAIN_API_TOKEN to the token `terrain up` printed")
     r.raise_for_status()
     data: dict[str, Any] = r.json()
     return data
