@@ -222,7 +222,8 @@ class EventLog:
             fresh = await db.claim_new(conn, ENGAGEMENT_CONSUMER, [m.message_id for m in unique])
             facts = engagement.latest(engagement.fact_of(m) for m in unique if m.message_id in fresh)
             counted, too_old = engagement.split_by_horizon(facts, first_day)
-            touched = await repository.upsert_facts(conn, counted)
+            # In id order, so two overlapping batches (during a rebalance) lock rows in the same order.
+            touched = await repository.upsert_facts(conn, sorted(counted, key=lambda f: f.comment_id))
             await repository.rebuild_daily(conn, sorted(k for k in touched if k[1] >= first_day), now)
         metrics.ENGAGEMENT_COMMENTS.labels(outcome="redelivered").inc(len(batch) - len(fresh))
         metrics.ENGAGEMENT_COMMENTS.labels(outcome="counted").inc(len(counted))
