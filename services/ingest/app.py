@@ -118,11 +118,13 @@ def build_app(
                     settings.ingest_prune_interval_s)
 
     async def on_started() -> None:
+        await ingestor.publisher.start()
         pruner.start()
 
     async def on_stopping() -> None:
         await pruner.stop()
         await ingestor.drain()
+        await ingestor.publisher.stop()
 
     rt.on_started.append(on_started)
     rt.on_stopping.append(on_stopping)

@@ -50,9 +50,11 @@ async def import_file(
 
     await rt.start()
     try:
+        await ingestor.publisher.start()
         with bar:
             result = await Importer(ingestor, show).run(path, opts)
     finally:
+        await ingestor.publisher.stop()
         await rt.stop()
     console.print(summary_line(result), soft_wrap=True)
     if result.tally.rejected_total:

@@ -154,13 +154,8 @@ def parse_sources(value: str) -> frozenset[str]:
     return frozenset(s.strip().lower() for s in value.split(",") if s.strip())
 
 
-def screen(
-    draft: CommentDraft | CommentIn,
-    limits: Limits,
-    detect: Callable[[str], str],
-    kind: Kind = Kind.upsert,
-) -> Incoming | Refusal:
-    """Refuse, or normalise (lower-case source, truncated text, language), one received comment."""
+def screen(draft: CommentDraft | CommentIn, limits: Limits, kind: Kind = Kind.upsert) -> Incoming | Refusal:
+    """Refuse, or normalise (lower-case source, truncated text), one received comment."""
     source = draft.source.lower()
     if source not in limits.sources:
         known = ", ".join(sorted(limits.sources))
@@ -172,10 +167,8 @@ def screen(
     truncated = len(text) > limits.max_text_chars
     if truncated:
         text = text[: limits.max_text_chars]
-    lang = draft.lang
-    if lang is None and not removal:
-        lang = detect(text)
-    update: dict[str, Any] = {"source": source, "text": text, "lang": lang, "removed": removal}
+    # The language is detected later, only for what gets published (reposts cost no detection).
+    update: dict[str, Any] = {"source": source, "text": text, "removed": removal}
     # Fields are already validated; the copy only carries the normalised values.
     comment = CommentIn.model_construct(**{**dict(draft), **update})
     return Incoming(comment, Kind.removal if removal else kind, truncated)
@@ -257,12 +250,17 @@ _ACTIONS = {Outcome.created: CommentAction.created, Outcome.edited: CommentActio
             Outcome.removed: CommentAction.removed}
 
 
-def to_message(incoming: Incoming, decision: Decision, now: datetime) -> CommentMessage:
-    """The normalised comment for `terrain.comments.v1`."""
+def to_message(
+    incoming: Incoming, decision: Decision, now: datetime, detect: Callable[[str], str] | None = None
+) -> CommentMessage:
+    """The normalised comment for `terrain.comments.v1`, its language detected when the source gave none."""
     action = _ACTIONS[decision.outcome]
     src = incoming.comment
+    fields = src.model_dump()
+    if fields["lang"] is None and detect is not None and incoming.kind is not Kind.removal:
+        fields["lang"] = detect(src.text)
     comment = Comment(
-        **src.model_dump(),
+        **fields,
         comment_id=decision.comment_id,
         revision=decision.revision,
         action=action,

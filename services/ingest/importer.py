@@ -135,7 +135,7 @@ def _csv_to_comment(row: dict[str, str | None]) -> dict[str, Any]:
 
 
 def parse_record(
-    rec: RawRecord, fmt: str, limits: domain.Limits, detect: Callable[[str], str]
+    rec: RawRecord, fmt: str, limits: domain.Limits
 ) -> tuple[list[Incoming], list[Rejected], dict[str, int]]:
     """Screened comments of one record, its refusals, and (for Meta deliveries) its engagement signals."""
     raw_text = rec.text if rec.text is not None else json.dumps(rec.row, ensure_ascii=False)
@@ -148,7 +148,7 @@ def parse_record(
             refusal = Refusal(Reason.malformed_json, None, f"line {rec.line}, column {exc.colno}: {exc.msg}")
             return [], [Rejected(rec.line, refusal, raw_text)], {}
     if fmt == "meta" or (fmt != "csv" and meta.is_delivery(payload)):
-        parsed = meta.parse_delivery(payload, limits, detect)
+        parsed = meta.parse_delivery(payload, limits)
         if isinstance(parsed, Refusal):
             return [], [Rejected(rec.line, parsed, raw_text)], {}
         rejected = [Rejected(rec.line, r.refusal, json.dumps(r.delivery, ensure_ascii=False)) for r in parsed.refused]
@@ -159,7 +159,7 @@ def parse_record(
         draft = CommentDraft.model_validate(payload)
     except ValidationError as exc:
         return [], [Rejected(rec.line, r, raw_text) for r in domain.validation_refusals(exc)[:1]], {}
-    screened = domain.screen(draft, limits, detect)
+    screened = domain.screen(draft, limits)
     if isinstance(screened, Refusal):
         return [], [Rejected(rec.line, screened, raw_text)], {}
     return [screened], [], {}
@@ -194,33 +194,33 @@ class Importer:
         if cp is not None:
             prog.offset, prog.line, prog.resumed_from_line, prog.earlier = cp.byte_offset, cp.line, cp.line, cp
         self.on_progress(prog)
-        limits, detect = self.ingestor.limits, self.ingestor.detect
+        limits = self.ingestor.limits
         batches = 0
         with rejects_path.open("a" if cp else "w", encoding="utf-8") as rejects:
             batch: list[RawRecord] = []
             for rec in read_records(path, fmt, prog.offset, prog.line):
                 batch.append(rec)
                 if len(batch) >= opts.batch_size:
-                    await self._batch(batch, fmt, limits, detect, key, prog, rejects)
+                    await self._batch(batch, fmt, limits, key, prog, rejects)
                     batch = []
                     batches += 1
                     if opts.stop_after_batches is not None and batches >= opts.stop_after_batches:
                         return prog
             if batch:
-                await self._batch(batch, fmt, limits, detect, key, prog, rejects)
+                await self._batch(batch, fmt, limits, key, prog, rejects)
         async with pool.acquire() as conn:
             await repository.clear_checkpoint(conn, key)
         prog.offset = prog.total_bytes
         self.on_progress(prog)
         return prog
 
-    async def _batch(self, batch: list[RawRecord], fmt: str, limits: domain.Limits, detect: Callable[[str], str],
+    async def _batch(self, batch: list[RawRecord], fmt: str, limits: domain.Limits,
                      key: str, prog: Progress, rejects: TextIO) -> None:
         started = time.perf_counter()
         items: list[Incoming] = []
         rejected: list[Rejected] = []
         for rec in batch:
-            got, refused, signals = parse_record(rec, fmt, limits, detect)
+            got, refused, signals = parse_record(rec, fmt, limits)
             items += got
             rejected += refused
             for kind, n in signals.items():

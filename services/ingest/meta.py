@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -102,7 +102,7 @@ def is_delivery(payload: Any) -> bool:
     return isinstance(payload, dict) and "object" in payload and isinstance(payload.get("entry"), list)
 
 
-def parse_delivery(payload: Any, limits: Limits, detect: Callable[[str], str]) -> Parsed | Refusal:
+def parse_delivery(payload: Any, limits: Limits) -> Parsed | Refusal:
     """Every comment change of a delivery, screened; what cannot be read is refused per change, with a reason."""
     if not isinstance(payload, dict):
         return Refusal(Reason.invalid, None, "a Meta delivery is a JSON object")
@@ -121,7 +121,7 @@ def parse_delivery(payload: Any, limits: Limits, detect: Callable[[str], str]) -
         for j, change in enumerate(changes):
             out.changes += 1
             path = f"entry[{i}].changes[{j}]"
-            result = _read_change(obj, entry, change, path, limits, detect)
+            result = _read_change(obj, entry, change, path, limits)
             if isinstance(result, Incoming):
                 out.items.append(result)
             elif isinstance(result, Refusal):
@@ -134,7 +134,7 @@ def parse_delivery(payload: Any, limits: Limits, detect: Callable[[str], str]) -
 
 
 def _read_change(
-    obj: Any, entry: dict[str, Any], change: Any, path: str, limits: Limits, detect: Callable[[str], str]
+    obj: Any, entry: dict[str, Any], change: Any, path: str, limits: Limits
 ) -> Incoming | Refusal | str:
     """An Incoming comment, a Refusal, or the engagement-signal kind the change counts as."""
     if not isinstance(change, dict) or not isinstance(change.get("value"), dict):
@@ -144,9 +144,9 @@ def _read_change(
         item = value.get("item")
         if item != "comment":
             return _FEED_ITEM_SIGNALS.get(str(item), "other")
-        return _page_comment(entry, value, path, limits, detect)
+        return _page_comment(entry, value, path, limits)
     if obj == "instagram" and fld in ("comments", "live_comments"):
-        return _instagram_comment(entry, value, path, limits, detect)
+        return _instagram_comment(entry, value, path, limits)
     if obj == "instagram" and fld == "mentions":
         return "mention"
     return "other"
@@ -170,13 +170,13 @@ def _time(value: Any) -> datetime | None:
 
 
 def _build(
-    raw: dict[str, Any], kind: Kind, path: str, limits: Limits, detect: Callable[[str], str]
+    raw: dict[str, Any], kind: Kind, path: str, limits: Limits
 ) -> Incoming | Refusal:
     try:
         draft = CommentDraft.model_validate(raw)
     except ValidationError as exc:
         return validation_refusals(exc, prefix=path + ".")[0]
-    result = screen(draft, limits, detect, kind)
+    result = screen(draft, limits, kind)
     if isinstance(result, Refusal):
         return Refusal(result.reason, f"{path}.{result.field}" if result.field else path, result.message)
     return result
@@ -191,7 +191,7 @@ def _id(value: Any) -> str | None:
 
 
 def _page_comment(
-    entry: dict[str, Any], value: dict[str, Any], path: str, limits: Limits, detect: Callable[[str], str]
+    entry: dict[str, Any], value: dict[str, Any], path: str, limits: Limits
 ) -> Incoming | Refusal | str:
     verb = str(value.get("verb") or "add")
     kind = _VERBS.get(verb)
@@ -216,11 +216,11 @@ def _page_comment(
         "text": message if isinstance(message, str) else "", "created_at": created,
         "removed": kind is Kind.removal,
     }
-    return _build(raw, kind, path + ".value", limits, detect)
+    return _build(raw, kind, path + ".value", limits)
 
 
 def _instagram_comment(
-    entry: dict[str, Any], value: dict[str, Any], path: str, limits: Limits, detect: Callable[[str], str]
+    entry: dict[str, Any], value: dict[str, Any], path: str, limits: Limits
 ) -> Incoming | Refusal:
     comment_id = _id(value.get("id"))
     if comment_id is None:
@@ -234,4 +234,4 @@ def _instagram_comment(
         "author_id": _id(author.get("id")), "author_name": author.get("username"),
         "text": text if isinstance(text, str) else "", "created_at": _time(entry.get("time")),
     }
-    return _build(raw, Kind.upsert, path + ".value", limits, detect)
+    return _build(raw, Kind.upsert, path + ".value", limits)

@@ -107,3 +107,8 @@ async def save_checkpoint(conn: asyncpg.Connection, key: str, path: str, cp: Che
 
 async def clear_checkpoint(conn: asyncpg.Connection, key: str) -> None:
     await conn.execute("DELETE FROM ingest_imports WHERE import_key = $1", key)
+
+
+async def delete_sent(pool: asyncpg.Pool, outbox_ids: Sequence[int]) -> None:
+    """Remove outbox rows once their messages are acknowledged (what the kernel's Outbox.flush does after sending)."""
+    await pool.execute("DELETE FROM terrain_outbox WHERE id = ANY($1::bigint[])", list(outbox_ids))

@@ -109,31 +109,34 @@ def draft(**kw: object) -> CommentDraft:
     ],
 )
 def test_screen_refuses(kw: dict[str, object], kind: Kind, reason: Reason, field: str):
-    r = screen(draft(**kw), LIMITS, detect, kind)
+    r = screen(draft(**kw), LIMITS, kind)
     assert isinstance(r, Refusal) and (r.reason, r.field) == (reason, field)
     assert r.describe().startswith(reason.value)
 
 
 def test_screen_accepts_removals_without_text_and_normalises():
-    removal = screen(draft(text=""), LIMITS, detect, Kind.removal)
+    removal = screen(draft(text=""), LIMITS, Kind.removal)
     assert isinstance(removal, Incoming) and removal.kind is Kind.removal and removal.comment.removed
-    assert removal.comment.lang is None  # no text, no language
-    flagged = screen(draft(text="", removed=True), LIMITS, detect)
+    assert to_message(removal, decide("id", removal, None), NOW, detect).comment.lang is None  # no text
+    flagged = screen(draft(text="", removed=True), LIMITS)
     assert isinstance(flagged, Incoming) and flagged.kind is Kind.removal
-    ok = screen(draft(source="Instagram"), LIMITS, detect)
-    assert isinstance(ok, Incoming) and ok.comment.source == "instagram" and ok.comment.lang == "fr"
-    given = screen(draft(lang="en"), LIMITS, detect)
-    assert isinstance(given, Incoming) and given.comment.lang == "en"  # the source's language wins
+    ok = screen(draft(source="Instagram"), LIMITS)
+    assert isinstance(ok, Incoming) and ok.comment.source == "instagram"
+    # The language is detected only when a message is built: reposts cost no detection.
+    assert ok.comment.lang is None and to_message(ok, decide("id", ok, None), NOW, detect).comment.lang == "fr"
+    given = screen(draft(lang="en"), LIMITS)
+    assert isinstance(given, Incoming)
+    assert to_message(given, decide("id", given, None), NOW, detect).comment.lang == "en"  # the source's wins
 
 
 def test_long_text_is_truncated_and_flagged_never_dropped():
     text = "é" * 49 + "😡" * 10
-    r = screen(draft(text=text), LIMITS, detect)
+    r = screen(draft(text=text), LIMITS)
     assert isinstance(r, Incoming) and r.truncated and r.comment.text == text[:50]
     msg = to_message(r, decide("id", r, None), NOW)
     assert msg.comment.text_truncated and len(msg.comment.text) == 50
     CommentMessage.model_validate_json(msg.model_dump_json())  # still valid against the contract
-    short = screen(draft(), LIMITS, detect)
+    short = screen(draft(), LIMITS)
     assert isinstance(short, Incoming) and not short.truncated
 
 

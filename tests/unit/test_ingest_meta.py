@@ -20,10 +20,6 @@ SECRET = "app-secret"
 LIMITS = Limits()
 
 
-def detect(text: str) -> str:
-    return "fr"
-
-
 def test_signature_checked_on_raw_bytes_in_constant_time():
     body = b'{"object":"page","entry":[]}'
     good = sign(body, SECRET)
@@ -65,7 +61,7 @@ def test_page_feed_comments_edits_removals_replies_and_signals():
         ]),
     )
     assert count_changes(payload) == 12 and is_delivery(payload)
-    parsed = parse_delivery(payload, LIMITS, detect)
+    parsed = parse_delivery(payload, LIMITS)
     assert not isinstance(parsed, Refusal)
     by_id = [(i.comment.external_id, i.kind) for i in parsed.items]
     assert by_id == [("901_1", Kind.first), ("901_2", Kind.first), ("901_1", Kind.upsert),
@@ -86,7 +82,7 @@ def test_page_feed_comments_edits_removals_replies_and_signals():
 def test_created_time_as_iso_string_and_missing_post_id():
     change = feed_comment("903", "7", "Super accueil", created_time="2025-11-21T18:30:00+0000")
     del change["value"]["post_id"]
-    parsed = parse_delivery(delivery("page", (PAGE, [change])), LIMITS, detect)
+    parsed = parse_delivery(delivery("page", (PAGE, [change])), LIMITS)
     assert not isinstance(parsed, Refusal)
     c = parsed.items[0].comment
     assert c.created_at == datetime(2025, 11, 21, 18, 30, tzinfo=UTC)
@@ -99,7 +95,7 @@ def test_instagram_comments_and_replies_with_unicode():
         ig_comment("17865799348089040", "17918195224117851", "👍", parent="17865799348089039"),
         {"field": "mentions", "value": {"media_id": "1", "comment_id": "2"}},
     ]))
-    parsed = parse_delivery(payload, LIMITS, detect)
+    parsed = parse_delivery(payload, LIMITS)
     assert not isinstance(parsed, Refusal)
     a, b = (i.comment for i in parsed.items)
     assert (a.source, a.community_id, a.thread_id, a.author_name) == (
@@ -114,12 +110,12 @@ def test_unreadable_changes_are_refused_one_by_one_never_the_delivery():
     del no_id["value"]["comment_id"]
     no_media = ig_comment("1", "2", "texte")
     del no_media["value"]["media"]
-    page = parse_delivery(delivery("page", (PAGE, [no_id, feed_comment("904", "9", "bien")])), LIMITS, detect)
-    ig = parse_delivery(delivery("instagram", (IG_ACCOUNT, [no_media])), LIMITS, detect)
+    page = parse_delivery(delivery("page", (PAGE, [no_id, feed_comment("904", "9", "bien")])), LIMITS)
+    ig = parse_delivery(delivery("instagram", (IG_ACCOUNT, [no_media])), LIMITS)
     assert not isinstance(page, Refusal) and not isinstance(ig, Refusal)
     assert len(page.items) == 1 and page.refused[0].refusal.field == "entry[0].changes[0].value.comment_id"
     assert ig.refused[0].refusal.field == "entry[0].changes[0].value.thread_id"
-    assert isinstance(parse_delivery([1, 2], LIMITS, detect), Refusal)
+    assert isinstance(parse_delivery([1, 2], LIMITS), Refusal)
     other = parse_delivery({"object": "user", "entry": [{"id": "1", "changes": [{"field": "photos", "value": {}}]}]},
-                           LIMITS, detect)
+                           LIMITS)
     assert not isinstance(other, Refusal) and dict(other.signals) == {"other": 1}
