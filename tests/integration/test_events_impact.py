@@ -84,25 +84,28 @@ def metric(text: str, sample: str) -> float:
     return values[0] if values else 0.0
 
 
-async def rollup_rows(url: str) -> dict[tuple[str, date], tuple[int, int, float]]:
+Rollup = dict[tuple[str, date], tuple[Any, ...]]
+
+
+async def rollup_rows(url: str) -> Rollup:
     conn = await asyncpg.connect(url)
     try:
-        rows = await conn.fetch("SELECT community_id, day, comments, unique_authors, sentiment_sum"
-                                " FROM events_engagement_daily")
+        rows = await conn.fetch("SELECT community_id, day, comments, unique_authors, replies, reactions, positive,"
+                                " negative, sentiment_sum FROM events_engagement_daily")
     finally:
         await conn.close()
-    return {(r["community_id"], r["day"]): (r["comments"], r["unique_authors"], r["sentiment_sum"]) for r in rows}
+    return {(r["community_id"], r["day"]): tuple(r)[2:] for r in rows}
 
 
-def expected_rollup(messages: list[dict[str, Any]]) -> dict[tuple[str, date], tuple[int, int, float]]:
+def expected_rollup(messages: list[dict[str, Any]]) -> Rollup:
+    """The Python definition (services/events/engagement.py) applied to the same comments."""
     rows = engagement.rollup(engagement.fact_of(ScoredCommentMessage.model_validate(m)) for m in messages)
-    return {k: (v.comments, v.unique_authors, v.sentiment_sum) for k, v in rows.items()}
+    return {k: (v.comments, v.unique_authors, v.replies, v.reactions, v.positive, v.negative, v.sentiment_sum)
+            for k, v in rows.items()}
 
 
-def same(a: dict[Any, tuple[int, int, float]], b: dict[Any, tuple[int, int, float]]) -> bool:
-    return a.keys() == b.keys() and all(
-        a[k][:2] == b[k][:2] and abs(a[k][2] - b[k][2]) < 1e-9 for k in a
-    )
+def same(a: Rollup, b: Rollup) -> bool:
+    return a.keys() == b.keys() and all(a[k][:-1] == b[k][:-1] and abs(a[k][-1] - b[k][-1]) < 1e-9 for k in a)
 
 
 async def test_field_escalation_to_visit_to_outcome_and_measured_impact(

@@ -175,6 +175,21 @@ def test_what_it_cannot_conclude() -> None:
     assert sized.excluded["different_size"] == 1 and "huge" not in sized.comparison
 
 
+def test_gaps_that_trend_apart_before_the_event_are_reported() -> None:
+    at = datetime.combine(START + timedelta(days=14), datetime.min.time(), UTC) + timedelta(hours=18)
+    rows = daily_gaps(seed=1, effect=0.0)
+    # The community drifts up by 0.03 a day from the first day: parallel trends do not hold.
+    drifting = [DailyEngagement(r.community_id, r.day, r.comments, r.unique_authors, r.replies, r.reactions,
+                                r.positive, r.negative, r.sentiment_sum + r.comments * 0.03 * (r.day - START).days)
+                if r.community_id == TREATED else r for r in rows]
+    report = impact.assess(event_at(at), [], drifting, AFTER_ALL)
+    messages = dict(report.limitations)
+    assert Limit.pre_trends_differ in messages and "mean_sentiment" in messages[Limit.pre_trends_differ]
+    # The estimate is still given (it mistakes the drift for an effect): the verdict refuses to conclude.
+    assert report.did is not None and report.did["mean_sentiment"].estimate > 0.3
+    assert report.verdict is Verdict.inconclusive
+
+
 def png_size(path: Path) -> tuple[int, int]:
     head = path.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
