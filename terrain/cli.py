@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.escalation.cli import escalation_app, policy_app
 from services.events.cli import report_app
 from services.ingest.cli import import_command
 from services.sentiment.cli import sentiment_app
@@ -29,6 +30,8 @@ app.add_typer(contracts_app, name="contracts")
 app.add_typer(sentiment_app, name="sentiment")
 app.command("import")(import_command)
 app.add_typer(report_app, name="report")
+app.add_typer(escalation_app, name="escalation")
+app.add_typer(policy_app, name="policy")
 console = Console(highlight=False)
 
 CONTRACTS_DIR = Path("docs/contracts")
@@ -97,7 +100,7 @@ def _print_tour(stack: Stack) -> None:
 
 
 def _run_demo(stack: Stack, timeout_s: float = 30.0) -> None:
-    from terrain.demo import CASCADE_COMMUNITY, demo_comments
+    from terrain.demo import CASCADE_COMMUNITY, SEED_COMMUNITY, demo_comments
 
     urls = stack.urls()
     headers = {"Authorization": f"Bearer {stack.token}"}
@@ -105,34 +108,73 @@ def _run_demo(stack: Stack, timeout_s: float = 30.0) -> None:
     with httpx.Client(timeout=10.0, headers=headers) as client:
         r = client.post(f"{urls['ingest']}/v1/comments", json=comments)
         r.raise_for_status()
-        console.print(f"demo: posted {len(comments)} comments ({r.json()['accepted']} new)")
-        scored = asyncio.run(_read_scored(stack.bootstrap, len(comments), timeout_s))
-        labels = Counter(s["sentiment"]["label"] for s in scored)
-        console.print(f"demo: {len(scored)} comments scored: " + ", ".join(f"{k} {v}" for k, v in labels.items()))
-        table = Table(title="Negative comments", show_lines=False)
-        for col in ("community", "score", "text"):
-            table.add_column(col)
-        for s in scored:
-            if s["sentiment"]["label"] == "negative":
-                table.add_row(s["comment"]["community_id"], f"{s['sentiment']['score']:+.2f}",
-                              s["comment"]["text"][:90])
-        console.print(table)
-        deadline = time.monotonic() + timeout_s
-        incidents: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            got = client.get(f"{urls['escalation']}/v1/incidents", params={"community_id": CASCADE_COMMUNITY})
-            incidents = got.json().get("items", []) if got.status_code == 200 else []
-            if incidents:
-                break
-            time.sleep(0.5)
-        if not incidents:
-            console.print("[yellow]demo: no incident yet; see the escalation logs[/yellow]")
-        for inc in incidents:
+        new = int(r.json()["accepted"])
+        console.print(f"demo: posted {len(comments)} comments ({new} new)")
+        if new:
+            scored = asyncio.run(_read_scored(stack.bootstrap, len(comments), timeout_s))
+            labels = Counter(s["sentiment"]["label"] for s in scored)
             console.print(
-                f"demo: incident {inc['id']} [bold]{inc['level']}[/bold] {inc['state']} on "
-                f"{inc['community_id']}/{inc['thread_id']}: {inc['reason']}",
-                soft_wrap=True,
+                f"demo: {len(scored)} comments scored: " + ", ".join(f"{k} {v}" for k, v in labels.items())
             )
+            table = Table(title="Comments scored negative", show_lines=False)
+            for col in ("community", "score", "confidence", "text"):
+                table.add_column(col)
+            for s in scored:
+                if s["sentiment"]["label"] == "negative":
+                    table.add_row(s["comment"]["community_id"], f"{s['sentiment']['score']:+.2f}",
+                                  f"{s['sentiment']['confidence']:.2f}", s["comment"]["text"][:80])
+            console.print(table)
+        else:
+            console.print("demo: these comments were already ingested in this home; showing what they opened")
+        for community in (CASCADE_COMMUNITY, SEED_COMMUNITY):
+            _show_incidents(client, urls["escalation"], community, wait_s=timeout_s if community == CASCADE_COMMUNITY
+                            else 2.0)
+        _show_field_visits(client, urls["events"], CASCADE_COMMUNITY)
+
+
+def _show_incidents(client: httpx.Client, base: str, community: str, wait_s: float) -> None:
+    """What the community manager and the on-call person see for one community."""
+    deadline = time.monotonic() + wait_s
+    items: list[dict[str, Any]] = []
+    while True:
+        got = client.get(f"{base}/v1/incidents", params={"community_id": community})
+        items = got.json().get("items", []) if got.status_code == 200 else []
+        paged = [i for i in items if i["level"] in ("human", "field")]
+        if paged or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if not items:
+        console.print(f"demo: {community}: no incident, nobody paged")
+        return
+    for inc in items:
+        who = {
+            "respond": "nobody paged: a reply to write", "moderate": "nobody paged: a comment to hide",
+            "human": "on-call paged", "field": "on-call paged and a field visit requested",
+        }[inc["level"]]
+        console.print(
+            f"demo: {community}/{inc['thread_id']}: incident [bold]{inc['level']}[/bold] {inc['state']}, {who}; "
+            f"{inc['negative_count']} negative of {inc['comment_count']} comments. {inc['reason']}",
+            soft_wrap=True,
+        )
+        for action in inc["recommended_actions"][:4]:
+            console.print(f"      - {action}", soft_wrap=True)
+        if len(inc["recommended_actions"]) > 4:
+            console.print(f"      … {len(inc['recommended_actions']) - 4} more", soft_wrap=True)
+
+
+def _show_field_visits(client: httpx.Client, base: str, community: str, wait_s: float = 10.0) -> None:
+    deadline = time.monotonic() + wait_s
+    visits: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        got = client.get(f"{base}/v1/events", params={"community_id": community})
+        found = got.json().get("items", []) if got.status_code == 200 else []
+        visits = [e for e in found if e.get("kind") == "field_visit"]
+        if visits:
+            break
+        time.sleep(0.5)
+    for v in visits:
+        place = v.get("location") or v.get("place") or "?"
+        console.print(f"demo: field visit planned for {community} at {place}: {v.get('title', '')}", soft_wrap=True)
 
 
 async def _read_scored(bootstrap: str, expect: int, timeout_s: float) -> list[dict[str, Any]]:

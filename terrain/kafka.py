@@ -285,6 +285,7 @@ class BatchConsumer(Generic[M]):
             auto_offset_reset=s.kafka_auto_offset_reset,
             max_records=s.batch_max_records,
             batch_timeout_ms=s.batch_timeout_ms,
+            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
             session_timeout_ms=s.kafka_session_timeout_ms,
             heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
             ack_policy=AckPolicy.NACK_ON_ERROR,

@@ -35,6 +35,10 @@ class TerrainSettings(BaseSettings):
     topic_replication_factor: int = Field(default=1, ge=1)
     create_topics: bool = Field(default=True, description="Create the topics a service uses at start.")
 
+    kafka_fetch_max_wait_ms: int = Field(
+        default=50, ge=1,
+        description="Longest a fetch waits on the broker for data; bounds the latency a quiet partition adds.",
+    )
     batch_max_records: int = Field(default=500, ge=1)
     batch_timeout_ms: int = Field(default=100, ge=1)
 

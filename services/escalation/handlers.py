@@ -142,7 +142,7 @@ class Escalator:
             buckets=await repository.buckets(conn, bucket_since),
             first_seen=await repository.first_seen(conn, communities),
             silences=await repository.active_silences(conn, now),
-            others=await repository.load_inhibitors(conn, communities),
+            others=await repository.load_inhibitors(conn, communities, self.policies.inhibit),
         )
 
     async def on_scored(self, batch: list[Decoded[ScoredCommentMessage]]) -> list[Rejection]:
@@ -196,7 +196,7 @@ class Escalator:
                 return 0
             incidents = await repository.lock_incidents(conn, sorted({t.incident_id for _, t in due}))
             communities = sorted({i.community_id for i in incidents.values()})
-            others = await repository.load_inhibitors(conn, communities)
+            others = await repository.load_inhibitors(conn, communities, self.policies.inhibit)
             book = Book(silences=await repository.active_silences(conn, now), others=others)
             total = Effects()
             fired: list[tuple[int, str]] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -22,7 +23,7 @@ from services.escalation.domain import (
     Timer,
     TimerKind,
 )
-from services.escalation.policy import CommunityPolicy
+from services.escalation.policy import CommunityPolicy, InhibitRule
 from terrain.contracts import Evidence, IncidentKind, IncidentLevel, IncidentState, RecommendedAction
 
 # A resolved incident can flare up again at most this long after it was resolved (the policy's
@@ -35,8 +36,14 @@ _INCIDENT_COLUMNS = """id, community_id, thread_id, level, reason, state, opened
     step_fence, field_requested_at, reopened"""
 
 
+@functools.lru_cache(maxsize=256)
+def _policy(stored: str | None) -> CommunityPolicy:
+    """Frozen policies repeat across incidents: parse each distinct one once."""
+    return CommunityPolicy.model_validate_json(stored) if stored else CommunityPolicy()
+
+
 def _incident(row: asyncpg.Record) -> Incident:
-    policy = CommunityPolicy.model_validate_json(row["policy"]) if row["policy"] else CommunityPolicy()
+    policy = _policy(row["policy"])
     return Incident(
         id=row["id"], community_id=row["community_id"], thread_id=row["thread_id"],
         level=IncidentLevel(row["level"]), reason=row["reason"], state=IncidentState(row["state"]),
@@ -102,15 +109,20 @@ async def load_recently_resolved(
     return {(r["community_id"], r["thread_id"]): _incident(r) for r in rows}
 
 
-async def load_inhibitors(conn: asyncpg.Connection, communities: Sequence[str]) -> dict[str, Incident]:
-    """Open incidents of these communities that can inhibit others (field level, spikes)."""
-    if not communities:
+async def load_inhibitors(
+    conn: asyncpg.Connection, communities: Sequence[str], rules: Sequence[InhibitRule]
+) -> dict[str, Incident]:
+    """Open incidents of these communities that match the source side of an inhibition rule."""
+    if not communities or not rules:
         return {}
+    levels = {r.source["level"] for r in rules if "level" in r.source}
+    kinds = {r.source["kind"] for r in rules if "kind" in r.source}
+    unfiltered = any("level" not in r.source and "kind" not in r.source for r in rules)
     rows = await conn.fetch(
         f"""SELECT {_INCIDENT_COLUMNS} FROM escalation_incidents
             WHERE community_id = ANY($1::text[]) AND state <> 'resolved'
-              AND (level IN ('human', 'field') OR kind = 'spike')""",
-        list(communities),
+              AND ($2 OR level = ANY($3::text[]) OR kind = ANY($4::text[]))""",
+        list(communities), unfiltered, sorted(levels), sorted(kinds),
     )
     return {r["id"]: _incident(r) for r in rows}
 
