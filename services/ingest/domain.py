@@ -170,7 +170,7 @@ def screen(draft: CommentDraft | CommentIn, limits: Limits, kind: Kind = Kind.up
     # The language is detected later, only for what gets published (reposts cost no detection).
     update: dict[str, Any] = {"source": source, "text": text, "removed": removal}
     # Fields are already validated; the copy only carries the normalised values.
-    comment = CommentIn.model_construct(**{**dict(draft), **update})
+    comment = draft.model_copy(update=update)
     return Incoming(comment, Kind.removal if removal else kind, truncated)
 
 

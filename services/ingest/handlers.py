@@ -43,7 +43,7 @@ from services.ingest.domain import (
     Tally,
 )
 from terrain import telemetry
-from terrain.kafka import Decoded, OutMessage, Record, Rejection, TransientError, dead_letter
+from terrain.kafka import Decoded, OutMessage, Record, Rejection, dead_letter
 from terrain.runtime import ServiceRuntime
 from terrain.settings import TerrainSettings
 from terrain.topics import COMMENTS, COMMENTS_INBOUND
@@ -76,13 +76,18 @@ class BulkPublisher:
         self.settings = settings
         self.service = service
         self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            client_id=f"{self.settings.kafka_client_id}-{self.service}-bulk", acks="all", linger_ms=2,
-        )
-        await self._producer.start()
+        async with self._starting:
+            if self._producer is not None:
+                return
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                client_id=f"{self.settings.kafka_client_id}-{self.service}-bulk", acks="all", linger_ms=2,
+            )
+            await producer.start()
+            self._producer = producer
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -93,7 +98,9 @@ class BulkPublisher:
         if not messages:
             return
         if self._producer is None:
-            raise TransientError("ingest's producer is not started")
+            # The inbound consumer may deliver before the service's start hooks ran.
+            await self.start()
+        assert self._producer is not None
         send = self._producer.send
         json_type = ("content-type", b"application/json")
         futures = [

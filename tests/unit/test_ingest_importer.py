@@ -1,0 +1,59 @@
+"""The import's reader and parser without a database: byte offsets to resume from, CSV, Meta archives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from services.ingest.domain import Limits, Reason
+from services.ingest.importer import parse_record, read_records
+from tests.ingest_payloads import PAGE, delivery, feed_comment, feed_item
+
+ROW = {"source": "forum", "community_id": "c", "thread_id": "t", "text": "Très bien 👍",
+       "created_at": "2026-11-20T10:00:00Z"}
+
+
+def test_jsonl_offsets_resume_exactly_after_a_record(tmp_path: Path):
+    path = tmp_path / "a.jsonl"
+    lines = [json.dumps({**ROW, "external_id": str(i)}, ensure_ascii=False) for i in range(5)]
+    path.write_text(lines[0] + "\n\n" + "\n".join(lines[1:]) + "\n", encoding="utf-8")  # a blank line 2
+    records = list(read_records(path, "jsonl"))
+    assert [r.line for r in records] == [1, 3, 4, 5, 6]
+    resumed = list(read_records(path, "jsonl", records[1].end_offset, records[1].end_line))
+    assert [json.loads(r.text or "")["external_id"] for r in resumed] == ["2", "3", "4"]
+    assert [r.line for r in resumed] == [4, 5, 6]
+    assert records[-1].end_offset == path.stat().st_size
+
+
+def test_csv_with_quoted_newlines_resumes_with_its_header(tmp_path: Path):
+    path = tmp_path / "a.csv"
+    path.write_text("\ufeffsource,external_id,community_id,thread_id,text,created_at,likes,removed\n"
+                    'forum,1,c,t,"une\ndeux",2026-11-20T10:00:00Z,3,\n'
+                    "forum,2,c,t,simple,2026-11-20T10:00:00Z,,yes\n"
+                    "forum,3,c,t,,2026-11-20T10:00:00Z,,\n", encoding="utf-8")
+    records = list(read_records(path, "csv"))
+    assert [r.line for r in records] == [2, 4, 5]  # the first record spans lines 2-3
+    assert records[0].row is not None and records[0].row["text"] == "une\ndeux"
+    resumed = list(read_records(path, "csv", records[0].end_offset, records[0].end_line))
+    assert [r.row["external_id"] for r in resumed if r.row] == ["2", "3"] and resumed[0].line == 4
+    items, rejected, _ = parse_record(records[0], "csv", Limits())
+    assert items[0].comment.metrics.likes == 3 and items[0].comment.text == "une\ndeux"
+    items, _, _ = parse_record(records[1], "csv", Limits())
+    assert items[0].comment.removed  # "yes"
+    _, rejected, _ = parse_record(records[2], "csv", Limits())
+    assert [(r.line, r.refusal.reason) for r in rejected] == [(5, Reason.empty_text)]
+
+
+def test_parse_record_json_errors_and_meta_deliveries(tmp_path: Path):
+    path = tmp_path / "mixed.jsonl"
+    meta_line = json.dumps(delivery("page", (PAGE, [feed_comment("1", "1", "Bravo !"), feed_item("like", "1"),
+                                                    feed_comment("1", "2", "")])))
+    path.write_text('{"source": "forum",\n' + meta_line + "\n[1, 2]\n", encoding="utf-8")
+    broken, meta, listed = read_records(path, "jsonl")
+    _, rejected, _ = parse_record(broken, "jsonl", Limits())
+    assert rejected[0].refusal.reason is Reason.malformed_json and "line 1, column" in rejected[0].refusal.message
+    items, rejected, signals = parse_record(meta, "jsonl", Limits())
+    assert [i.comment.external_id for i in items] == ["1_1"] and signals == {"like": 1}
+    assert rejected[0].refusal.reason is Reason.empty_text and json.loads(rejected[0].record)["object"] == "page"
+    _, rejected, _ = parse_record(listed, "jsonl", Limits())
+    assert rejected[0].refusal.reason is Reason.invalid
