@@ -36,7 +36,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import Field
 
-from services.events.visits import Action, Forbidden, Transition, action_for, next_status
+from services.events.visits import Action, Forbidden, Transition, action_for, is_open, next_status
 from terrain.contracts import EscalationMessage, EscalationTarget, EventIn, EventOutcome, Evidence
 from terrain.contracts.base import AwareDatetime, derived_id
 from terrain.contracts.events import PENDING, EventStatus
@@ -151,7 +151,7 @@ def implied_action(stored: StoredEvent, update: EventIn) -> Action | None:
         return Action.cancel
     if update.outcome.result != PENDING:
         return Action.complete
-    if update.assignee is not None and update.assignee != stored.assignee:
+    if update.assignee is not None and update.assignee != stored.assignee and is_open(stored.status):
         return Action.assign
     return None
 
@@ -269,7 +269,9 @@ def act(
 ) -> Merged | Refusal:
     """Apply an operator's command: check the move, apply its changes, keep the transition.
 
-    A command that changes nothing (the same schedule twice, a second cancel) is a no-op.
+    A command that changes nothing (the same schedule twice, a second cancel) is a no-op; any other
+    is kept as a transition, even one that leaves the status as it was (a new assignee, a corrected
+    outcome).
     """
     if stored is None:
         return Refusal(RefusalKind.missing, "id", f"no event with id {event_id}")
@@ -287,9 +289,8 @@ def act(
         candidate = candidate.model_copy(update={"outcome": candidate.outcome.model_copy(update={"result": CANCELLED})})
     if _content(candidate) == _content(stored):
         return Merged(stored, Change.unchanged)
-    transitions: tuple[Transition, ...] = ()
-    if _moved(stored, candidate) or note is not None:
-        transitions = (_transition(candidate, stored.status, action, actor, now, note),)
+    # Every change an operator's command makes is kept, a correction of a done visit's outcome too.
+    transitions = (_transition(candidate, stored.status, action, actor, now, note),)
     return Merged(candidate.model_copy(update={"updated_at": now}), Change.updated, transitions)
 
 

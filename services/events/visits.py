@@ -11,8 +11,8 @@ Rules worth knowing (each one is a row of :data:`TRANSITIONS`):
   visit in Terrain still made the visit, and refusing its report would lose it.
 - ``done`` and ``cancelled`` are final: a visit that must happen after all is a new visit, linked
   to the same incident. Completing a ``done`` event again corrects its outcome (no new status).
-- Repeating a move that changes nothing (the same schedule, a second cancel) is a no-op, so a
-  retried request or a redelivered message records nothing twice.
+- Repeating a move that changes nothing (a second request, the same schedule, a second cancel)
+  is a no-op, so a retried request or a redelivered message records nothing twice.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ TRANSITIONS: dict[tuple[EventStatus | None, Action], EventStatus] = {
     (None, Action.schedule): EventStatus.scheduled,
     (None, Action.complete): EventStatus.done,
     (None, Action.cancel): EventStatus.cancelled,
+    (EventStatus.requested, Action.request): EventStatus.requested,
     (EventStatus.requested, Action.schedule): EventStatus.scheduled,
     (EventStatus.requested, Action.assign): EventStatus.requested,
     (EventStatus.requested, Action.complete): EventStatus.done,

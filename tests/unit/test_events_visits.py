@@ -28,8 +28,8 @@ TABLE: list[tuple[S | None, Action, S | None]] = [
     (None, Action.cancel, S.cancelled),
     # Nothing to assign before the event exists.
     (None, Action.assign, None),
-    # A requested visit gets a date, a person, or is dropped.
-    (S.requested, Action.request, None),
+    # A second request for the same visit is a repeat; it gets a date, a person, or is dropped.
+    (S.requested, Action.request, S.requested),
     (S.requested, Action.schedule, S.scheduled),
     (S.requested, Action.assign, S.requested),
     # A team that went before anyone scheduled the visit still made it.
@@ -144,6 +144,14 @@ def test_schedule_assign_close_keeps_each_step_with_who_and_when() -> None:
     # What the escalation said stays with the visit.
     assert (closed.event.reason, closed.event.escalation_id) == (visit.reason, "esc-1")
     assert domain.escalation_to_visit(closed.event, t2) == ("done", (VISIT_DAY - ESCALATED).total_seconds())
+
+
+def test_correcting_a_done_visit_s_outcome_is_kept_too() -> None:
+    done = planned().model_copy(update={"status": S.done, "outcome": EventOutcome(result="improved")})
+    fixed = domain.act(done, done.id, Action.complete, {"outcome": EventOutcome(result="resolved")}, "lina", LATER)
+    assert isinstance(fixed, Merged) and fixed.event.outcome.result == "resolved"
+    assert [(t.before, t.after, t.action, t.actor) for t in fixed.transitions] == [
+        (S.done, S.done, Action.complete, "lina")]
 
 
 def test_repeating_a_command_records_nothing_twice() -> None:
