@@ -1,0 +1,181 @@
+"""Policy files: `terrain policy check` on good and bad files, rota hand-offs, community overrides merged."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from services.escalation.cli import policy_app
+from services.escalation.policy import PolicyFile, Rota, StepRule, load_policy, parse_policy
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "escalation-policy.example.yaml"
+runner = CliRunner()
+
+
+def check(path: Path, *args: str) -> tuple[int, str]:
+    result = runner.invoke(policy_app, ["check", str(path), *args], env={"COLUMNS": "200"})
+    return result.exit_code, result.output
+
+
+def test_the_example_policy_passes_the_check_and_says_who_is_on_call() -> None:
+    code, out = check(EXAMPLE, "--at", "2026-03-30T08:00:00Z")
+    assert code == 0, out
+    assert "valid" in out
+    assert "marque-nationale" in out and "resto-lyon-croix-rousse" in out
+    # Twelve weeks after the rota's start (an even shift): Camille, at 10:00 Paris time.
+    assert "rota community-managers: on call at 2026-03-30T08:00+00:00: camille" in out
+
+
+def test_the_example_policy_sets_a_quiet_default_and_a_busy_override() -> None:
+    pf = load_policy(EXAMPLE)
+    quiet, busy = pf.defaults, pf.community("marque-nationale")
+    assert quiet.cascade.min_negatives < busy.cascade.min_negatives
+    assert busy.spike.bucket == timedelta(minutes=5) and quiet.spike.bucket == timedelta(minutes=15)
+    assert pf.community("resto-lyon-croix-rousse").place == "Lyon, Croix-Rousse"
+
+
+GOOD_STEPS = "  steps:\n    - {notify: ['rota:cm'], wait: 10m}\n"
+PEOPLE = "people:\n  camille: {name: Camille, email: c@example.org}\n"
+ROTA = "rotas:\n  cm: {people: [camille], start: 2026-01-05}\n"
+
+BAD_FILES = [
+    # A duration nobody can read: the path names the field.
+    ("defaults:\n  horizon: soon\n", ["defaults.horizon", "timedelta"]),
+    # A step that pages a rota the file does not define.
+    ("defaults:\n  steps:\n    - {notify: ['rota:nobody'], wait: 10m}\n" + PEOPLE + ROTA,
+     ["defaults.steps.0.notify", "no rota 'nobody'"]),
+    # A time zone that does not exist.
+    ("defaults:\n" + GOOD_STEPS + PEOPLE
+     + "rotas:\n  cm: {people: [camille], start: 2026-01-05, timezone: Mars/Olympus}\n",
+     ["rotas.cm.timezone", "unknown time zone 'Mars/Olympus'"]),
+    # A step that says neither rota:, channel: nor person:.
+    ("defaults:\n  steps:\n    - {notify: ['camille']}\n", ["defaults.steps.0.notify", "rota:<name>"]),
+    # A person nobody can reach.
+    ("people:\n  ghost: {name: Ghost}\n", ["people.ghost", "needs an email or a webhook"]),
+    # Not YAML at all.
+    ("defaults: [unclosed\n", ["not valid YAML"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD_FILES)
+def test_a_bad_policy_file_is_refused_with_the_path_of_its_error(tmp_path: Path, text: str, expected: list[str]
+                                                                ) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text, encoding="utf-8")
+    code, out = check(path)
+    assert code == 1, out
+    for fragment in expected:
+        assert fragment in out, out
+
+
+def test_a_bad_json_policy_file_is_refused_too(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text('{"defaults": {"cascade": {"window": "a while"}}}', encoding="utf-8")
+    code, out = check(path)
+    assert code == 1 and "defaults.cascade.window" in out, out
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "policy.py: a community override's error is raised from PolicyFile._references_resolve, so its path lacks "
+    "the `communities.<id>.` prefix that parse_policy would add"
+))
+def test_a_bad_community_override_names_the_community(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("communities:\n  busy:\n    cascade: {min_negatives: 0}\n", encoding="utf-8")
+    code, out = check(path)
+    assert code == 1
+    assert "communities.busy.cascade.min_negatives" in out, out
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "policy.py: field errors stop validation before the reference checks (unknown rota) and the community "
+    "overrides are checked, so a file with several kinds of error lists only the first kind"
+))
+def test_every_error_of_a_file_is_listed_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "defaults:\n  horizon: soon\n  steps:\n    - {notify: ['rota:nobody']}\n"
+        "communities:\n  busy:\n    cascade: {min_negatives: 0}\n"
+        + PEOPLE + "rotas:\n  cm: {people: [camille], start: 2026-01-05, timezone: Mars/Olympus}\n",
+        encoding="utf-8",
+    )
+    code, out = check(path)
+    assert code == 1
+    for fragment in ("defaults.horizon", "rotas.cm.timezone", "no rota 'nobody'",
+                     "communities.busy.cascade.min_negatives"):
+        assert fragment in out, out
+
+
+def test_a_missing_file_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    code, out = check(tmp_path / "nowhere.yaml")
+    assert code == 1 and "cannot read" in out
+
+
+# ---------------------------------------------------------------------------------------------- rotas
+
+# Shifts of 7 days handed off on Mondays at 09:00 Paris time, from Monday 23 March 2026 (Ada first).
+# Paris moves to summer time on Sunday 29 March 2026 (UTC+1 -> UTC+2) and back on Sunday 25 October.
+ROTA_PARIS = Rota(people=["ada", "bob"], start=date(2026, 3, 23), handoff=time(9, 0), shift_days=7,
+                  timezone="Europe/Paris")
+
+ON_CALL = [
+    # 08:59 in Paris on the first Monday: the first shift has not started; the one before it (Bob's) runs.
+    (datetime(2026, 3, 23, 7, 59, tzinfo=UTC), "bob"),
+    # 09:00 in Paris (UTC+1): Ada takes over.
+    (datetime(2026, 3, 23, 8, 0, tzinfo=UTC), "ada"),
+    # The night the clocks go forward (03:30 summer time): still Ada.
+    (datetime(2026, 3, 29, 1, 30, tzinfo=UTC), "ada"),
+    # 08:59 in Paris, now UTC+2: one minute before the hand-off, still Ada.
+    (datetime(2026, 3, 30, 6, 59, tzinfo=UTC), "ada"),
+    # 09:00 in Paris is 07:00 UTC after the change: Bob takes over at local time, not an hour late.
+    (datetime(2026, 3, 30, 7, 0, tzinfo=UTC), "bob"),
+    # 08:30 UTC: a rota computed in fixed UTC+1 would still answer Ada here.
+    (datetime(2026, 3, 30, 7, 30, tzinfo=UTC), "bob"),
+    # Back to winter time on 25 October: 08:59 Paris (UTC+1) on Monday 26 October is still shift 30, Ada's.
+    (datetime(2026, 10, 26, 7, 59, tzinfo=UTC), "ada"),
+    # 09:00 Paris is 08:00 UTC again: shift 31, Bob's.
+    (datetime(2026, 10, 26, 8, 0, tzinfo=UTC), "bob"),
+    # The same instant given in another offset names the same person.
+    (datetime(2026, 10, 26, 8, 0, tzinfo=UTC).astimezone(), "bob"),
+]
+
+
+@pytest.mark.parametrize(("at", "who"), ON_CALL)
+def test_who_is_on_call_across_hand_offs_and_daylight_saving(at: datetime, who: str) -> None:
+    assert ROTA_PARIS.on_call(at) == who
+
+
+def test_a_daily_rota_of_three_turns_at_its_local_hand_off() -> None:
+    # New York hands off at 18:00 local; 2026-03-08 is the US change to summer time (UTC-5 -> UTC-4).
+    rota = Rota(people=["a", "b", "c"], start=date(2026, 3, 6), handoff=time(18, 0), shift_days=1,
+                timezone="America/New_York")
+    assert rota.on_call(datetime(2026, 3, 6, 23, 0, tzinfo=UTC)) == "a"  # 18:00 EST on the 6th
+    assert rota.on_call(datetime(2026, 3, 8, 21, 59, tzinfo=UTC)) == "b"  # 17:59 EDT on the 8th
+    assert rota.on_call(datetime(2026, 3, 8, 22, 0, tzinfo=UTC)) == "c"  # 18:00 EDT on the 8th
+
+
+# ---------------------------------------------------------------------------------------------- merge
+
+
+def test_a_community_override_is_merged_key_by_key_over_the_defaults() -> None:
+    pf = parse_policy({
+        "defaults": {"cascade": {"window": "20m", "min_negatives": 4}, "horizon": "24h"},
+        "communities": {"busy": {"cascade": {"min_negatives": 12}, "steps": [{"notify": ["person:lea"]}]}},
+        "people": {"lea": {"name": "Léa", "email": "lea@example.org"}},
+    })
+    busy = pf.community("busy")
+    assert busy.cascade.min_negatives == 12  # overridden
+    assert busy.cascade.window == timedelta(minutes=20)  # kept from the defaults' same section
+    assert busy.horizon == timedelta(hours=24)  # another section of the defaults, untouched
+    assert busy.steps == [StepRule(notify=["person:lea"])]  # a list is replaced, not merged
+    assert pf.community("elsewhere") is pf.defaults  # no override: the defaults themselves
+    assert pf.defaults.cascade.min_negatives == 4  # the defaults are not changed by the merge
+
+
+def test_an_empty_policy_file_means_the_built_in_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing yet\n", encoding="utf-8")
+    assert load_policy(path) == PolicyFile()
