@@ -125,7 +125,8 @@ def _run_demo(stack: Stack, timeout_s: float = 30.0) -> None:
                                   f"{s['sentiment']['confidence']:.2f}", s["comment"]["text"][:80])
             console.print(table)
         else:
-            console.print("demo: these comments were already ingested in this home; showing what they opened")
+            console.print("demo: these comments were already ingested in this home; showing what they opened",
+                          soft_wrap=True)
         for community in (CASCADE_COMMUNITY, SEED_COMMUNITY):
             _show_incidents(client, urls["escalation"], community, wait_s=timeout_s if community == CASCADE_COMMUNITY
                             else 2.0)
@@ -156,6 +157,16 @@ def _show_incidents(client: httpx.Client, base: str, community: str, wait_s: flo
             f"{inc['negative_count']} negative of {inc['comment_count']} comments. {inc['reason']}",
             soft_wrap=True,
         )
+        if inc["level"] in ("human", "field"):
+            sent = client.get(f"{base}/v1/incidents/{inc['id']}").json().get("notifications", [])
+            if sent:
+                console.print(f"      notified: {', '.join(sorted({n['channel'] for n in sent}))}", soft_wrap=True)
+            else:
+                console.print(
+                    "      the page is on terrain.escalations.v1; nobody is notified directly until a policy file "
+                    "names people, rotas or channels (TERRAIN_ESCALATION_POLICY_FILE, see "
+                    "docs/escalation-policy.example.yaml)", soft_wrap=True,
+                )
         for action in inc["recommended_actions"][:4]:
             console.print(f"      - {action}", soft_wrap=True)
         if len(inc["recommended_actions"]) > 4:

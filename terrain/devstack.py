@@ -89,6 +89,7 @@ class TansuBroker:
         self.proc = subprocess.Popen(
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
             stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent,
+            start_new_session=True,  # Ctrl-C in a terminal must not stop the broker before the services
         )
         try:
             wait_for_port(self.host, self.port, timeout_s, self.proc)

@@ -129,6 +129,8 @@ class Stack:
     def _spawn(self, svc: ServiceDef) -> None:
         self.procs[svc.name] = subprocess.Popen(
             [sys.executable, "-m", svc.module], env=self._child_env(svc), preexec_fn=_die_with_parent,
+            # Own session: a terminal's Ctrl-C reaches only the runner, which stops services before the broker.
+            start_new_session=True,
         )
 
     def _write_state(self) -> None:
