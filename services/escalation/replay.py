@@ -6,6 +6,22 @@ It keeps in memory what the service keeps in PostgreSQL and hands the engine, fo
 `Book` the handler loads (`handlers.Escalator._book`); timers are stored, deduplicated and fired the way
 `fire_due_timers` does, each at its own due time.
 
+Scenario format (the pydantic models below validate it and name every bad path):
+- `name`, `description`, `start` (an aware time), `until` (run until this offset), `scorer` (scores comments
+  given only as `text`, e.g. `lexicon`), `policy` (an inline policy file), `defaults` (community, thread,
+  source, lang);
+- `comments`: `id` (external id), `at` (created_at offset), `arrive` (arrival offset, default `at`), community,
+  thread, parent, author, source, lang, place, text, and either `label` + `confidence` (+ `score`, `flags`:
+  {insult: 0.9}) or nothing to score (`text` or `texts: seed_article`); likes, replies, shares; `action`
+  (created, edited, removed); `count` + `every` for a series (`{i}` in strings is the index); `redeliver`
+  (+ `redeliver_every`): the same message again, `resend`: the same comment under new message ids;
+- `actions`: `at`, `do` (acknowledge or resolve), the thread (or `spike: true`), `by`, `note`;
+- `expect`: `incidents` (community, thread or `spike: true`, least `level`, `page`, `field`, `after`: the
+  comment after which it is detectable, `within`: the longest delay, measured from that comment's creation,
+  `actions`: recommended action codes it must carry), `allowed` (incidents tolerated but not required, up to a
+  level), `no_page`, `max_pages`, `max_incidents`.
+Offsets read `90s`, `30m`, `7h15m`, `2d3h` or seconds.
+
 Simulation rules:
 - the clock is simulated: a comment is delivered when it *arrives* (its arrival offset, by default its
   creation offset); every comment arriving at the same instant is one batch, and `now` is that instant;
@@ -56,7 +72,6 @@ from terrain.contracts import (
     EscalationMessage,
     EscalationTarget,
     IncidentEventType,
-    IncidentKind,
     IncidentLevel,
     IncidentState,
     ScoredCommentMessage,
@@ -470,11 +485,18 @@ class Simulation:
         return max(found, key=lambda i: i.resolved_at or now) if found else None
 
     def _inhibitors(self, communities: Iterable[str]) -> dict[str, Incident]:
+        """Open incidents that match the source side of an inhibition rule (repository.load_inhibitors)."""
         wanted = set(communities)
+        rules = self.policies.inhibit
+        levels = {r.source["level"] for r in rules if "level" in r.source}
+        kinds = {r.source["kind"] for r in rules if "kind" in r.source}
+        unfiltered = any("level" not in r.source and "kind" not in r.source for r in rules)
+        if not rules:
+            return {}
         return {
             i.id: i for i in self.incidents.values()
             if i.community_id in wanted and i.state is not IncidentState.resolved
-            and (i.level in (IncidentLevel.human, IncidentLevel.field) or i.kind is IncidentKind.spike)
+            and (unfiltered or i.level.value in levels or i.kind.value in kinds)
         }
 
     def book(self, fresh: Sequence[ScoredCommentMessage], now: datetime) -> Book:
