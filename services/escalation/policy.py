@@ -40,8 +40,9 @@ class _Strict(BaseModel):
 class RespondRules(_Strict):
     """A negative comment that deserves an answer."""
 
-    # 0.5 is where the default (lexicon) scorer's negative precision stops being flat on the labelled
-    # dev sets (bench/bench_respond_floor.py prints the curve); below it a negative is a coin toss.
+    # 0.5 maximises F0.5 (precision counted twice) for the default lexicon scorer on the brand-style smoke
+    # set, at 0.80 negative precision on the pooled dev sets; bench/bench_respond_floor.py prints the curve
+    # and proposes a floor per scorer (0.65 for `fast`).
     min_confidence: float = Field(default=0.5, ge=0, le=1)
     # Far-reaching comments and regular complainers deserve an answer on less certainty.
     reach_threshold: int = Field(default=50, ge=0, description="likes + replies + shares")
