@@ -9,8 +9,8 @@ Starts its own Tansu broker and embedded PostgreSQL (in a temporary folder), the
   labelled French sets when /work/shared/data/sentiment is there, the seed article's comments, the brand
   smoke set) and English on short English ones, and its speed.
 
-Usage: python bench/bench_ingest.py [--deliveries 300] [--import-lines 100000] [--concurrency 8] [--lang]
-       [--only webhook|import|lang]
+Usage: python bench/bench_ingest.py [--deliveries 300] [--import-lines 100000] [--import-workers 1]
+       [--concurrency 8] [--lang] [--only webhook|import|lang]
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ async def bench_webhook(bootstrap: str, db_url: str, deliveries: int, concurrenc
         stop_process(proc)
 
 
-async def bench_import(bootstrap: str, db_url: str, lines: int, tmp: Path) -> None:
+async def bench_import(bootstrap: str, db_url: str, lines: int, tmp: Path, workers: int) -> None:
     from rich.console import Console
 
     from services.ingest.app import IngestSettings
@@ -137,13 +137,19 @@ async def bench_import(bootstrap: str, db_url: str, lines: int, tmp: Path) -> No
     overrides = {"terrain.comments.v1": f"terrain.comments.v1.import{run}"}
     console = Console(stderr=True, highlight=False)
     start = time.perf_counter()
-    first = await import_file(path, ImportOptions(), settings, topic_overrides=overrides, console=console)
+    first = await import_file(path, ImportOptions(workers=workers), settings, topic_overrides=overrides,
+                              console=console)
     took = time.perf_counter() - start
     start = time.perf_counter()
-    again = await import_file(path, ImportOptions(), settings, topic_overrides=overrides, console=console)
+    again = await import_file(path, ImportOptions(workers=workers), settings, topic_overrides=overrides,
+                              console=console)
     took2 = time.perf_counter() - start
-    print(f"import: {lines:,} lines in {took:.1f} s: {first.tally.accepted / took:,.0f} comments/s "
-          f"({first.tally.accepted:,} accepted)")
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"import ({workers} language worker process{'es' if workers != 1 else ''}): {lines:,} lines in "
+          f"{took:.1f} s: {first.tally.accepted / took:,.0f} comments/s ({first.tally.accepted:,} accepted); "
+          f"peak memory of this process {rss:,.0f} MB")
     print(f"import, second run of the same file: {again.tally.accepted} accepted, {again.tally.duplicates:,} "
           f"duplicates in {took2:.1f} s ({lines / took2:,.0f} lines/s)")
 
@@ -189,6 +195,7 @@ async def main() -> None:
     ap.add_argument("--deliveries", type=int, default=300)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--import-lines", type=int, default=100_000)
+    ap.add_argument("--import-workers", type=int, default=1, help="language worker processes for the import")
     ap.add_argument("--lang", action="store_true", help="also measure language detection")
     ap.add_argument("--only", choices=("webhook", "import", "lang"))
     args = ap.parse_args()
@@ -203,7 +210,7 @@ async def main() -> None:
         if args.only in (None, "webhook"):
             await bench_webhook(broker.bootstrap_servers, pg.url, args.deliveries, args.concurrency)
         if args.only in (None, "import"):
-            await bench_import(broker.bootstrap_servers, pg.url, args.import_lines, tmp)
+            await bench_import(broker.bootstrap_servers, pg.url, args.import_lines, tmp, args.import_workers)
     finally:
         pg.stop()
         broker.stop()

@@ -71,6 +71,8 @@ def import_command(
     = None,
     batch_size: Annotated[int, typer.Option(min=1, max=50_000, help="Records per transaction.")] = 2000,
     restart: Annotated[bool, typer.Option(help="Ignore a checkpoint left by an interrupted import.")] = False,
+    workers: Annotated[int, typer.Option(min=0, max=32, help="Processes detecting languages ahead (0: inline).")]
+    = 1,
 ) -> None:
     """Import comments from a file through ingest's screening and dedup; resumes after an interruption."""
     from services.ingest.app import IngestSettings
@@ -79,7 +81,7 @@ def import_command(
     if fmt not in FORMATS:
         err.print(f"[red]unknown format {fmt!r}[/red]; choose one of: {', '.join(FORMATS)}")
         raise typer.Exit(2)
-    opts = ImportOptions(fmt=fmt, batch_size=batch_size, rejects=rejects, resume=not restart)
+    opts = ImportOptions(fmt=fmt, batch_size=batch_size, rejects=rejects, resume=not restart, workers=workers)
     try:
         asyncio.run(import_file(file, opts, IngestSettings()))
     except KeyboardInterrupt:

@@ -28,6 +28,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from pydantic import TypeAdapter, ValidationError
 
 from services.ingest import domain, meta, metrics, repository
@@ -67,9 +68,10 @@ InTransaction = Callable[[asyncpg.Connection, Tally], Awaitable[None]]
 class BulkPublisher:
     """Ingest's producer for batches: every send issued, then every acknowledgement awaited (acks=all).
 
-    FastStream's per-message publish path (middlewares, scopes) cost about 55 µs a message here, more
-    than the send itself; a 100-comment delivery or a 2,000-line import batch feels it. Records carry the
-    same key, value and headers as the kernel publisher's.
+    FastStream's per-message publish path (middlewares, scopes) cost about 55 µs a message here and
+    aiokafka's send() about 24; appending to one batch per partition costs about 11. A 100-comment
+    delivery or a 2,000-line import batch feels it. Records carry the same key, value and headers as the
+    kernel publisher's, and go to the partition its default partitioner would choose.
     """
 
     def __init__(self, settings: TerrainSettings, service: str) -> None:
@@ -77,6 +79,7 @@ class BulkPublisher:
         self.service = service
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
+        self._partitioner = DefaultPartitioner()
 
     async def start(self) -> None:
         async with self._starting:
@@ -85,6 +88,7 @@ class BulkPublisher:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.settings.kafka_bootstrap_servers,
                 client_id=f"{self.settings.kafka_client_id}-{self.service}-bulk", acks="all", linger_ms=2,
+                partitioner=self._partitioner,
             )
             await producer.start()
             self._producer = producer
@@ -100,14 +104,29 @@ class BulkPublisher:
         if self._producer is None:
             # The inbound consumer may deliver before the service's start hooks ran.
             await self.start()
-        assert self._producer is not None
-        send = self._producer.send
+        producer = self._producer
+        assert producer is not None
         json_type = ("content-type", b"application/json")
-        futures = [
-            await send(m.topic, m.value, key=m.key.encode(),
-                       headers=[json_type, *((k, v.encode()) for k, v in m.headers.items())])
-            for m in messages
-        ]
+        partitions: dict[str, list[int]] = {}
+        open_batches: dict[tuple[str, int], Any] = {}
+        futures = []
+        # One batch per partition, appended in order: a key keeps its partition (the same murmur2 choice
+        # as any Kafka client's default) and its order, and the per-record overhead of send() goes away.
+        for m in messages:
+            if m.topic not in partitions:
+                partitions[m.topic] = sorted(await producer.partitions_for(m.topic))
+            key = m.key.encode()
+            part = self._partitioner(key, partitions[m.topic], partitions[m.topic])
+            headers = [json_type, *((k, v.encode()) for k, v in m.headers.items())]
+            batch = open_batches.get((m.topic, part))
+            if batch is None:
+                batch = open_batches[(m.topic, part)] = producer.create_batch()
+            if batch.append(key=key, value=m.value, timestamp=None, headers=headers) is None:
+                futures.append(await producer.send_batch(batch, m.topic, partition=part))
+                batch = open_batches[(m.topic, part)] = producer.create_batch()
+                batch.append(key=key, value=m.value, timestamp=None, headers=headers)
+        for (topic, part), batch in open_batches.items():
+            futures.append(await producer.send_batch(batch, topic, partition=part))
         await asyncio.gather(*futures)
         for topic, n in Counter(m.topic for m in messages).items():
             telemetry.PUBLISHED.labels(service=self.service, topic=topic).inc(n)

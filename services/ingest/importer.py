@@ -14,12 +14,15 @@ deliveries (one delivery JSON per line), through the same screening and dedup as
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import json
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -171,7 +174,26 @@ class ImportOptions:
     batch_size: int = 2000
     rejects: Path | None = None
     resume: bool = True
+    # Processes that detect languages for the next batch while this one is stored and published (0: inline).
+    workers: int = 0
     stop_after_batches: int | None = None  # for tests: simulate an interruption
+
+
+def detect_many(texts: list[str]) -> list[str]:
+    """Language detection for a worker process."""
+    from services.ingest.language import detect_language
+
+    return [detect_language(t) for t in texts]
+
+
+@dataclass
+class Prepared:
+    items: list[Incoming]
+    rejected: list[Rejected]
+    last: RawRecord
+    started: float
+    langs: list[asyncio.Future[list[str]]] = field(default_factory=list)
+    needs_lang: list[Incoming] = field(default_factory=list)
 
 
 class Importer:
@@ -194,37 +216,69 @@ class Importer:
         if cp is not None:
             prog.offset, prog.line, prog.resumed_from_line, prog.earlier = cp.byte_offset, cp.line, cp.line, cp
         self.on_progress(prog)
-        limits = self.ingestor.limits
-        batches = 0
-        with rejects_path.open("a" if cp else "w", encoding="utf-8") as rejects:
-            batch: list[RawRecord] = []
-            for rec in read_records(path, fmt, prog.offset, prog.line):
-                batch.append(rec)
-                if len(batch) >= opts.batch_size:
-                    await self._batch(batch, fmt, limits, key, prog, rejects)
+        executor = (ProcessPoolExecutor(opts.workers, mp_context=multiprocessing.get_context("spawn"))
+                    if opts.workers > 0 else None)
+        try:
+            with rejects_path.open("a" if cp else "w", encoding="utf-8") as rejects:
+                committed = 0
+                pending: Prepared | None = None
+                batch: list[RawRecord] = []
+                for rec in read_records(path, fmt, prog.offset, prog.line):
+                    batch.append(rec)
+                    if len(batch) < opts.batch_size:
+                        continue
+                    # Batch N+1 is parsed (and its languages detected elsewhere) while batch N is stored.
+                    ready = self._prepare(batch, fmt, executor, opts.workers)
                     batch = []
-                    batches += 1
-                    if opts.stop_after_batches is not None and batches >= opts.stop_after_batches:
-                        return prog
-            if batch:
-                await self._batch(batch, fmt, limits, key, prog, rejects)
+                    if pending is not None:
+                        await self._commit(pending, key, prog, rejects)
+                        committed += 1
+                        if opts.stop_after_batches is not None and committed >= opts.stop_after_batches:
+                            return prog
+                    pending = ready
+                if batch:
+                    ready = self._prepare(batch, fmt, executor, opts.workers)
+                    if pending is not None:
+                        await self._commit(pending, key, prog, rejects)
+                    pending = ready
+                if pending is not None:
+                    await self._commit(pending, key, prog, rejects)
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
         async with pool.acquire() as conn:
             await repository.clear_checkpoint(conn, key)
         prog.offset = prog.total_bytes
         self.on_progress(prog)
         return prog
 
-    async def _batch(self, batch: list[RawRecord], fmt: str, limits: domain.Limits,
-                     key: str, prog: Progress, rejects: TextIO) -> None:
+    def _prepare(self, batch: list[RawRecord], fmt: str, executor: ProcessPoolExecutor | None,
+                 workers: int) -> Prepared:
         started = time.perf_counter()
         items: list[Incoming] = []
         rejected: list[Rejected] = []
         for rec in batch:
-            got, refused, signals = parse_record(rec, fmt, limits)
+            got, refused, signals = parse_record(rec, fmt, self.ingestor.limits)
             items += got
             rejected += refused
             for kind, n in signals.items():
                 metrics.META_SIGNALS.labels(kind=kind).inc(n)
+        prepared = Prepared(items, rejected, batch[-1], started)
+        if executor is not None:
+            prepared.needs_lang = [i for i in items if i.comment.lang is None and i.kind is not domain.Kind.removal]
+            texts = [i.comment.text for i in prepared.needs_lang]
+            loop = asyncio.get_running_loop()
+            step = max(1, -(-len(texts) // workers))
+            prepared.langs = [loop.run_in_executor(executor, detect_many, texts[k:k + step])
+                              for k in range(0, len(texts), step)]
+        return prepared
+
+    async def _commit(self, batch: Prepared, key: str, prog: Progress, rejects: TextIO) -> None:
+        if batch.langs:
+            langs = [lang for chunk in await asyncio.gather(*batch.langs) for lang in chunk]
+            for item, lang in zip(batch.needs_lang, langs, strict=True):
+                item.comment.lang = lang
+        items, rejected = batch.items, batch.rejected
         metrics.RECEIVED.labels(channel="import").inc(len(items) + len(rejected))
         # Rejects are written before the commit: after a crash they may repeat, never go missing.
         if rejected:
@@ -233,8 +287,7 @@ class Importer:
             self.ingestor.refused("import", [r.refusal for r in rejected])
             for r in rejected:
                 prog.tally.add_refusal(r.refusal.reason)
-        last = batch[-1]
-        tally = prog.tally
+        last = batch.last
         path = prog.path
         e = prog.earlier or repository.Checkpoint(0, 0, 0, 0, 0)
 
@@ -243,8 +296,8 @@ class Importer:
                                            e.duplicates + t.duplicates, e.rejected + t.rejected_total)
             await repository.save_checkpoint(conn, key, path, totals, self.ingestor.clock())
 
-        await self.ingestor.accept(items, "import", received_at=started, direct=True,
-                                   in_transaction=checkpoint, tally=tally)
+        await self.ingestor.accept(items, "import", received_at=batch.started, direct=True,
+                                   in_transaction=checkpoint, tally=prog.tally)
         prog.offset, prog.line = last.end_offset, last.end_line
         self.on_progress(prog)
 
