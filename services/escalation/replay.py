@@ -16,6 +16,7 @@ Scenario format (the pydantic models below validate it and name every bad path):
   (created, edited, removed); `count` + `every` for a series (`{i}` in strings is the index); `redeliver`
   (+ `redeliver_every`): the same message again, `resend`: the same comment under new message ids;
 - `actions`: `at`, `do` (acknowledge or resolve), the thread (or `spike: true`), `by`, `note`;
+- `silences`: `at`, `until`, `matchers` (community_id, thread_id, level, kind, state), `by`, `comment`;
 - `expect`: `incidents` (community, thread or `spike: true`, least `level`, `page`, `field`, `after`: the
   comment after which it is detectable, `within`: the longest delay, measured from that comment's creation,
   `actions`: recommended action codes it must carry), `allowed` (incidents tolerated but not required, up to a
@@ -58,6 +59,7 @@ from services.escalation.domain import (
     Incident,
     Refusal,
     Seen,
+    Silence,
     ThreadKey,
     Timer,
     author_key,
@@ -174,6 +176,16 @@ class ActionSpec(_Strict):
     note: str | None = None
 
 
+class SilenceSpec(_Strict):
+    """A silence created through the API: notifications of matching incidents are muted from `at` to `until`."""
+
+    at: Duration = timedelta(0)
+    until: Duration
+    matchers: dict[Literal["community_id", "thread_id", "level", "kind", "state"], str] = Field(min_length=1)
+    by: str = "community-manager"
+    comment: str = "scenario"
+
+
 class ExpectedIncident(_Strict):
     """An incident a good community manager would expect."""
 
@@ -230,6 +242,7 @@ class Scenario(_Strict):
     defaults: Defaults = Defaults()
     comments: list[CommentSpec] = Field(default_factory=list)
     actions: list[ActionSpec] = Field(default_factory=list)
+    silences: list[SilenceSpec] = Field(default_factory=list)
     expect: Expect = Expect()
 
     @model_validator(mode="after")
@@ -453,9 +466,10 @@ class Outcome:
 class Simulation:
     """The escalation service's stored state, in memory, driven by a simulated clock."""
 
-    def __init__(self, policies: PolicyFile) -> None:
+    def __init__(self, policies: PolicyFile, silences: Sequence[Silence] = ()) -> None:
         self.engine = Engine(policies)
         self.policies = policies
+        self.silences = list(silences)
         self.incidents: dict[str, Incident] = {}
         self.seen: dict[CommentKey, Seen] = {}
         self.by_thread: dict[ThreadKey, dict[str, Seen]] = {}
@@ -551,8 +565,11 @@ class Simulation:
             open_by_thread=open_by_thread, resolved_by_thread=resolved, attached=attached,
             thread_comments=thread_comments, author_negatives=author_negatives, buckets=buckets,
             first_seen={c: self.first_seen[c] for c in communities if c in self.first_seen},
-            others=self._inhibitors(communities),
+            silences=self._active_silences(now), others=self._inhibitors(communities),
         )
+
+    def _active_silences(self, now: datetime) -> list[Silence]:
+        return [s for s in self.silences if s.active(now)]
 
     # -- what the repository stores
 
@@ -624,7 +641,8 @@ class Simulation:
             return
         others = self._inhibitors([inc.community_id])
         community = [o for o in others.values() if o.id != inc.id]
-        fx, why = self.engine.on_timer(inc, timer, now, Book(others=others), community)
+        book = Book(silences=self._active_silences(now), others=others)
+        fx, why = self.engine.on_timer(inc, timer, now, book, community)
         self.out.timers_fired.append((now, timer, why))
         self.store(fx, now)
 
@@ -649,7 +667,13 @@ class Simulation:
 def simulate(scenario: Scenario, policies: PolicyFile | None = None,
              scorer_factory: ScorerFactory = _default_scorer) -> Outcome:
     """Run the scenario on simulated time; see the module docstring for the rules."""
-    sim = Simulation(scenario.policies(policies))
+    silences = [
+        Silence(id=f"silence-{i}", matchers={str(k): v for k, v in sp.matchers.items()},
+                starts_at=scenario.start + sp.at, ends_at=scenario.start + sp.until, created_by=sp.by,
+                comment=sp.comment)
+        for i, sp in enumerate(scenario.silences)
+    ]
+    sim = Simulation(scenario.policies(policies), silences)
     queue = deliveries(scenario, scorer_factory)
     for d in queue:
         sim.out.created.setdefault(d.message.comment.external_id, d.message.comment.created_at)

@@ -258,3 +258,23 @@ def test_compound_offsets_and_series() -> None:
 def _shipped(name: str) -> Path:
     (path,) = [p for p in shipped_scenarios() if p.name == name]
     return path
+
+
+def test_a_silence_mutes_the_page_but_keeps_the_incident() -> None:
+    silenced = tiny(incidents=[{"thread": "post-a", "level": "human", "page": False}, {"thread": "post-b"}],
+                    no_page=True)
+    # The manager silenced the thread for the evening: the cascade is recorded, nobody is paged.
+    silenced["silences"] = [{"at": "0s", "until": "1h", "matchers": {"community_id": "resto", "thread_id": "post-a"},
+                             "by": "camille", "comment": "tasting evening, we watch it ourselves"}]
+    silenced["until"] = "30m"
+    report = replay(parse_scenario(silenced))
+    assert report.passed, report.failures
+    assert report.incidents == 2 and report.pages == 0
+    # Once the silence is over, the unacknowledged step's timer still acts: the single default step is
+    # exhausted, so the field is asked for.
+    silenced["silences"][0]["until"] = "5m"
+    out = simulate(parse_scenario(silenced))
+    assert [(e.at - out.escalations[0].at, e.escalation.target, e.escalation.trigger) for e in out.escalations] == [
+        (timedelta(0), EscalationTarget.field, "policy_end"),
+    ]
+    assert out.escalations[0].at == parse_scenario(silenced).start + timedelta(minutes=18, seconds=5)
