@@ -104,6 +104,25 @@ def test_the_report_counts_found_missed_precision_recall_and_delay() -> None:
     assert report.failures == ["expected resto/spike ≥ human, page: no incident"]
 
 
+def test_the_command_exits_non_zero_on_a_missed_expectation_and_prints_the_total(tmp_path: Path) -> None:
+    missed = tmp_path / "missed.yaml"
+    missed.write_text(yaml.safe_dump(tiny(incidents=[{"thread": "post-a", "level": "human", "after": "n3"},
+                                                     {"spike": True, "level": "human"}])), encoding="utf-8")
+    met = tmp_path / "met.yaml"
+    met.write_text(yaml.safe_dump({**tiny(incidents=[{"thread": "post-a", "level": "human", "after": "n3"},
+                                                     {"thread": "post-b"}]), "name": "met"}), encoding="utf-8")
+    result = runner.invoke(escalation_app, ["replay", str(met), str(missed)], env={"COLUMNS": "200"})
+    assert result.exit_code == 1, result.output
+    assert "failed: expected resto/spike ≥ human, page: no incident" in result.output
+    total = next(line for line in result.output.splitlines() if "total" in line)
+    # 3 of 4 expectations found (1 missed), no false page; incidents: 3 of the 4 opened were expected (P 0.75)
+    # and 3 of 4 expected found (R 0.75); pages: both sent were expected (P 1.00), 2 of the 3 expected sent.
+    cells = [c.strip() for c in total.split("│")[1:-1]]
+    assert cells[:8] == ["total", "3/4", "1", "0", "0.75", "0.75", "1.00", "0.67"], cells
+    assert cells[-1] == "1/2 pass"
+    assert runner.invoke(escalation_app, ["replay", str(met)]).exit_code == 0
+
+
 def test_a_page_nobody_expected_is_a_false_page() -> None:
     report = replay(parse_scenario(tiny(
         incidents=[{"thread": "post-a", "level": "respond", "page": False},
