@@ -20,11 +20,13 @@ from importlib.resources.abc import Traversable
 
 import asyncpg
 
+from terrain import telemetry
 from terrain.kafka import OutMessage, Publisher
 
 log = logging.getLogger("terrain.db")
 
 _MIGRATION_LOCK = 0x7465_7272_6169_6E  # "terrain": one advisory lock for every service's migrations
+_OUTBOX_LOCK = 0x6F75_7462  # "outb": with hashtext(service), one outbox sender per service at a time
 _MIGRATION_NAME = re.compile(r"^(\d{3,})_[a-z0-9_]+\.sql$")
 
 
@@ -40,6 +42,17 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 5, timeout
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.5)
+
+
+def describe_url(url: str) -> str:
+    """The database a URL points at, without its password: for the log line that says where data goes."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or "(unix socket)"
+    port = f":{parts.port}" if parts.port else ""
+    user = f"{parts.username}@" if parts.username else ""
+    return f"postgresql://{user}{host}{port}{parts.path}"
 
 
 def migration_files(package: str) -> list[tuple[int, str, Traversable]]:
@@ -118,6 +131,36 @@ async def release_claims(conn: asyncpg.Connection, consumer: str, message_ids: S
         )
 
 
+async def prune_processed(pool: asyncpg.Pool, service: str, retention_s: float, batch: int) -> int:
+    """Delete processed-message records older than the retention window, `batch` rows per statement.
+
+    The window must be longer than any redelivery can come (a consumer group's lag at worst), after which
+    a record no longer protects anything. Bounded statements keep locks and WAL per statement small.
+    """
+    total = 0
+    while True:
+        n = int(
+            await pool.fetchval(
+                """WITH old AS (
+                       SELECT ctid FROM terrain_processed_messages
+                       WHERE processed_at < now() - make_interval(secs => $1)
+                       LIMIT $2 FOR UPDATE SKIP LOCKED)
+                   , gone AS (DELETE FROM terrain_processed_messages p USING old WHERE p.ctid = old.ctid
+                              RETURNING 1)
+                   SELECT count(*) FROM gone""",
+                retention_s, batch,
+            )
+        )
+        total += n
+        if n:
+            telemetry.PROCESSED_PRUNED.labels(service=service).inc(n)
+        if n < batch:
+            break
+    if total:
+        log.info("processed-message records pruned", extra={"count": total})
+    return total
+
+
 class Outbox:
     """Messages written in a business transaction, published after it commits, relayed if a crash intervened."""
 
@@ -144,21 +187,43 @@ class Outbox:
         )
         return [r["id"] for r in rows]
 
-    async def flush(self, ids: Sequence[int], messages: Sequence[OutMessage]) -> None:
-        """Publish messages already committed to the outbox, then remove them."""
+    async def flush(self, ids: Sequence[int], messages: Sequence[OutMessage] = ()) -> None:
+        """Send messages this transaction committed to the outbox (with any older ones still pending).
+
+        `messages` is accepted for callers that have them at hand; what is sent is read back from the
+        claimed rows, so a row is sent by whoever claims it, never by two senders.
+        """
         if not ids:
             return
-        await self.publisher.publish(messages)
-        await self.pool.execute("DELETE FROM terrain_outbox WHERE id = ANY($1::bigint[])", list(ids))
+        await self._send_pending(upto=max(ids), wait=True)
 
     async def relay_once(self, min_age_s: float, limit: int = 1000) -> int:
-        """Publish leftovers older than `min_age_s` (a crash came between commit and publish)."""
+        """Send leftovers older than `min_age_s` (a crash or a broker outage came between commit and send)."""
+        return await self._send_pending(min_age_s=min_age_s, limit=limit, wait=False)
+
+    async def _send_pending(
+        self, *, upto: int | None = None, min_age_s: float = 0.0, limit: int = 1000, wait: bool
+    ) -> int:
+        """Claim pending rows in id order, publish them, delete them, in one transaction.
+
+        One sender per service at a time (a transaction-scoped advisory lock), sending in id order, keeps
+        the order of each key; the claimed rows are also locked (`FOR UPDATE SKIP LOCKED`), so a row is
+        never sent by two senders. A failure after the publish leaves the rows for the next sender: a
+        duplicate at worst, which consumers drop by message id.
+        """
         async with self.pool.acquire() as conn, conn.transaction():
+            if wait:
+                await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _OUTBOX_LOCK, self.service)
+            elif not await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock($1, hashtext($2))", _OUTBOX_LOCK, self.service
+            ):
+                return 0  # another sender is at work; what it leaves is picked up next time
             rows = await conn.fetch(
                 """SELECT id, topic, key, value, headers FROM terrain_outbox
-                   WHERE service = $1 AND created_at < now() - make_interval(secs => $2)
-                   ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED""",
-                self.service, min_age_s, limit,
+                   WHERE service = $1 AND ($2::bigint IS NULL OR id <= $2)
+                     AND ($2::bigint IS NOT NULL OR created_at < now() - make_interval(secs => $3))
+                   ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED""",
+                self.service, upto, min_age_s, limit,
             )
             if not rows:
                 return 0
@@ -166,8 +231,15 @@ class Outbox:
                 [OutMessage(r["topic"], r["key"], bytes(r["value"]), json.loads(r["headers"])) for r in rows]
             )
             await conn.execute("DELETE FROM terrain_outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
-        log.info("outbox relayed", extra={"count": len(rows)})
+        if upto is None:
+            log.info("outbox relayed", extra={"count": len(rows)})
         return len(rows)
+
+    async def depth(self) -> int:
+        """Rows of this service not sent yet; exported as `terrain_outbox_depth`."""
+        n = int(await self.pool.fetchval("SELECT count(*) FROM terrain_outbox WHERE service = $1", self.service))
+        telemetry.OUTBOX_DEPTH.labels(service=self.service).set(n)
+        return n
 
     def start_relay(self, interval_s: float, min_age_s: float) -> None:
         async def loop() -> None:
@@ -175,6 +247,7 @@ class Outbox:
                 try:
                     while await self.relay_once(min_age_s) > 0:
                         pass
+                    await self.depth()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # the relay must outlive a database or broker outage

@@ -1,9 +1,12 @@
 """Kafka plumbing: broker factory, topic creation, keyed publishing, and the batch consumer with dead-lettering.
 
-Delivery model: a batch is committed only after its effects are stored (FastStream's NACK_ON_ERROR
-policy rewinds the batch on an error, so nothing is committed past unprocessed work). A message that
-can never succeed goes to the topic's dead-letter twin with the reason in its headers; a transient
-failure is retried with bounded backoff, then the batch is rewound and read again.
+Delivery model: a batch is committed only after its effects are stored. On an error the batch is
+rewound: every partition it spans is sought back to its earliest record (done here, and again by
+FastStream's NACK_ON_ERROR policy), so nothing is committed past unprocessed work. A message that can
+never succeed goes to the topic's dead-letter twin with the reason in its headers; a transient failure
+is retried with bounded backoff, then the batch is rewound and read again. When most recent messages
+fail (the dead-letter bound), the consumer pauses its partitions and stays stopped, not ready, until
+the process restarts: something is broken, and dead-lettering everything would hide it.
 """
 
 from __future__ import annotations
@@ -97,6 +100,9 @@ def make_broker(settings: TerrainSettings, service: str) -> KafkaBroker:
         log_level=logging.DEBUG,
         graceful_timeout=15.0,
         allow_auto_create_topics=False,
+        # A message counts as sent only once every in-sync replica has it (the outbox deletes rows after
+        # this acknowledgement). The embedded Tansu broker has one replica and accepts acks=all.
+        acks="all",
     )
 
 
@@ -204,21 +210,53 @@ class DeadLetterGuard:
         self._outcomes: collections.deque[bool] = collections.deque(maxlen=window)
         self._max_ratio = max_ratio
         self._min_samples = min(min_samples, window)
+        self.tripped: str | None = None
 
     def check(self, ok: int, failed: int) -> None:
-        """Record a batch's outcomes; raise if the failed share of the window is over the bound."""
+        """Record a batch's outcomes; raise if the failed share of the window is over the bound.
+
+        A batch whose failures alone reach the bound trips it even before the window has its minimum
+        of samples: a large batch of poison must not be dead-lettered whole. The window is kept, so
+        the guard stays tripped: the consumer stops until the process restarts.
+        """
+        if self.tripped is not None:
+            raise DeadLetterRateExceeded(self.tripped)
+        n_before = len(self._outcomes)
+        bad_before = n_before - sum(self._outcomes)
+        n = n_before + ok + failed
+        bad = bad_before + failed
+        if failed and n >= self._min_samples and bad / n > self._max_ratio:
+            self.tripped = (
+                f"{bad} of the last {n} messages failed (bound {self._max_ratio:.0%}); "
+                "refusing to dead-letter more"
+            )
+            raise DeadLetterRateExceeded(self.tripped)
         self._outcomes.extend([True] * ok)
         self._outcomes.extend([False] * failed)
-        n = len(self._outcomes)
-        if failed and n >= self._min_samples:
-            bad = n - sum(self._outcomes)
-            if bad / n > self._max_ratio:
-                # Forget the window so the consumer can recover once the cause is fixed and it restarts.
-                self._outcomes.clear()
-                raise DeadLetterRateExceeded(
-                    f"{bad} of the last {n} messages failed (bound {self._max_ratio:.0%}); "
-                    "refusing to dead-letter more"
-                )
+
+
+def _topic_partition(topic: str, partition: int) -> Any:
+    from aiokafka.structs import TopicPartition
+
+    return TopicPartition(topic, partition)
+
+
+def _rewind(consumer: Any, records: Sequence[Any]) -> None:
+    """Seek every partition a batch spans back to its earliest record, so a failed batch is read again whole.
+
+    FastStream's NACK does the same in the version pinned; doing it here keeps the guarantee whatever
+    the library does (a rewind of only the first partition would skip the others' records).
+    """
+    if consumer is None:
+        return
+    earliest: dict[tuple[str, int], int] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        if key not in earliest or r.offset < earliest[key]:
+            earliest[key] = r.offset
+    for (topic, partition), offset in earliest.items():
+        with contextlib.suppress(Exception):  # a partition revoked meanwhile: its new owner reads from the commit
+            consumer.seek(_topic_partition(topic, partition), offset)
 
 
 ProcessFn = Callable[[list[Decoded[M]]], Awaitable[list[Rejection]]]
@@ -236,8 +274,9 @@ def is_transient(exc: BaseException) -> bool:
         asyncpg.exceptions.SerializationError,
         asyncpg.exceptions.DeadlockDetectedError,
         asyncpg.exceptions.AdminShutdownError,
-        asyncpg.exceptions.InterfaceError,
         asyncpg.exceptions.ConnectionDoesNotExistError,
+        # Not InterfaceError: that is misuse of the driver (a closed pool, a concurrent operation), which no
+        # retry cures.
     )
     return isinstance(
         exc, (TransientError, ConnectionError, OSError, TimeoutError, KafkaError, *transient_pg)
@@ -269,16 +308,48 @@ class BatchConsumer(Generic[M]):
         self.clock = clock
         self.guard = DeadLetterGuard(settings.dlq_window, settings.dlq_max_ratio)
         self.health_key = f"consumer:{spec.name}"
+        self.topic_name = spec.name
         self.dlq_topic = spec.dlq
+        self.subscriber: Any = None
+        # Set when the dead-letter bound trips: the consumer stays stopped until the process restarts.
+        self.tripped: str | None = None
+        self.health_key_detail_set = False
+        self.last_progress = time.monotonic()
+        self.lag: dict[int, int] = {}
         health.set(self.health_key, True, "waiting for messages")
+        telemetry.DEAD_LETTER_BOUND_TRIPPED.labels(service=service, topic=spec.name).set(0)
 
     def register(self, broker: KafkaBroker, *, topic: str | None = None, dlq_topic: str | None = None) -> None:
         """Attach to a broker; `topic`/`dlq_topic` override the contract names (tests use unique names)."""
         s = self.settings
         topic_name = topic or self.spec.name
+        self.topic_name = topic_name
         self.dlq_topic = dlq_topic or dlq_name(topic_name)
 
-        @broker.subscriber(
+        async def _on_batch(msg: KafkaMessage) -> None:
+            raw = msg.raw_message
+            records = raw if isinstance(raw, tuple) else (raw,)
+            consumer = getattr(msg, "consumer", None)
+            if self.tripped is not None:
+                # Partitions newly assigned after a rebalance are not paused yet: pause them, keep the batch.
+                self._halt(consumer, records)
+                raise DeadLetterRateExceeded(self.tripped)
+            try:
+                await self.handle(
+                    [
+                        Record(r.topic, r.partition, r.offset, r.key, r.value or b"", tuple(r.headers or ()))
+                        for r in records
+                    ]
+                )
+            except DeadLetterRateExceeded:
+                self._halt(consumer, records)
+                raise
+            except BaseException:
+                _rewind(consumer, records)
+                raise
+            self._note_progress(consumer, records)
+
+        self.subscriber = broker.subscriber(
             topic_name,
             batch=True,
             group_id=self.group_id,
@@ -290,16 +361,71 @@ class BatchConsumer(Generic[M]):
             heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             title=f"{self.service}:{topic_name}",
+        )(_on_batch)
+
+    # --- stopping on the dead-letter bound ---------------------------------------------------------
+
+    def _halt(self, consumer: Any, records: Sequence[Any]) -> None:
+        """Stop consuming without leaving the group: pause every assigned partition and rewind the batch."""
+        _rewind(consumer, records)
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                consumer.pause(*consumer.assignment())
+        if self.tripped is None:
+            self.tripped = "dead-letter bound tripped"
+        if self.health_key_detail_set:
+            return
+        self.health_key_detail_set = True
+        self.health.set(self.health_key, False, f"stopped: {self.tripped}; fix the cause and restart")
+        telemetry.DEAD_LETTER_BOUND_TRIPPED.labels(service=self.service, topic=self.spec.name).set(1)
+        log.error(
+            "dead-letter bound tripped: consumer stopped",
+            extra={"topic": self.topic_name, "group": self.group_id, "reason": self.tripped},
         )
-        async def _on_batch(msg: KafkaMessage) -> None:
-            raw = msg.raw_message
-            records = raw if isinstance(raw, tuple) else (raw,)
-            await self.handle(
-                [
-                    Record(r.topic, r.partition, r.offset, r.key, r.value or b"", tuple(r.headers or ()))
-                    for r in records
-                ]
-            )
+
+    # --- lag and progress --------------------------------------------------------------------------
+
+    def _note_progress(self, consumer: Any, records: Sequence[Any]) -> None:
+        self.last_progress = time.monotonic()
+        if consumer is None:
+            return
+        last: dict[int, int] = {}
+        for r in records:
+            last[r.partition] = max(last.get(r.partition, -1), r.offset)
+        for partition, offset in last.items():
+            with contextlib.suppress(Exception):
+                end = consumer.highwater(_topic_partition(records[0].topic, partition))
+                if end is not None:
+                    self._set_lag(partition, max(0, end - offset - 1))
+
+    def _set_lag(self, partition: int, lag: int) -> None:
+        self.lag[partition] = lag
+        telemetry.CONSUMER_LAG.labels(service=self.service, topic=self.spec.name, partition=str(partition)).set(lag)
+
+    async def refresh_lag(self) -> None:
+        """Ask the broker for each assigned partition's end and set the lag gauge; flags a stuck consumer."""
+        consumer = getattr(self.subscriber, "consumer", None) if self.subscriber is not None else None
+        if consumer is None:
+            return
+        tps = list(consumer.assignment())
+        if not tps:
+            return
+        ends = await consumer.end_offsets(tps)
+        behind = 0
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            lag = max(0, ends.get(tp, 0) - (committed or 0))
+            behind += lag
+            self._set_lag(tp.partition, lag)
+        if self.tripped is not None:
+            return
+        idle_s = time.monotonic() - self.last_progress
+        stuck = behind > 0 and idle_s > self.settings.consumer_stuck_after_s
+        check = self.health.check(self.health_key)
+        if stuck:
+            self.health.set(self.health_key, False, f"stuck: {behind} behind, no progress for {idle_s:.0f}s")
+        elif check is not None and check.detail.startswith("stuck:"):
+            self.health.set(self.health_key, True, "consuming")
 
     async def handle(self, records: list[Record]) -> None:
         """Process one batch; returns only when its effects are stored and its rejects dead-lettered."""
@@ -314,7 +440,11 @@ class BatchConsumer(Generic[M]):
                 decoded.append(Decoded(rec, out))  # type: ignore[arg-type]
         if decoded:
             rejections += await self._process_isolating_poison(decoded)
-        self.guard.check(ok=len(records) - len(rejections), failed=len(rejections))
+        try:
+            self.guard.check(ok=len(records) - len(rejections), failed=len(rejections))
+        except DeadLetterRateExceeded as exc:
+            self.tripped = str(exc)
+            raise
         if rejections:
             now = self.clock()
             await self._with_retry(
@@ -332,6 +462,7 @@ class BatchConsumer(Generic[M]):
         telemetry.CONSUMED.labels(outcome="processed", **labels).inc(len(records) - len(rejections))
         telemetry.CONSUMED.labels(outcome="dead_lettered", **labels).inc(len(rejections))
         telemetry.BATCH_SECONDS.labels(**labels).observe(time.perf_counter() - started)
+        self.last_progress = time.monotonic()
         self.health.set(self.health_key, True, "consuming")
 
     async def _process_isolating_poison(self, items: list[Decoded[M]]) -> list[Rejection]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -36,7 +38,9 @@ class ServiceRuntime:
         self.use_database = use_database
         # Tests map a contract topic to a uniquely named one; production uses the contract names.
         self.topic_overrides = topic_overrides or {}
-        self.health = telemetry.Health()
+        self.health = telemetry.Health(service)
+        self.consumers: list[BatchConsumer[Any]] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self.broker = make_broker(settings, service)
         self.publisher = Publisher(self.broker, service)
         self._pool: asyncpg.Pool | None = None
@@ -77,17 +81,28 @@ class ServiceRuntime:
             health=self.health,
         )
         c.register(self.broker, topic=self.topic(spec), dlq_topic=self.topic(spec.dlq))
+        self.consumers.append(c)
         return c
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            # A start-up failure must not leak what was opened (the pool, the broker's connections).
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         s = self.settings
         if self.use_database:
             self.health.set("database", False, "connecting")
+            log.info("database", extra={"service": self.service, "database": db.describe_url(s.database_url)})
             self._pool = await db.create_pool(
                 s.database_url, min_size=s.db_pool_min_size, max_size=s.db_pool_max_size
             )
-            await db.migrate(self._pool, "kernel", "terrain")
-            if self.migrations_package:
+            if s.migrate_on_start:
+                await db.migrate(self._pool, "kernel", "terrain")
+            if self.migrations_package and s.migrate_on_start:
                 await db.migrate(self._pool, self.service, self.migrations_package)
             self._outbox = db.Outbox(self._pool, self.publisher, self.service)
             self.health.set("database", True, "connected")
@@ -104,13 +119,65 @@ class ServiceRuntime:
         self.health.set("broker", True, "connected")
         if self._outbox is not None:
             self._outbox.start_relay(s.outbox_relay_interval_s, s.outbox_relay_min_age_s)
+            self._tasks.append(asyncio.create_task(self._prune_loop(), name=f"prune-{self.service}"))
+        self._tasks.append(asyncio.create_task(self._probe_loop(), name=f"probe-{self.service}"))
         for hook in self.on_started:
             await hook()
         self.health.started = True
+        self.health.set("started", True, "")
         log.info("service started", extra={"service": self.service})
+
+    async def probe_once(self) -> None:
+        """Check the database and the broker answer, and refresh consumer lag (and stuck detection)."""
+        timeout = max(1.0, min(5.0, self.settings.health_probe_interval_s))
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.fetchval("SELECT 1"), timeout)
+                self.health.set("database", True, "connected")
+            except Exception as exc:
+                self.health.set("database", False, f"unreachable: {type(exc).__name__}")
+        try:
+            reachable = await self.broker.ping(timeout)
+        except Exception:
+            reachable = False
+        self.health.set("broker", reachable, "connected" if reachable else "unreachable")
+        if reachable:
+            for c in self.consumers:
+                try:
+                    await asyncio.wait_for(c.refresh_lag(), timeout)
+                except Exception as exc:
+                    log.debug("lag refresh failed: %s", type(exc).__name__)
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.health_probe_interval_s)
+            try:
+                await self.probe_once()
+            except Exception:
+                log.exception("health probe failed")
+
+    async def _prune_loop(self) -> None:
+        s = self.settings
+        while True:
+            try:
+                await db.prune_processed(
+                    self.pool, self.service, s.processed_retention_hours * 3600, s.processed_prune_batch
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database may be away: try again next time
+                log.warning("pruning processed-message records failed: %s", type(exc).__name__)
+            await asyncio.sleep(s.processed_prune_interval_s)
 
     async def stop(self) -> None:
         self.health.started = False
+        self.health.set("started", False, "stopping")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
         for hook in self.on_stopping:
             try:
                 await hook()
@@ -118,7 +185,8 @@ class ServiceRuntime:
                 log.exception("stop hook failed")
         if self._outbox is not None:
             await self._outbox.stop_relay()
-        await self.broker.stop()
+        with contextlib.suppress(Exception):
+            await self.broker.stop()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

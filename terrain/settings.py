@@ -34,6 +34,9 @@ class TerrainSettings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1, description="Partitions per topic when Terrain creates it.")
     topic_replication_factor: int = Field(default=1, ge=1)
     create_topics: bool = Field(default=True, description="Create the topics a service uses at start.")
+    migrate_on_start: bool = Field(
+        default=True, description="Apply pending migrations at start; false where `terrain migrate` runs as a Job."
+    )
 
     kafka_fetch_max_wait_ms: int = Field(
         default=50, ge=1,
@@ -55,4 +58,18 @@ class TerrainSettings(BaseSettings):
     db_pool_max_size: int = 5
 
     outbox_relay_interval_s: float = Field(default=2.0, gt=0)
-    outbox_relay_min_age_s: float = Field(default=5.0, ge=0)
+    outbox_relay_min_age_s: float = Field(
+        default=5.0, ge=0,
+        description="The relay leaves younger rows to the transaction that wrote them (it sends them itself).",
+    )
+
+    # Readiness: the database and broker are probed, and a consumer behind with no progress is stuck.
+    health_probe_interval_s: float = Field(default=5.0, gt=0)
+    consumer_stuck_after_s: float = Field(
+        default=120.0, gt=0, description="A consumer with lag and no finished batch for this long is not ready."
+    )
+
+    # Processed-message records make redeliveries no-ops; keep them longer than any redelivery can come.
+    processed_retention_hours: float = Field(default=168.0, gt=0)
+    processed_prune_batch: int = Field(default=10_000, ge=1, description="Rows deleted per prune statement.")
+    processed_prune_interval_s: float = Field(default=600.0, gt=0)

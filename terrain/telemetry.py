@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -15,7 +16,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 from terrain.settings import TerrainSettings
 
@@ -33,6 +34,23 @@ BATCH_SECONDS = Histogram(
     ["service", "topic"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+CONSUMER_LAG = Gauge(
+    "terrain_consumer_lag",
+    "Messages behind the end of the partition (updated per batch and periodically).",
+    ["service", "topic", "partition"],
+)
+DEAD_LETTER_BOUND_TRIPPED = Gauge(
+    "terrain_consumer_dead_letter_bound_tripped",
+    "1 while a consumer has stopped because most recent messages failed (the dead-letter bound tripped).",
+    ["service", "topic"],
+)
+OUTBOX_DEPTH = Gauge("terrain_outbox_depth", "Messages in the outbox not yet sent.", ["service"])
+PROCESSED_PRUNED = Counter(
+    "terrain_processed_messages_pruned_total",
+    "Processed-message records deleted after the retention window.",
+    ["service"],
+)
+READY = Gauge("terrain_ready", "1 when the service is ready (database, broker and consumers ok).", ["service"])
 HTTP_REQUESTS = Counter(
     "terrain_http_requests_total", "HTTP requests served, by route template and status class.",
     ["service", "route", "status"],
@@ -123,20 +141,32 @@ class Check:
 class Health:
     """Readiness of a service's parts (database, consumers, broker); /readyz is ready when all are ok."""
 
-    def __init__(self) -> None:
+    def __init__(self, service: str = "") -> None:
         self._checks: dict[str, Check] = {}
         self.started = False
+        self.service = service
 
     def set(self, name: str, ok: bool, detail: str = "") -> None:
         self._checks[name] = Check(ok, detail)
+        self._export()
+
+    def check(self, name: str) -> Check | None:
+        return self._checks.get(name)
 
     def ready(self) -> bool:
         return self.started and all(c.ok for c in self._checks.values())
 
+    def _export(self) -> None:
+        if self.service:
+            READY.labels(service=self.service).set(1 if self.ready() else 0)
+
     def report(self) -> dict[str, Any]:
+        self._export()
         return {
             "ready": self.ready(),
             "started": self.started,
+            # Which process answers: `terrain up` checks it is one of its own, not a leftover on the port.
+            "pid": os.getpid(),
             "checks": {k: {"ok": c.ok, "detail": c.detail} for k, c in sorted(self._checks.items())},
         }
 
@@ -165,6 +195,29 @@ def token_guard(settings: TerrainSettings) -> Callable[..., Any]:
     return require_token
 
 
+DOCS_ASSETS = "/docs-assets"
+
+
+def _serve_docs_offline(app: FastAPI) -> None:
+    """`/docs` with the Swagger UI files of the installed `swagger-ui-bundle` package: no CDN, works offline."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
+
+
 def build_http_app(
     *,
     service: str,
@@ -173,7 +226,11 @@ def build_http_app(
     description: str = "",
 ) -> FastAPI:
     """The FastAPI app every service starts from: /healthz, /readyz, /metrics and clear 422 errors."""
-    app = FastAPI(title=f"Terrain {service}", description=description, lifespan=lifespan)  # type: ignore[arg-type]
+    app = FastAPI(
+        title=f"Terrain {service}", description=description, lifespan=lifespan,  # type: ignore[arg-type]
+        docs_url=None, redoc_url=None,
+    )
+    _serve_docs_offline(app)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -193,8 +250,8 @@ def build_http_app(
         return response
 
     @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "service": service}
+    async def healthz() -> dict[str, str | int]:
+        return {"status": "ok", "service": service, "pid": os.getpid()}
 
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> JSONResponse:

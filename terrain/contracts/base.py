@@ -8,6 +8,10 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+# The schema version Terrain's producers write. Readers accept any later one on the same topic: see
+# `Envelope.schema_version` and docs/contracts/README.md (schema evolution).
+SCHEMA_VERSION = 1
+
 # One namespace for every id Terrain derives, so ids are stable across processes and releases.
 TERRAIN_NAMESPACE = uuid.UUID("6f1c2a4e-2b7d-5c1e-9a0f-7e3d2c1b0a99")
 
@@ -47,4 +51,12 @@ class Envelope(Contract):
     )
     occurred_at: AwareDatetime = Field(description="When the fact this message reports happened (ISO 8601).")
     producer: str = Field(min_length=1, max_length=200, description="The system or service that produced it.")
-    schema_version: int = Field(default=1, ge=1, le=1, description="Version of this topic's schema.")
+    schema_version: int = Field(
+        default=SCHEMA_VERSION,
+        ge=1,
+        description=(
+            "Minor version of this topic's schema. Within a topic (whose name carries the major, `.v1`) "
+            "versions only add optional fields, so consumers read any version >= 1 and ignore what they "
+            "do not know; a change old readers cannot read gets a new topic."
+        ),
+    )

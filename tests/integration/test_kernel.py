@@ -11,7 +11,7 @@ import pytest
 from terrain import db
 from terrain.contracts import CommentMessage, comment_id_for
 from terrain.contracts.comments import Comment
-from terrain.kafka import Decoded, OutMessage, Rejection
+from terrain.kafka import Decoded, OutMessage, Rejection, ensure_topics
 from terrain.runtime import ServiceRuntime
 from terrain.settings import TerrainSettings
 from terrain.topics import COMMENTS, COMMENTS_SCORED
@@ -118,5 +118,137 @@ async def test_concurrent_migrations_apply_once(schema_url):
     finally:
         for p in pools:
             await p.close()
-    assert sorted(len(r) for r in results) == [0, 0, 1]
-    assert [r["version"] for r in rows] == [1]
+    kernel_migrations = len(db.migration_files("terrain"))
+    assert sorted(len(r) for r in results) == [0, 0, kernel_migrations]
+    assert sorted(r["version"] for r in rows) == list(range(1, kernel_migrations + 1))
+
+
+# --- the delivery-path defects of the fault review ----------------------------------------------------
+
+
+def _acks_of(rt: ServiceRuntime) -> object:
+    real = rt.broker.config.producer._producer  # FastStream's holder of the aiokafka producer
+    return real.producer._sender._acks
+
+
+async def test_producers_wait_for_every_in_sync_replica(settings_kwargs, topic_overrides, kafka_bootstrap):
+    rt = ServiceRuntime("kerneltest", TerrainSettings(**settings_kwargs), use_database=False,
+                        topic_overrides=topic_overrides)
+    await rt.start()
+    try:
+        assert _acks_of(rt) == -1  # aiokafka's spelling of acks=all
+        topic = topic_overrides[COMMENTS_SCORED.name]
+        await rt.publisher.publish([OutMessage(topic, "c", b'{"n": 1}')])  # and Tansu accepts it
+        assert len(await consume(kafka_bootstrap, topic, expect=1, timeout_s=10)) == 1
+    finally:
+        await rt.stop()
+
+
+async def test_a_start_up_failure_closes_the_database_pool(settings_kwargs, topic_overrides):
+    rt = ServiceRuntime("kerneltest", TerrainSettings(**settings_kwargs), topic_overrides=topic_overrides)
+
+    async def fail() -> None:
+        raise RuntimeError("a start hook failed")
+
+    rt.on_started.append(fail)
+    with pytest.raises(RuntimeError, match="start hook"):
+        await rt.start()
+    assert rt._pool is None  # closed, not leaked
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = rt.pool
+
+
+async def test_outbox_flush_and_relay_never_send_twice_and_keep_each_key_in_order(
+    settings_kwargs, topic_overrides, kafka_bootstrap
+):
+    # The relay sends anything committed (age 0), so it races every flush: the rows must still go out once.
+    settings = TerrainSettings(**{**settings_kwargs, "outbox_relay_min_age_s": 0.0, "outbox_relay_interval_s": 0.01})
+    rt = ServiceRuntime("kerneltest", settings, topic_overrides=topic_overrides)
+    await rt.start()
+    topic = topic_overrides[COMMENTS_SCORED.name]
+    keys = ["a", "b", "c"]
+    try:
+        async def writer(key: str) -> None:
+            for n in range(40):
+                msg = OutMessage(topic, key, b'{"k": "%s", "n": %d}' % (key.encode(), n))
+                async with rt.pool.acquire() as conn, conn.transaction():
+                    ids = await rt.outbox.enqueue(conn, [msg])
+                await rt.outbox.flush(ids, [msg])
+
+        await asyncio.gather(*(writer(k) for k in keys), *(rt.outbox.relay_once(0.0) for _ in range(20)))
+        got = await consume(kafka_bootstrap, topic, expect=120, timeout_s=30, settle_s=2.0)
+        depth = await rt.outbox.depth()
+    finally:
+        await rt.stop()
+    import json
+
+    bodies = [json.loads(r.value) for r in got]
+    assert len(bodies) == 120, f"{len(bodies)} sent for 120 rows"
+    for key in keys:
+        sequence = [b["n"] for b in bodies if b["k"] == key]
+        sent_order = [json.loads(r.value)["n"] for r in sorted(got, key=lambda r: r.offset) if r.key == key.encode()]
+        assert sorted(sequence) == list(range(40))
+        assert sent_order == list(range(40)), f"key {key} out of order"
+    assert depth == 0
+    from prometheus_client import REGISTRY
+
+    assert REGISTRY.get_sample_value("terrain_outbox_depth", {"service": "kerneltest"}) == 0
+
+
+async def test_processed_records_are_pruned_after_the_window_in_bounded_batches(schema_url):
+    from prometheus_client import REGISTRY
+
+    pool = await db.create_pool(schema_url)
+    try:
+        await db.migrate(pool, "kernel", "terrain")
+        await pool.execute(
+            """INSERT INTO terrain_processed_messages (consumer, message_id, processed_at)
+               SELECT 'svc', 'old-' || i, now() - interval '8 days' FROM generate_series(1, 25) i"""
+        )
+        async with pool.acquire() as conn, conn.transaction():
+            await db.claim_new(conn, "svc", ["fresh-1", "fresh-2"])
+        before = REGISTRY.get_sample_value("terrain_processed_messages_pruned_total", {"service": "prunetest"}) or 0
+        assert await db.prune_processed(pool, "prunetest", retention_s=7 * 86400, batch=10) == 25
+        left = sorted(r["message_id"] for r in await pool.fetch("SELECT message_id FROM terrain_processed_messages"))
+        after = REGISTRY.get_sample_value("terrain_processed_messages_pruned_total", {"service": "prunetest"})
+    finally:
+        await pool.close()
+    assert left == ["fresh-1", "fresh-2"]
+    assert after - before == 25
+
+
+async def test_a_failed_batch_spanning_partitions_is_read_again_whole(
+    settings_kwargs, topic_overrides, kafka_bootstrap
+):
+    # One batch holds records of four partitions; its first attempt fails for good (no retries left), so the
+    # batch must be read again from each partition's first record: nothing skipped, nothing committed early.
+    settings = TerrainSettings(**{**settings_kwargs, "retry_attempts": 1, "batch_max_records": 1000,
+                                  "batch_timeout_ms": 500, "topic_partitions": 4})
+    rt = ServiceRuntime("kerneltest", settings, use_database=False, topic_overrides=topic_overrides)
+    seen: list[str] = []
+    batches: list[set[int]] = []
+    failed = {"done": False}
+
+    async def process(batch: list[Decoded[CommentMessage]]) -> list[Rejection]:
+        partitions = {d.record.partition for d in batch}
+        if not failed["done"] and len(partitions) > 1:
+            failed["done"] = True
+            batches.append(partitions)
+            raise ConnectionError("database away")  # transient, retries exhausted: the batch is rewound
+        seen.extend(d.message.message_id for d in batch)
+        return []
+
+    topic = topic_overrides[COMMENTS.name]
+    await ensure_topics(kafka_bootstrap, [topic], partitions=4)
+    await produce(kafka_bootstrap, topic, [(f"community-{i % 8}", message(i)) for i in range(200)])
+    rt.consumer(COMMENTS, process)
+    await rt.start()
+    try:
+        for _ in range(200):
+            if len(set(seen)) >= 200:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await rt.stop()
+    assert failed["done"] and len(batches[0]) > 1, "the test needs a failed batch over several partitions"
+    assert sorted(set(seen)) == sorted(f"m-{i}" for i in range(200)), f"{200 - len(set(seen))} skipped"

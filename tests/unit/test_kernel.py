@@ -70,3 +70,100 @@ def test_guard_stops_when_most_messages_fail():
 def test_guard_needs_enough_samples():
     guard = DeadLetterGuard(window=100, max_ratio=0.5, min_samples=20)
     guard.check(ok=0, failed=3)  # three bad messages at start-up are not a broken pipeline
+
+
+# --- issue: the dead-letter bound, schema evolution, transient errors, offline docs, readiness ---------
+
+
+def test_guard_trips_on_one_large_batch_of_poison():
+    guard = DeadLetterGuard(window=200, max_ratio=0.5, min_samples=20)
+    with pytest.raises(DeadLetterRateExceeded):
+        guard.check(ok=0, failed=500)  # a large all-poison batch must not be dead-lettered whole
+
+
+def test_guard_stays_tripped_rather_than_dead_lettering_small_batches_after():
+    guard = DeadLetterGuard(window=100, max_ratio=0.5)
+    with pytest.raises(DeadLetterRateExceeded):
+        guard.check(ok=0, failed=40)
+    with pytest.raises(DeadLetterRateExceeded):
+        guard.check(ok=0, failed=2)  # the window was not forgotten: still refusing
+
+
+def envelope(version: object) -> bytes:
+    import json
+
+    body = json.loads(GOOD)
+    body["schema_version"] = version
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("version", [1, 2, 7])
+def test_newer_schema_versions_are_read(version: int):
+    out = decode(InboundCommentMessage, rec(envelope(version)))
+    assert isinstance(out, InboundCommentMessage), out
+    assert out.schema_version == version
+
+
+@pytest.mark.parametrize("version", [0, -1, "two", 1.5, None])
+def test_unreadable_schema_versions_are_refused(version: object):
+    out = decode(InboundCommentMessage, rec(envelope(version)))
+    assert isinstance(out, Rejection) and "schema_version" in out.reason
+
+
+def test_driver_misuse_is_not_transient_but_a_lost_connection_is():
+    import asyncpg
+
+    from terrain.kafka import is_transient
+
+    assert not is_transient(asyncpg.exceptions.InterfaceError("cannot perform operation: pool is closed"))
+    assert is_transient(asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"))
+    assert is_transient(ConnectionRefusedError())
+
+
+def _app():
+    from contextlib import asynccontextmanager
+
+    from terrain.telemetry import Health, build_http_app
+
+    health = Health("unittest")
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+
+    return health, build_http_app(service="unittest", health=health, lifespan=lifespan)
+
+
+async def test_docs_work_offline_from_the_installed_package():
+    import re
+
+    import httpx
+
+    _, app = _app()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        page = await client.get("/docs")
+        assert page.status_code == 200
+        external = re.findall(r"""(?:src|href)=["'](https?://[^"']+)""", page.text)
+        assert external == [], f"/docs loads from the network: {external}"
+        assets = re.findall(r"""(?:src|href)=["'](/[^"']+)""", page.text)
+        assert any(a.endswith(".js") for a in assets)
+        for asset in assets:
+            assert (await client.get(asset)).status_code == 200, asset
+
+
+async def test_readiness_names_its_process_and_exports_a_gauge():
+    import os
+
+    import httpx
+    from prometheus_client import REGISTRY
+
+    health, app = _app()
+    health.started = True
+    health.set("database", False, "unreachable: OSError")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        got = await client.get("/readyz")
+        assert got.status_code == 503 and got.json()["pid"] == os.getpid()
+        assert REGISTRY.get_sample_value("terrain_ready", {"service": "unittest"}) == 0
+        health.set("database", True, "connected")
+        assert (await client.get("/readyz")).status_code == 200
+        assert REGISTRY.get_sample_value("terrain_ready", {"service": "unittest"}) == 1
