@@ -150,6 +150,7 @@ class Incident:
     ack_deadline: datetime | None = None
     step: int = 0  # the policy step paging now (1-based); 0: nobody is being paged
     step_fence: int = 0  # bumped by every change of who is paged; a timer from an older fence is stale
+    paged_step: int = 0  # the last step whose page was really sent (not muted)
     field_requested_at: datetime | None = None
     reopened: int = 0
     seq: int = 0
@@ -521,7 +522,7 @@ class Engine:
             self._escalation(inc, escalation_id, EscalationTarget.human, trigger, now, step=step_no, names=names)
         )
         fx.notices.extend(notices)
-        return inc
+        return replace(inc, paged_step=step_no)
 
     def _field(self, inc: Incident, trigger: str, params: Mapping[str, str], now: datetime, book: Book,
                fx: Effects, community: Iterable[Incident]) -> Incident:
@@ -572,33 +573,53 @@ class Engine:
 
     def _cascade(self, inc: Incident, thread: Mapping[str, Seen], at: datetime, book: Book
                  ) -> dict[str, str] | None:
-        """Reason params when the thread's recent comments make a cascade, else None."""
+        """Reason params when the thread's comments make a cascade in a window containing `at`, else None.
+
+        Windows end at `at` or at any later comment within one window length, so a reply that arrives
+        after the replies written after it still completes the cascade it belongs to.
+        """
         rules = inc.policy.cascade
-        recent = [s for s in thread.values() if not s.removed and at - rules.window <= s.created_at <= at]
-        negatives = sum(1 for s in recent if s.sure_negative)
-        if negatives < rules.min_negatives or len(recent) < rules.min_comments:
-            return None
-        share = negatives / len(recent)
-        base = self.baseline_share(book, inc.community_id, at, inc.policy)
-        if share < max(rules.min_share, (base or 0.0) + rules.above_baseline):
-            return None
-        return {
-            "negatives": str(negatives), "comments": str(len(recent)), "thread_id": inc.thread_id,
-            "window": render.duration(rules.window.total_seconds(), inc.language),
-            "baseline_share": _percent(base) if base is not None else "",
-        }
+        live = sorted(
+            (s for s in thread.values() if not s.removed and at - rules.window <= s.created_at <= at + rules.window),
+            key=lambda s: (s.created_at, s.comment_id),
+        )
+        start = 0
+        for end_i, end in enumerate(live):
+            if end.created_at < at:
+                continue
+            while live[start].created_at < end.created_at - rules.window:
+                start += 1
+            recent = live[start:end_i + 1]
+            negatives = [s for s in recent if s.sure_negative]
+            authors = {s.author_key or f"comment:{s.comment_id}" for s in negatives}
+            if (len(negatives) < rules.min_negatives or len(recent) < rules.min_comments
+                    or len(authors) < rules.min_authors):
+                continue
+            share = len(negatives) / len(recent)
+            base = self.baseline_share(book, inc.community_id, end.created_at, inc.policy)
+            if share < max(rules.min_share, (base or 0.0) + rules.above_baseline):
+                continue
+            return {
+                "negatives": str(len(negatives)), "comments": str(len(recent)), "thread_id": inc.thread_id,
+                "window": render.duration(rules.window.total_seconds(), inc.language),
+                "baseline_share": _percent(base) if base is not None else "",
+            }
+        return None
 
     @staticmethod
     def baseline_share(book: Book, community_id: str, at: datetime, policy: CommunityPolicy) -> float | None:
-        """The community's usual negative share over the spike lookback before `at` (None: no history yet)."""
+        """The community's usual negative share before the cascade window ending at `at` (None: too little
+        history to say). Buckets that overlap the window are left out, so a cascade is not its own baseline."""
         size = policy.spike.bucket
-        current = bucket_start(at, size)
-        since = current - size * policy.spike.lookback_buckets
+        until = bucket_start(at - policy.cascade.window, size)
+        since = until - size * policy.spike.lookback_buckets
         total = Bucket()
         for start, b in book.buckets.get(community_id, {}).items():
-            if since <= start < current:
+            if since <= start < until:
                 total = total.plus(b)
-        return total.negatives / total.comments if total.comments else None
+        if total.comments < policy.cascade.baseline_min_comments:
+            return None
+        return total.negatives / total.comments
 
     @staticmethod
     def spike(book: Book, community_id: str, bucket: datetime, policy: CommunityPolicy
@@ -728,8 +749,10 @@ class Engine:
             return
         flags = charter_flags(msg, policy)
         is_evidence = bool(flags) or sure
-        incident = book.open_by_thread.get(thread_key)
         community = self._community(book, c.community_id)
+        if sure:
+            self._spike_grows(c.community_id, now, book, fx, community)
+        incident = book.open_by_thread.get(thread_key)
         if incident is None:
             resolved = book.resolved_by_thread.get(thread_key)
             if resolved is not None and is_evidence and resolved.resolved_at is not None and (
@@ -835,7 +858,7 @@ class Engine:
         c = msg.comment
         inc = replace(
             inc, state=IncidentState.open, resolved_at=None, acknowledged_at=None, reopened=inc.reopened + 1,
-            level=IncidentLevel.respond, step=0, step_fence=inc.step_fence + 1, ack_deadline=None,
+            level=IncidentLevel.respond, step=0, paged_step=0, step_fence=inc.step_fence + 1, ack_deadline=None,
             negatives_since_ack=0, field_requested_at=None,
         )
         inc, step = _step(
@@ -844,6 +867,21 @@ class Engine:
         )
         fx.steps.append(step)
         return inc
+
+    def _spike_grows(self, community_id: str, now: datetime, book: Book, fx: Effects,
+                     community: list[Incident]) -> None:
+        """A community-wide spike someone acknowledged that keeps drawing negatives: to the field."""
+        spike = book.open_by_thread.get((community_id, SPIKE_THREAD))
+        if spike is None or spike.state is not IncidentState.acknowledged or spike.field_requested_at:
+            return
+        grown = replace(spike, negatives_since_ack=spike.negatives_since_ack + 1,
+                        negative_count=spike.negative_count + 1, updated_at=now)
+        # Community-wide, a handful of negatives is noise: the bar is the spike's own minimum.
+        bar = max(grown.policy.field.grew_after_ack, grown.policy.spike.min_negatives)
+        if grown.negatives_since_ack >= bar:
+            grown = self._field(grown, "grew_after_ack", {"count": str(grown.negatives_since_ack)}, now, book, fx,
+                                community)
+        self._save(book, fx, grown)
 
     def _spike(self, community_id: str, bucket: datetime, at: datetime, book: Book, now: datetime,
                fx: Effects) -> None:
@@ -888,11 +926,18 @@ class Engine:
             if timer.fence != inc.step_fence or inc.state is not IncidentState.open or not inc.step:
                 return fx, f"stale: fence {timer.fence} is not the incident's {inc.step_fence}"
             deadline = render.when(timer.due_at, inc.language)
-            if inc.step < len(inc.policy.steps):
+            if inc.paged_step < inc.step:
+                # This step's page was muted: nobody has had the chance to acknowledge it, so run it again
+                # (it is sent if the silence is over) rather than moving on to the next person or the field.
+                detail = render.reason("repeat", {}, inc.language)
+                inc = self._page(inc, inc.step, "repeat", detail, now, book, fx, community)
+                why = f"step {inc.step} was muted: run again"
+            elif inc.step < len(inc.policy.steps):
                 detail = render.reason("ack_timeout", {"deadline": deadline}, inc.language)
                 inc = self._page(inc, inc.step + 1, "ack_timeout", detail, now, book, fx, community)
                 why = f"step {inc.step} paged"
-            elif inc.policy.field.enabled and inc.field_requested_at is None:
+            elif (inc.policy.field.enabled and inc.policy.field.after_last_step
+                  and inc.field_requested_at is None):
                 inc = self._field(inc, "policy_end", {}, now, book, fx, community)
                 # Keep reminding the last step while nobody acknowledges.
                 inc = replace(inc, step_fence=inc.step_fence + 1)

@@ -65,8 +65,12 @@ class CascadeRules(_Strict):
     min_negatives: int = Field(default=3, ge=1)
     min_comments: int = Field(default=3, ge=1)
     min_share: float = Field(default=0.5, gt=0, le=1)
-    # The thread's negative share must also beat the community's usual share by this margin.
+    # A pile-up is several people: one author's repeated negatives are a troll or a regular, not a cascade.
+    min_authors: int = Field(default=2, ge=1)
+    # The thread's negative share must also beat the community's usual share by this margin, once the
+    # community has at least `baseline_min_comments` comments of history before the window.
     above_baseline: float = Field(default=0.2, ge=0, le=1)
+    baseline_min_comments: int = Field(default=20, ge=1)
 
 
 class SpikeRules(_Strict):
@@ -91,6 +95,8 @@ class FieldRules(_Strict):
     grew_after_ack: int = Field(default=3, ge=1)
     # A human-level incident about a place (the comment or the community carries one).
     on_place: bool = True
+    # When every step ran unacknowledged: ask for the field (otherwise keep paging the last step).
+    after_last_step: bool = False
 
 
 class StepRule(_Strict):
@@ -138,14 +144,14 @@ class CommunityPolicy(_Strict):
 
 
 class Person(_Strict):
-    name: str = Field(min_length=1)
+    name: str | None = Field(default=None, min_length=1, description="Display name; defaults to the key.")
     email: str | None = None
     webhook: str | None = None
 
     @model_validator(mode="after")
     def _reachable(self) -> Person:
         if not self.email and not self.webhook:
-            raise ValueError(f"person {self.name!r} needs an email or a webhook")
+            raise ValueError("a person needs an email or a webhook")
         return self
 
 
@@ -210,30 +216,6 @@ class PolicyFile(_Strict):
         ]
     )
 
-    @model_validator(mode="after")
-    def _references_resolve(self) -> PolicyFile:
-        errors: list[str] = []
-        for name, rota in self.rotas.items():
-            errors += [f"rotas.{name}.people: no person {p!r}" for p in rota.people if p not in self.people]
-        policies = [("defaults", self.defaults)]
-        for cid in self.communities:
-            policies.append((f"communities.{cid}", self.community(cid)))
-        for where, pol in policies:
-            for i, step in enumerate(pol.steps):
-                for ref in step.notify:
-                    kind, _, name = ref.partition(":")
-                    known = set(self.rotas if kind == "rota" else self.channels if kind == "channel" else self.people)
-                    if name not in known and not (kind == "rota" and name == "oncall" and not self.rotas):
-                        errors.append(f"{where}.steps.{i}.notify: no {kind} {name!r}")
-            for level, refs in pol.routes.items():
-                errors += [
-                    f"{where}.routes.{level}: no channel {r.partition(':')[2]!r}"
-                    for r in refs if r.partition(":")[2] not in self.channels
-                ]
-        if errors:
-            raise ValueError("; ".join(errors))
-        return self
-
     def community(self, community_id: str) -> CommunityPolicy:
         """The defaults with the community's overrides merged over them, key by key."""
         override = self.communities.get(community_id)
@@ -262,26 +244,91 @@ class PolicyError(ValueError):
         self.errors = errors
 
 
-def parse_policy(data: Any, source: str = "policy") -> PolicyFile:
-    """Validate a parsed policy document; raise PolicyError naming every bad path."""
-    try:
-        policy = PolicyFile.model_validate(data if data is not None else {})
-    except ValidationError as exc:
-        raise PolicyError(source, [_describe(e) for e in exc.errors(include_url=False)]) from exc
+def reference_errors(data: dict[str, Any]) -> list[str]:
+    """Every step, rota and route that names a person, rota or channel the file does not define.
+
+    Read from the raw document, so a section that fails validation for another reason still has its
+    references checked (one run of `terrain policy check` lists every problem).
+    """
+    def names(key: str) -> set[str]:
+        section = data.get(key)
+        return set(section) if isinstance(section, dict) else set()
+
+    known = {"rota": names("rotas"), "channel": names("channels"), "person": names("people")}
     errors: list[str] = []
+    for name, rota in (data.get("rotas") or {}).items() if isinstance(data.get("rotas"), dict) else ():
+        people = rota.get("people") if isinstance(rota, dict) else None
+        for person in people if isinstance(people, list) else ():
+            if person not in known["person"]:
+                errors.append(f"rotas.{name}.people: no person {person!r}")
+    scopes: list[tuple[str, Any]] = [("defaults", data.get("defaults"))]
+    communities = data.get("communities")
+    if isinstance(communities, dict):
+        scopes += [(f"communities.{cid}", over) for cid, over in communities.items()]
+    for where, pol in scopes:
+        if not isinstance(pol, dict):
+            continue
+        for i, step in enumerate(pol.get("steps") or []):
+            refs = step.get("notify") if isinstance(step, dict) else None
+            for ref in refs if isinstance(refs, list) else ():
+                kind, _, name = str(ref).partition(":")
+                # `rota:oncall` with no rota defined pages through terrain.escalations.v1 only.
+                if kind in known and name not in known[kind] and not (
+                    kind == "rota" and name == "oncall" and not known["rota"]
+                ):
+                    errors.append(f"{where}.steps.{i}.notify: no {kind} {name!r}")
+        routes = pol.get("routes")
+        for level, refs in routes.items() if isinstance(routes, dict) else ():
+            for ref in refs if isinstance(refs, list) else ():
+                kind, _, name = str(ref).partition(":")
+                if kind != "channel" or name not in known["channel"]:
+                    errors.append(f"{where}.routes.{level}: {ref!r} is not a defined channel:<name>")
+    return errors
+
+
+_SECTIONS = ("defaults", "communities", "channels", "people", "rotas", "inhibit")
+
+
+def parse_policy(data: Any, source: str = "policy") -> PolicyFile:
+    """Validate a parsed policy document section by section; raise PolicyError listing every bad path."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise PolicyError(source, [f"(file): expected a mapping with {', '.join(_SECTIONS)}"])
+    errors = [f"{key}: unknown section (expected {', '.join(_SECTIONS)})" for key in data if key not in _SECTIONS]
+    sections: dict[str, Any] = {}
+    for key in _SECTIONS:
+        if key not in data:
+            continue
+        try:
+            if key == "defaults":
+                sections[key] = CommunityPolicy.model_validate(data[key] if data[key] is not None else {})
+            else:
+                sections[key] = PolicyFile.model_validate({key: data[key]})
+        except ValidationError as exc:
+            # Defaults are validated on their own, so their paths need the section name put back.
+            prefix = "defaults" if key == "defaults" else None
+            errors += [_describe(e, prefix) for e in exc.errors(include_url=False)]
+    # Go on past a bad section, so one run lists every problem; a bad section counts as absent below.
+    defaults = sections.get("defaults", CommunityPolicy())
+    policy = PolicyFile.model_validate({
+        **{k: data[k] for k in sections if k != "defaults"}, "defaults": defaults,
+    })
     for cid in policy.communities:
         try:
             policy.community(cid)
         except ValidationError as exc:
             errors += [f"communities.{cid}." + _describe(e) for e in exc.errors(include_url=False)]
+    errors += reference_errors(data)
     if errors:
         raise PolicyError(source, errors)
     return policy
 
 
-def _describe(err: Any) -> str:
-    loc = ".".join(str(p) for p in err["loc"]) or "(file)"
-    return f"{loc}: {err['msg']}"
+def _describe(err: Any, prefix: str | None = None) -> str:
+    parts = [str(p) for p in err["loc"]]
+    loc = ".".join([prefix, *parts] if prefix else parts) or "(file)"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {msg}"
 
 
 def load_policy(path: str | Path) -> PolicyFile:

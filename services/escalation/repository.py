@@ -33,7 +33,7 @@ REOPEN_LOOKBACK = timedelta(days=7)
 _INCIDENT_COLUMNS = """id, community_id, thread_id, level, reason, state, opened_at, updated_at,
     acknowledged_at, resolved_at, comment_count, negative_count, recommended_actions, recent_evidence, place,
     escalated_at, ack_deadline, seq, kind, policy, language, source, negatives_since_ack, actions, step,
-    step_fence, field_requested_at, reopened"""
+    step_fence, field_requested_at, reopened, paged_step"""
 
 
 @functools.lru_cache(maxsize=256)
@@ -56,7 +56,7 @@ def _incident(row: asyncpg.Record) -> Incident:
         evidence=tuple(Evidence.model_validate(e) for e in json.loads(row["recent_evidence"])),
         place=row["place"], escalated_at=row["escalated_at"], ack_deadline=row["ack_deadline"],
         step=row["step"], step_fence=row["step_fence"], field_requested_at=row["field_requested_at"],
-        reopened=row["reopened"], seq=row["seq"],
+        reopened=row["reopened"], seq=row["seq"], paged_step=row["paged_step"],
     )
 
 
@@ -232,7 +232,7 @@ async def save_incidents(conn: asyncpg.Connection, incidents: Iterable[Incident]
     await conn.executemany(
         f"""INSERT INTO escalation_incidents ({cols})
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14::jsonb, $15, $16, $17,
-                    $18, $19, $20::jsonb, $21, $22, $23, $24::jsonb, $25, $26, $27, $28)
+                    $18, $19, $20::jsonb, $21, $22, $23, $24::jsonb, $25, $26, $27, $28, $29)
             ON CONFLICT (id) DO UPDATE SET
                 level = EXCLUDED.level, reason = EXCLUDED.reason, state = EXCLUDED.state,
                 updated_at = EXCLUDED.updated_at, acknowledged_at = EXCLUDED.acknowledged_at,
@@ -242,7 +242,8 @@ async def save_incidents(conn: asyncpg.Connection, incidents: Iterable[Incident]
                 escalated_at = EXCLUDED.escalated_at, ack_deadline = EXCLUDED.ack_deadline, seq = EXCLUDED.seq,
                 negatives_since_ack = EXCLUDED.negatives_since_ack, actions = EXCLUDED.actions,
                 step = EXCLUDED.step, step_fence = EXCLUDED.step_fence,
-                field_requested_at = EXCLUDED.field_requested_at, reopened = EXCLUDED.reopened""",
+                field_requested_at = EXCLUDED.field_requested_at, reopened = EXCLUDED.reopened,
+                paged_step = EXCLUDED.paged_step""",
         [
             (
                 i.id, i.community_id, i.thread_id, i.level.value, i.reason, i.state.value, i.opened_at,
@@ -252,7 +253,7 @@ async def save_incidents(conn: asyncpg.Connection, incidents: Iterable[Incident]
                 i.place, i.escalated_at, i.ack_deadline, i.seq, i.kind.value, i.policy.model_dump_json(),
                 i.language, i.source, i.negatives_since_ack,
                 json.dumps([a.model_dump(mode="json") for a in i.actions], ensure_ascii=False),
-                i.step, i.step_fence, i.field_requested_at, i.reopened,
+                i.step, i.step_fence, i.field_requested_at, i.reopened, i.paged_step,
             )
             for i in incidents
         ],

@@ -181,7 +181,7 @@ def stepped_policy(hook: HookServer, wait: str = "1500ms") -> Any:
         },
         "defaults": {
             "steps": [{"notify": ["person:alice"], "wait": wait}, {"notify": ["person:bob"], "wait": wait}],
-            "field": {"on_place": False},
+            "field": {"on_place": False, "after_last_step": True},
             "repeat_interval": "1h",
         },
     })

@@ -193,6 +193,31 @@ def test_cascade_window(times, labels, pages):
     assert bool([e for e in fx.escalations if e.target is EscalationTarget.human]) is pages
 
 
+def test_a_cascade_across_a_bucket_boundary_is_not_its_own_baseline():
+    # The first reply falls in the previous 15-minute bucket: it must not count as the community's "usual".
+    boundary = bucket_start(NOW - timedelta(hours=1), CommunityPolicy().spike.bucket)
+    fx, _ = run(*[scored(f"b{i}", at=boundary + timedelta(seconds=-30 + 60 * i)) for i in range(3)])
+    assert [e.trigger for e in fx.escalations] == ["cascade"]
+
+
+def test_one_author_repeating_is_not_a_cascade():
+    # A troll posting three insults is a moderation job, not negatives piling up.
+    fx, _ = run(*[scored(f"t{i}", at=at(i), author="troll") for i in range(3)])
+    assert fx.escalations == []
+    fx, _ = run(*[scored(f"t{i}", at=at(i), author="troll" if i < 2 else "someone-else") for i in range(3)])
+    assert [e.trigger for e in fx.escalations] == ["cascade"]
+
+
+def test_a_reply_arriving_late_still_completes_its_cascade():
+    # Written at 0, 1 and 2 minutes; the one written at minute 1 arrives last.
+    book = Book()
+    for ext, minute in (("a", 0), ("c", 2)):
+        fx, book = run(scored(ext, at=at(minute)), book=book)
+        assert fx.escalations == []
+    fx, _ = run(scored("b", at=at(1)), book=book)
+    assert [e.trigger for e in fx.escalations] == ["cascade"]
+
+
 def test_cascade_pages_once_with_a_deadline_and_a_step_timer():
     fx, _ = run(*[scored(f"c{i}", at=at(i)) for i in range(5)])
     pages = [e for e in fx.escalations if e.target is EscalationTarget.human]
@@ -299,7 +324,7 @@ def stepped_engine() -> Engine:
                    "bob": {"name": "bob", "webhook": "http://127.0.0.1:9/hook"}},
         "defaults": {"steps": [{"notify": ["person:alice"], "wait": "10m"},
                                {"notify": ["person:bob"], "wait": "10m"}],
-                     "field": {"on_place": False}},
+                     "field": {"on_place": False, "after_last_step": True}},
     }))
 
 

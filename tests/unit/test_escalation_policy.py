@@ -78,10 +78,6 @@ def test_a_bad_json_policy_file_is_refused_too(tmp_path: Path) -> None:
     assert code == 1 and "defaults.cascade.window" in out, out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "policy.py: a community override's error is raised from PolicyFile._references_resolve, so its path lacks "
-    "the `communities.<id>.` prefix that parse_policy would add"
-))
 def test_a_bad_community_override_names_the_community(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text("communities:\n  busy:\n    cascade: {min_negatives: 0}\n", encoding="utf-8")
@@ -90,10 +86,6 @@ def test_a_bad_community_override_names_the_community(tmp_path: Path) -> None:
     assert "communities.busy.cascade.min_negatives" in out, out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "policy.py: field errors stop validation before the reference checks (unknown rota) and the community "
-    "overrides are checked, so a file with several kinds of error lists only the first kind"
-))
 def test_every_error_of_a_file_is_listed_at_once(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(

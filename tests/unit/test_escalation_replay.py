@@ -24,26 +24,7 @@ from terrain.contracts import EscalationTarget
 
 runner = CliRunner()
 
-# Scenarios the engine does not meet yet; each stays shipped (and failing in `terrain escalation replay`)
-# until the engine is fixed, and the strict xfail says so when it is.
-KNOWN_ENGINE_FAILURES = {
-    "troll_repeats.yaml": "engine: the cascade rule counts one author's three insults as negatives piling up, "
-    "pages on-call and, unacknowledged, asks for a field visit",
-    "cascade_out_of_order.yaml": "engine: Engine._cascade looks only at the window that ends at the arriving "
-    "comment's created_at, so a reply that arrives after later replies never completes the cascade",
-    "spike_grows_after_ack.yaml": "engine: Engine._spike only rewrites an open spike's reason; negatives after an "
-    "acknowledgement are not counted (negatives_since_ack), so a growing spike never asks for the field",
-}
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(p, id=p.stem, marks=pytest.mark.xfail(strict=True, reason=KNOWN_ENGINE_FAILURES[p.name]))
-        if p.name in KNOWN_ENGINE_FAILURES else pytest.param(p, id=p.stem)
-        for p in shipped_scenarios()
-    ],
-)
+@pytest.mark.parametrize("path", shipped_scenarios(), ids=lambda p: p.stem)
 def test_every_shipped_scenario_meets_its_expectations(path: Path) -> None:
     report = replay(load_scenario(path))
     assert report.passed, "\n".join(report.failures)
@@ -289,11 +270,11 @@ def test_a_silence_mutes_the_page_but_keeps_the_incident() -> None:
     report = replay(parse_scenario(silenced))
     assert report.passed, report.failures
     assert report.incidents == 2 and report.pages == 0
-    # Once the silence is over, the unacknowledged step's timer still acts: the single default step is
-    # exhausted, so the field is asked for.
+    # Once the silence is over, the muted step runs again at its deadline: the on-call person is paged
+    # then (nobody could acknowledge a page that was never sent), and nothing jumps to the field.
     silenced["silences"][0]["until"] = "5m"
     out = simulate(parse_scenario(silenced))
     assert [(e.at - out.escalations[0].at, e.escalation.target, e.escalation.trigger) for e in out.escalations] == [
-        (timedelta(0), EscalationTarget.field, "policy_end"),
+        (timedelta(0), EscalationTarget.human, "repeat"),
     ]
     assert out.escalations[0].at == parse_scenario(silenced).start + timedelta(minutes=18, seconds=5)
