@@ -1,6 +1,6 @@
 """Pure ingest logic: screening (one decision for every path), stable ids and the created/edited/removed/duplicate call.
 
-No I/O and no clock reads: the caller passes the time and the language detector.
+No I/O and no clock reads: the caller passes the time and the detected languages.
 
 One decision, the same on every path (HTTP, inbound topic, bulk import, Meta webhook):
 - **Empty text** (empty or only whitespace) on a comment that is not a removal is *refused* with reason
@@ -16,7 +16,7 @@ One decision, the same on every path (HTTP, inbound topic, bulk import, Meta web
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -250,15 +250,18 @@ _ACTIONS = {Outcome.created: CommentAction.created, Outcome.edited: CommentActio
             Outcome.removed: CommentAction.removed}
 
 
-def to_message(
-    incoming: Incoming, decision: Decision, now: datetime, detect: Callable[[str], str] | None = None
-) -> CommentMessage:
-    """The normalised comment for `terrain.comments.v1`, its language detected when the source gave none."""
+def needs_language(incoming: Incoming) -> bool:
+    """Whether ingest must detect the language: the source gave none and there is a text to read."""
+    return incoming.comment.lang is None and incoming.kind is not Kind.removal
+
+
+def to_message(incoming: Incoming, decision: Decision, now: datetime, lang: str | None = None) -> CommentMessage:
+    """The normalised comment for `terrain.comments.v1`; `lang` (detected) applies when the source gave none."""
     action = _ACTIONS[decision.outcome]
     src = incoming.comment
     fields = src.model_dump()
-    if fields["lang"] is None and detect is not None and incoming.kind is not Kind.removal:
-        fields["lang"] = detect(src.text)
+    if needs_language(incoming):
+        fields["lang"] = lang
     comment = Comment(
         **fields,
         comment_id=decision.comment_id,

@@ -140,16 +140,16 @@ class Ingestor:
         rt: ServiceRuntime,
         clock: Callable[[], datetime],
         limits: Limits | None = None,
-        detect: Callable[[str], str] | None = None,
+        detect_many: Callable[[list[str]], list[str]] | None = None,
         publish_wait_s: float = 2.0,
     ) -> None:
-        from services.ingest.language import detect_language
+        from services.ingest.language import detect_languages
 
         self.rt = rt
         self.publisher = BulkPublisher(rt.settings, rt.service)
         self.clock = clock
         self.limits = limits or Limits()
-        self.detect = detect or detect_language
+        self.detect_many = detect_many or detect_languages
         self.publish_wait_s = publish_wait_s
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -184,11 +184,14 @@ class Ingestor:
                     decided[f.comment_id] = [Decision(d.comment_id, Outcome.duplicate, d.revision, d.content_hash)
                                              for d in decided[f.comment_id]]
             await repository.update_changed(conn, [f for cid, f in finals.items() if cid in seen], now)
+            publish = [(item, d) for cid, ds in decided.items() for item, d in zip(groups[cid], ds, strict=True)
+                       if d.outcome is not Outcome.duplicate]
+            # Languages only for what is published, detected together (reposts cost nothing).
+            langs = iter(self.detect_many([i.comment.text for i, _ in publish if domain.needs_language(i)]))
             out = [
-                OutMessage.of(topic, item.comment.community_id, domain.to_message(item, d, now, self.detect))
-                for cid, ds in decided.items()
-                for item, d in zip(groups[cid], ds, strict=True)
-                if d.outcome is not Outcome.duplicate
+                OutMessage.of(topic, item.comment.community_id,
+                              domain.to_message(item, d, now, next(langs) if domain.needs_language(item) else None))
+                for item, d in publish
             ]
             out += dead_letters
             every = [d for ds in decided.values() for d in ds]

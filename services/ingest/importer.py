@@ -181,9 +181,9 @@ class ImportOptions:
 
 def detect_many(texts: list[str]) -> list[str]:
     """Language detection for a worker process."""
-    from services.ingest.language import detect_language
+    from services.ingest.language import detect_languages
 
-    return [detect_language(t) for t in texts]
+    return detect_languages(texts)
 
 
 @dataclass
@@ -265,7 +265,7 @@ class Importer:
                 metrics.META_SIGNALS.labels(kind=kind).inc(n)
         prepared = Prepared(items, rejected, batch[-1], started)
         if executor is not None:
-            prepared.needs_lang = [i for i in items if i.comment.lang is None and i.kind is not domain.Kind.removal]
+            prepared.needs_lang = [i for i in items if domain.needs_language(i)]
             texts = [i.comment.text for i in prepared.needs_lang]
             loop = asyncio.get_running_loop()
             step = max(1, -(-len(texts) // workers))

@@ -23,6 +23,8 @@ import functools
 import re
 from typing import Any
 
+import numpy as np
+
 DETECTABLE_LANGS = ("fr", "en", "es", "de", "it", "pt", "nl")
 UNDETERMINED = "und"
 MIN_PROB = {"fr": 0.0, "en": 0.3}
@@ -44,10 +46,75 @@ def _identifier() -> Any:
     return ident
 
 
+def _clean(text: str) -> str | None:
+    cleaned = " ".join(_NOT_LANGUAGE.sub(" ", text[:MAX_CHARS]).split())
+    return cleaned if _TWO_LETTERS.search(cleaned) is not None else None
+
+
+def _label(lang: str, prob: float) -> str:
+    return lang if prob >= MIN_PROB.get(lang, MIN_PROB_OTHER) else UNDETERMINED
+
+
+def detect_languages(texts: list[str]) -> list[str]:
+    """`detect_language` for many texts, scored together: one matrix product instead of one per text.
+
+    Same answers as py3langid's own `classify` (a unit test holds both to it); it walks py3langid's
+    tokenizer per text and does the naive-Bayes scoring for the batch, which halves the cost of a
+    100-comment delivery. Falls back to one `classify` per text if py3langid's model layout changes.
+    """
+    ident = _identifier()
+    try:
+        from py3langid.langid import visit_counts
+
+        nextmove, rowbase, output = ident.tk_nextmove, ident._rowbase, ident.tk_output
+        ptc, pc, classes, norm = ident.nb_ptc, ident.nb_pc, ident.nb_classes, ident._norm_probs
+        aliases, encode = ident._alias_pairs, ident._encode
+    except (AttributeError, ImportError):  # pragma: no cover - another py3langid layout
+        return [detect_language(t) for t in texts]
+    out = [UNDETERMINED] * len(texts)
+    rows: list[int] = []
+    feats: list[int] = []
+    counts: list[int] = []
+    starts: list[int] = []
+    lengths: list[int] = []
+    for i, text in enumerate(texts):
+        cleaned = _clean(text)
+        if cleaned is None:
+            continue
+        data = encode(cleaned)
+        visits = visit_counts(nextmove, rowbase, output, data)
+        rows.append(i)
+        lengths.append(len(data))
+        starts.append(len(feats))
+        if visits:
+            feats.extend(visits.keys())
+            counts.extend(visits.values())
+    if not rows:
+        return out
+    n_feats = np.diff(np.array([*starts, len(feats)]))
+    scores = np.zeros((len(rows), len(classes)), dtype=np.float32)
+    if feats:
+        weighted = ptc[np.array(feats, dtype=np.intp)] * np.log1p(np.array(counts, dtype=np.float32))[:, None]
+        has = n_feats > 0
+        scores[has] = np.add.reduceat(weighted, np.array(starts)[has], axis=0)
+    scores[n_feats > 0] += pc
+    if norm:
+        scores *= (1.0 / np.sqrt(np.maximum(np.array(lengths, dtype=np.float32), 1.0)))[:, None]
+        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores /= scores.sum(axis=1, keepdims=True)
+    for a, b in aliases:
+        scores[:, a] += scores[:, b]
+        scores[:, b] = 0.0
+    best = scores.argmax(axis=1)
+    for row, i, j in zip(rows, best.tolist(), range(len(rows)), strict=True):
+        out[row] = _label(str(classes[i]), float(scores[j, i]))
+    return out
+
+
 def detect_language(text: str) -> str:
     """An ISO 639-1 code among DETECTABLE_LANGS, or `und` when the text gives too little to tell."""
-    cleaned = " ".join(_NOT_LANGUAGE.sub(" ", text[:MAX_CHARS]).split())
-    if _TWO_LETTERS.search(cleaned) is None:
+    cleaned = _clean(text)
+    if cleaned is None:
         return UNDETERMINED
     lang, prob = _identifier().classify(cleaned)
-    return str(lang) if prob >= MIN_PROB.get(str(lang), MIN_PROB_OTHER) else UNDETERMINED
+    return _label(str(lang), float(prob))

@@ -31,10 +31,6 @@ NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 LIMITS = Limits(max_text_chars=50, sources=parse_sources("facebook, Instagram"))
 
 
-def detect(text: str) -> str:
-    return "fr"
-
-
 def c(text: str = "Service déplorable", removed: bool = False, ext: str = "1", **kw: object) -> CommentIn:
     return CommentIn(source="facebook", external_id=ext, community_id="resto", thread_id="p",
                      text=text, created_at=NOW, removed=removed, **kw)
@@ -117,16 +113,16 @@ def test_screen_refuses(kw: dict[str, object], kind: Kind, reason: Reason, field
 def test_screen_accepts_removals_without_text_and_normalises():
     removal = screen(draft(text=""), LIMITS, Kind.removal)
     assert isinstance(removal, Incoming) and removal.kind is Kind.removal and removal.comment.removed
-    assert to_message(removal, decide("id", removal, None), NOW, detect).comment.lang is None  # no text
+    assert to_message(removal, decide("id", removal, None), NOW, "fr").comment.lang is None  # no text
     flagged = screen(draft(text="", removed=True), LIMITS)
     assert isinstance(flagged, Incoming) and flagged.kind is Kind.removal
     ok = screen(draft(source="Instagram"), LIMITS)
     assert isinstance(ok, Incoming) and ok.comment.source == "instagram"
     # The language is detected only when a message is built: reposts cost no detection.
-    assert ok.comment.lang is None and to_message(ok, decide("id", ok, None), NOW, detect).comment.lang == "fr"
+    assert ok.comment.lang is None and to_message(ok, decide("id", ok, None), NOW, "fr").comment.lang == "fr"
     given = screen(draft(lang="en"), LIMITS)
     assert isinstance(given, Incoming)
-    assert to_message(given, decide("id", given, None), NOW, detect).comment.lang == "en"  # the source's wins
+    assert to_message(given, decide("id", given, None), NOW, "fr").comment.lang == "en"  # the source's wins
 
 
 def test_long_text_is_truncated_and_flagged_never_dropped():
@@ -142,3 +138,14 @@ def test_long_text_is_truncated_and_flagged_never_dropped():
 
 def test_prune_cutoff():
     assert prune_cutoff(NOW, timedelta(days=30)) == NOW - timedelta(days=30)
+
+
+def test_language_batch_detection_answers_as_one_by_one():
+    from services.ingest.language import detect_language, detect_languages
+
+    texts = ["Service déplorable, 45 minutes d'attente 😡", "Terrible customer service, never again.",
+             "", "👍👍", "ab", "@lea.voyage https://t.co/x 12", "Muy buena comida, volveremos",
+             "Bonjour, la boutique est-elle ouverte dimanche ?", "x" * 5000]
+    assert detect_languages(texts) == [detect_language(t) for t in texts]
+    assert detect_languages(texts)[:4] == ["fr", "en", "und", "und"]
+    assert detect_languages([]) == []
