@@ -22,6 +22,7 @@ from services.escalation.cli import escalation_app, policy_app
 from services.events.cli import report_app
 from services.ingest.cli import import_command
 from services.sentiment.cli import sentiment_app
+from terrain.ops.cli import register as register_ops
 from terrain.stack import SERVICES, Stack, state_dir
 
 app = typer.Typer(help="Terrain: from one angry comment to the right action.", no_args_is_help=True)
@@ -32,6 +33,7 @@ app.command("import")(import_command)
 app.add_typer(report_app, name="report")
 app.add_typer(escalation_app, name="escalation")
 app.add_typer(policy_app, name="policy")
+register_ops(app)  # migrate, topics, deploy
 console = Console(highlight=False)
 
 CONTRACTS_DIR = Path("docs/contracts")
@@ -220,6 +222,16 @@ def serve(service: Annotated[str, typer.Argument(help="ingest, sentiment, escala
     names = {s.name: s for s in SERVICES}
     if service not in names:
         console.print(f"[red]unknown service {service!r}[/red]; choose one of: {', '.join(names)}")
+        raise typer.Exit(2)
+    import os
+
+    if not os.environ.get("TERRAIN_DATABASE_URL"):
+        # Never guess: a default would create tables in whatever PostgreSQL listens on 5432.
+        console.print(
+            "[red]TERRAIN_DATABASE_URL is not set[/red]: say which PostgreSQL this service stores its data in, "
+            "e.g. TERRAIN_DATABASE_URL=postgresql://terrain@db.example:5432/terrain "
+            "(`terrain up` runs an embedded one for local use)", soft_wrap=True,
+        )
         raise typer.Exit(2)
     importlib.import_module(f"{names[service].module}.app").main()
 

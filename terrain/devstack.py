@@ -238,5 +238,9 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         if self.started_here:
-            self._pg_ctl(["stop", "-m", "fast", "-w"], self._system_user(), check=False)
+            user = self._system_user()
+            self._pg_ctl(["stop", "-m", "fast", "-w", "-t", "30"], user, check=False)
+            if self._running_pid() is not None:
+                log.warning("PostgreSQL on %s did not stop in 30s; stopping it immediately", self.datadir)
+                self._pg_ctl(["stop", "-m", "immediate", "-w", "-t", "30"], user, check=False)
             self.started_here = False

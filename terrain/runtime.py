@@ -96,7 +96,14 @@ class ServiceRuntime:
         s = self.settings
         if self.use_database:
             self.health.set("database", False, "connecting")
-            log.info("database", extra={"service": self.service, "database": db.describe_url(s.database_url)})
+            where = db.describe_url(s.database_url)
+            if "database_url" in s.model_fields_set:
+                log.info("database", extra={"service": self.service, "database": where})
+            else:
+                log.warning(
+                    "TERRAIN_DATABASE_URL is not set: using the default %s; set it to the database meant for this",
+                    where, extra={"service": self.service},
+                )
             self._pool = await db.create_pool(
                 s.database_url, min_size=s.db_pool_min_size, max_size=s.db_pool_max_size
             )

@@ -54,11 +54,21 @@ def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     import socket
 
     with socket.socket() as s:
+        # As servers bind: a port left in TIME_WAIT by a stopped run is free, one with a listener is not.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
             return False
     return True
+
+
+class HomeInUse(RuntimeError):
+    """Another live `terrain up` holds this home."""
+
+
+class PortsInUse(RuntimeError):
+    """A service port is taken by another program."""
 
 
 @dataclass
@@ -76,6 +86,52 @@ class Stack:
     token: str = ""
     bootstrap: str = ""
     database_url: str = ""
+    _lock_fd: int | None = field(default=None, repr=False)
+
+    @property
+    def lock_file(self) -> Path:
+        return self.home / "terrain.lock"
+
+    def lock_home(self) -> None:
+        """Hold an exclusive lock on the home for this runner's life: one `terrain up` per home.
+
+        The lock is the operating system's (flock), so it dies with its owner: a home whose owner was
+        killed is free again, and only then are its leftovers (a PostgreSQL still running) cleaned.
+        """
+        import fcntl
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise HomeInUse(
+                f"another `terrain up` (pid {owner}) is running with the home {self.home}; "
+                "stop it first, or give this one its own home with TERRAIN_HOME=<folder>"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def unlock_home(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+    def check_ports(self) -> None:
+        """Refuse to start when a service port is taken: the services would crash-loop on it."""
+        busy = [
+            f"{self.ports[svc.name]} ({svc.name}, {svc.port_env})"
+            for svc in SERVICES
+            if not _port_free(self.ports[svc.name], self.env.get("TERRAIN_HOST", "127.0.0.1"))
+        ]
+        if busy:
+            raise PortsInUse(
+                "port(s) in use by another program: " + ", ".join(busy)
+                + "; stop it or choose other ports with those variables"
+            )
 
     @property
     def state_file(self) -> Path:
@@ -83,7 +139,10 @@ class Stack:
 
     def start(self, ready_timeout_s: float = 90.0) -> None:
         t0 = time.monotonic()
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.lock_home()
+        for svc in SERVICES:
+            self.ports[svc.name] = int(self.env.get(svc.port_env, svc.default_port))
+        self.check_ports()
         self.token = self.env.get("TERRAIN_API_TOKEN") or secrets.token_urlsafe(18)
         if self.env.get("TERRAIN_KAFKA_BOOTSTRAP_SERVERS"):
             self.bootstrap = self.env["TERRAIN_KAFKA_BOOTSTRAP_SERVERS"]
@@ -105,7 +164,6 @@ class Stack:
         created = asyncio.run(ensure_topics(self.bootstrap, all_topic_names(), partitions=partitions))
         self.say(f"topics      {len(all_topic_names())} ready ({len(created)} created, {partitions} partitions each)")
         for svc in SERVICES:
-            self.ports[svc.name] = int(self.env.get(svc.port_env, svc.default_port))
             self._spawn(svc)
         self._write_state()
         self.wait_ready(ready_timeout_s)
@@ -157,10 +215,12 @@ class Stack:
                     if proc.poll() is not None:
                         raise RuntimeError(f"service {name} exited with code {proc.returncode} during start-up")
                     try:
-                        if client.get(f"{self.urls()[name]}/readyz").status_code == 200:
+                        got = client.get(f"{self.urls()[name]}/readyz")
+                        # Only our own process counts: another program on the port must not pass for it.
+                        if got.status_code == 200 and got.json().get("pid") == proc.pid:
                             pending.discard(name)
                             self.say(f"{name:<11} ready at {self.urls()[name]}")
-                    except httpx.HTTPError:
+                    except (httpx.HTTPError, ValueError, AttributeError):
                         pass
                 if pending and time.monotonic() > deadline:
                     raise TimeoutError(f"not ready after {timeout_s:.0f}s: {', '.join(sorted(pending))}")
@@ -196,4 +256,6 @@ class Stack:
             self.broker.stop()
         if self.postgres:
             self.postgres.stop()
-        self.state_file.unlink(missing_ok=True)
+        if self._lock_fd is not None:  # the state file is the lock owner's: never touch another runner's
+            self.state_file.unlink(missing_ok=True)
+        self.unlock_home()

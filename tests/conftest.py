@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -40,11 +41,14 @@ def database_url() -> Iterator[str]:
         yield external
         return
     tmp = Path(tempfile.mkdtemp(prefix="terrain-test-pg-"))
-    pg = EmbeddedPostgres(tmp / "data").start()
     try:
-        yield pg.url
+        pg = EmbeddedPostgres(tmp / "data").start()
+        try:
+            yield pg.url
+        finally:
+            pg.stop()
     finally:
-        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # about 50 MB per run otherwise
 
 
 @pytest.fixture

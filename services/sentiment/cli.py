@@ -313,3 +313,4 @@ def score(
     errors = score_lines(chosen, sys.stdin, sys.stdout)
     if errors:
         err.print(f"{errors} line(s) could not be scored (see their \"error\" field)")
+        raise typer.Exit(1)

@@ -90,3 +90,95 @@ def test_up_comment_to_incident_and_clean_stop(tmp_path: Path):
     alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert alive == [], f"processes left behind: {alive}"
     assert not state_file.exists()
+
+
+# --- a second `terrain up`: refused on a live home, ports checked, ready only from its own processes -----
+
+
+def _lock_holder(home: Path) -> subprocess.Popen[bytes]:
+    """Another runner holding the home, as a live `terrain up` does."""
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom terrain.stack import Stack\n"
+        "s = Stack(home=Path(sys.argv[1])); s.lock_home(); print('locked', flush=True); time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(home)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"locked"
+    return proc
+
+
+def test_a_second_up_on_a_live_home_is_refused_and_touches_nothing(tmp_path: Path):
+    from terrain.devstack import EmbeddedPostgres
+    from terrain.stack import HomeInUse, Stack
+
+    home = tmp_path / "home"
+    owner = _lock_holder(home)
+    live_db = EmbeddedPostgres(home / "postgres").start()  # the live instance's database
+    (home / "stack.json").write_text("{}")
+    try:
+        lines: list[str] = []
+        second = Stack(home=home, say=lines.append, env={"TERRAIN_TANSU_PORT": "0"})
+        with pytest.raises(HomeInUse, match=rf"pid {owner.pid}.*TERRAIN_HOME"):
+            second.start(ready_timeout_s=5)
+        second.stop()  # what `terrain up` does on any error
+        assert second.broker is None and second.postgres is None and second.procs == {}
+        assert (home / "postgres" / "postmaster.pid").exists(), "the live instance's PostgreSQL was stopped"
+        assert (home / "stack.json").exists(), "the live instance's state file was removed"
+    finally:
+        live_db.stop()
+        owner.kill()
+        owner.wait(10)
+    # the owner is dead: its home is free again
+    third = Stack(home=home, say=lambda _: None)
+    third.lock_home()
+    third.unlock_home()
+
+
+def test_up_refuses_busy_ports_before_starting_anything(tmp_path: Path):
+    import socket
+
+    from terrain.stack import PortsInUse, Stack
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"TERRAIN_INGEST_PORT": str(port), "TERRAIN_TANSU_PORT": "0",
+               **{f"TERRAIN_{n}_PORT": str(free_port()) for n in ("SENTIMENT", "ESCALATION", "EVENTS")}}
+        stack = Stack(home=tmp_path / "home", say=lambda _: None, env=env)
+        with pytest.raises(PortsInUse, match=rf"{port} \(ingest, TERRAIN_INGEST_PORT\)"):
+            stack.start(ready_timeout_s=5)
+        stack.stop()
+        assert stack.broker is None and stack.postgres is None and stack.procs == {}
+
+
+def test_ready_is_reported_only_when_its_own_process_answers(tmp_path: Path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from terrain.stack import Stack
+
+    class Impostor(BaseHTTPRequestHandler):  # another instance's service answering on the port
+        def do_GET(self) -> None:
+            body = json.dumps({"ready": True, "pid": os.getpid()}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Impostor)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stack = Stack(home=tmp_path / "home", say=lambda _: None)
+        stack.procs = {"ingest": ours}
+        stack.ports = {"ingest": server.server_address[1]}
+        with pytest.raises(TimeoutError, match="ingest"):
+            stack.wait_ready(timeout_s=2)
+    finally:
+        ours.kill()
+        ours.wait(10)
+        server.shutdown()

@@ -252,3 +252,21 @@ async def test_a_failed_batch_spanning_partitions_is_read_again_whole(
         await rt.stop()
     assert failed["done"] and len(batches[0]) > 1, "the test needs a failed batch over several partitions"
     assert sorted(set(seen)) == sorted(f"m-{i}" for i in range(200)), f"{200 - len(set(seen))} skipped"
+
+
+def test_a_test_run_leaves_no_postgresql_folder_behind(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TERRAIN_")}
+    env["TMPDIR"] = str(tmp_path)
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "tests/integration/test_kernel.py::test_claims_make_redelivery_a_noop_and_roll_back_with_the_transaction"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("terrain-test-pg-")] == []

@@ -167,3 +167,13 @@ async def test_readiness_names_its_process_and_exports_a_gauge():
         health.set("database", True, "connected")
         assert (await client.get("/readyz")).status_code == 200
         assert REGISTRY.get_sample_value("terrain_ready", {"service": "unittest"}) == 1
+
+
+def test_serve_without_a_database_url_refuses_and_says_why():
+    from typer.testing import CliRunner
+
+    from terrain.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "sentiment"], env={"TERRAIN_DATABASE_URL": None})
+    assert result.exit_code == 2
+    assert "TERRAIN_DATABASE_URL is not set" in result.output
