@@ -1,0 +1,1 @@
+"""Operations: the start-up jobs (migrate, topics) and the generated deployment files."""

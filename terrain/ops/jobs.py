@@ -1,0 +1,119 @@
+"""The start-up jobs a cluster runs before the services: database migrations and topic creation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+
+import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from terrain import db
+from terrain.ops.plan import TopicPlan
+from terrain.stack import SERVICES
+
+log = logging.getLogger("terrain.ops")
+
+
+def migration_components() -> list[tuple[str, str]]:
+    """(component, package) for the kernel and every service that ships migrations, in the order services use."""
+    found = [("kernel", "terrain")]
+    for svc in SERVICES:
+        if resources.files(svc.module).joinpath("migrations").is_dir():
+            found.append((svc.name, svc.module))
+    return found
+
+
+async def pending_migrations(pool: asyncpg.Pool) -> list[str]:
+    """`component/file` of every migration not applied yet (the table may not exist: then all are pending)."""
+    async with pool.acquire() as conn:
+        exists = await conn.fetchval("SELECT to_regclass('terrain_schema_migrations') IS NOT NULL")
+        rows = await conn.fetch("SELECT component, version FROM terrain_schema_migrations") if exists else []
+    done = {(r["component"], r["version"]) for r in rows}
+    return [
+        f"{component}/{name}"
+        for component, package in migration_components()
+        for version, name, _ in db.migration_files(package)
+        if (component, version) not in done
+    ]
+
+
+async def migrate_all(database_url: str, *, check_only: bool = False, connect_timeout_s: float = 60.0) -> list[str]:
+    """Apply (or, with `check_only`, list) every pending migration; each component under the kernel's lock."""
+    pool = await db.create_pool(database_url, min_size=1, max_size=2, timeout_s=connect_timeout_s)
+    try:
+        if check_only:
+            return await pending_migrations(pool)
+        applied: list[str] = []
+        for component, package in migration_components():
+            applied += [f"{component}/{name}" for name in await db.migrate(pool, component, package)]
+        return applied
+    finally:
+        await pool.close()
+
+
+@dataclass
+class TopicsReport:
+    created: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)
+    # Topics that exist with fewer partitions than planned: consumers above that count would sit idle.
+    short: dict[str, int] = field(default_factory=dict)
+
+
+async def ensure_planned_topics(
+    bootstrap_servers: str,
+    plans: list[TopicPlan],
+    *,
+    replication_factor: int,
+    min_insync_replicas: int | None = None,
+    check_only: bool = False,
+    timeout_s: float = 60.0,
+    rename: dict[str, str] | None = None,
+) -> TopicsReport:
+    """Create the planned topics that are missing, with partitions and retention; report the ones present.
+
+    Existing topics are never altered: changing partitions reshuffles keys, so it is an operator's decision.
+    `rename` maps a planned name to the one to create (tests use unique names).
+    """
+    rename = rename or {}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            report = TopicsReport()
+            missing: list[NewTopic] = []
+            for plan in plans:
+                name = rename.get(plan.name, plan.name)
+                if name in existing:
+                    report.present.append(name)
+                    continue
+                report.created.append(name)
+                missing.append(NewTopic(
+                    name, plan.partitions, replication_factor,
+                    topic_configs=plan.config(min_insync_replicas=min_insync_replicas),
+                ))
+            if missing and not check_only:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(missing)
+            if report.present:
+                described = await admin.describe_topics(report.present)
+                wanted = {rename.get(p.name, p.name): p.partitions for p in plans}
+                for topic in described:
+                    count = len(topic.get("partitions") or [])
+                    if count < wanted[topic["topic"]]:
+                        report.short[topic["topic"]] = count
+            return report
+        except (KafkaConnectionError, OSError) as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kafka at {bootstrap_servers} unreachable: {exc}") from exc
+            log.info("waiting for Kafka", extra={"bootstrap": bootstrap_servers})
+            await asyncio.sleep(1.0)
+        finally:
+            await admin.close()

@@ -1,0 +1,192 @@
+"""The operators' reference (topics, schemas, consumer groups, every TERRAIN_* variable), built from the code."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+from pydantic.fields import FieldInfo
+
+from terrain.ops.plan import CLUSTER_PARTITIONS, CONSUMER_GROUPS, DAY_MS, topic_plans
+from terrain.settings import TerrainSettings
+from terrain.stack import SERVICES
+from terrain.topics import ALL_TOPICS
+
+# Descriptions for settings declared without one (the reference refuses a variable nobody explained).
+FALLBACK_DESCRIPTIONS: dict[str, str] = {
+    "kafka_bootstrap_servers": "Kafka bootstrap servers, comma-separated host:port.",
+    "database_url": "PostgreSQL URL (postgresql://user:password@host:port/db); put it in a Secret.",
+    "host": "Address the HTTP server binds to (0.0.0.0 in containers).",
+    "log_format": "json (one object per line) or console.",
+    "log_level": "Root log level (DEBUG, INFO, WARNING, ERROR).",
+    "kafka_session_timeout_ms": "Consumer-group session timeout; a silent member is dropped after it.",
+    "kafka_heartbeat_interval_ms": "Consumer-group heartbeat interval (about a third of the session timeout).",
+    "kafka_auto_offset_reset": "Where a new consumer group starts reading.",
+    "kafka_client_id": "Kafka client id prefix.",
+    "topic_replication_factor": "Replicas per topic when Terrain creates it (`terrain topics`, local runs).",
+    "batch_max_records": "Most messages a consumer takes in one batch.",
+    "batch_timeout_ms": "Longest a consumer waits to fill a batch.",
+    "dlq_window": "Recent messages over which the dead-letter share is measured.",
+    "dlq_max_ratio": "Dead-lettered share of the window that stops the consumer (it turns not-ready).",
+    "retry_attempts": "Attempts after a transient failure (database down) before the consumer stops.",
+    "retry_base_delay_s": "First retry delay; doubles each attempt.",
+    "retry_max_delay_s": "Longest retry delay.",
+    "db_pool_min_size": "Connections the pool keeps open.",
+    "db_pool_max_size": "Most connections the pool opens.",
+    "outbox_relay_interval_s": "How often the outbox relay looks for rows left unsent.",
+    "outbox_relay_min_age_s": "Age an outbox row must reach before the relay sends it (the writer usually has).",
+    "health_probe_interval_s": "How often the database and the broker are probed for readiness.",
+    "processed_retention_hours": "Processed-message records (redelivery no-ops) are kept this long.",
+    "processed_prune_interval_s": "How often processed-message records past their retention are pruned.",
+    "ingest_max_comments_per_request": "Most comments one POST /v1/comments accepts.",
+    "ingest_prune_interval_s": "How often dedup records past their retention are pruned.",
+    "ingest_prune_batch": "Dedup records deleted per pruning statement.",
+    "escalation_prune_interval_s": "How often detection state past its retention is pruned.",
+    "escalation_smtp_port": "SMTP port.",
+    "escalation_smtp_sender": "From address of e-mail notifications.",
+    "escalation_smtp_username": "SMTP user name, if the server wants one.",
+    "escalation_smtp_password": "SMTP password; put it in a Secret.",
+    "escalation_smtp_starttls": "Upgrade the SMTP connection with STARTTLS.",
+}
+
+_ENV_READ = re.compile(r"""(?:environ|env)(?:\.get\(|\.setdefault\(|\[)\s*["'](TERRAIN_[A-Z0-9_]+)["']""")
+
+
+def settings_classes() -> list[tuple[str, type[TerrainSettings]]]:
+    """(service, settings class) for the kernel and each service, found in each service's app module."""
+    found: list[tuple[str, type[TerrainSettings]]] = [("all services", TerrainSettings)]
+    for svc in SERVICES:
+        module = importlib.import_module(f"{svc.module}.app")
+        for _, obj in inspect.getmembers(module, inspect.isclass):
+            if issubclass(obj, TerrainSettings) and obj is not TerrainSettings and obj.__module__ == module.__name__:
+                found.append((svc.name, obj))
+    return found
+
+
+def _default(info: FieldInfo) -> str:
+    if info.default_factory is not None:
+        return "(computed)"
+    value: Any = info.default
+    if value is None:
+        return "unset"
+    if isinstance(value, SecretStr):
+        return "(secret)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"`{value}`"
+
+
+def _type(info: FieldInfo) -> str:
+    text = str(info.annotation).replace("typing.", "").replace("pydantic.types.", "")
+    text = re.sub(r"<class '([\w.]+)'>", r"\1", text)
+    return text.replace("|", "or").replace("NoneType", "None")
+
+
+def variables() -> list[tuple[str, str, str, str, str]]:
+    """(service, variable, type, default, description), each variable once, under the class that declares it."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    seen: set[str] = set()
+    for owner, cls in settings_classes():
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        for name, info in cls.model_fields.items():
+            if name in seen:
+                continue
+            seen.add(name)
+            description = info.description or FALLBACK_DESCRIPTIONS.get(name)
+            if not description:
+                raise ValueError(
+                    f"{cls.__name__}.{name} has no description: add one to the field (or to "
+                    "FALLBACK_DESCRIPTIONS in terrain/ops/reference.py)"
+                )
+            rows.append((owner, (prefix + name).upper(), _type(info), _default(info), " ".join(description.split())))
+    return rows
+
+
+def environ_reads(root: Path) -> dict[str, list[str]]:
+    """TERRAIN_* variables read straight from the environment (local runs, CLI helpers) that no settings class
+    declares, with where."""
+    declared = {row[1] for row in variables()}
+    out: dict[str, list[str]] = {}
+    for folder in ("terrain", "services"):
+        for path in sorted((root / folder).rglob("*.py")):
+            for var in _ENV_READ.findall(path.read_text(encoding="utf-8")):
+                if var in declared:
+                    continue
+                where = str(path.relative_to(root))
+                out.setdefault(var, [])
+                if where not in out[var]:
+                    out[var].append(where)
+    return dict(sorted(out.items()))
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render(root: Path) -> str:
+    lines = [
+        "# Terrain operators' reference",
+        "",
+        "Generated by `terrain deploy generate` from the topic registry (`terrain/topics.py`), the deployment",
+        "plan (`terrain/ops/plan.py`) and the settings classes; `terrain deploy check` fails when it drifts.",
+        "Do not edit by hand.",
+        "",
+        "## Topics",
+        "",
+        f"Partitions: {CLUSTER_PARTITIONS} on a cluster (`deploy/k8s`, `TERRAIN_TOPIC_PARTITIONS` for",
+        "`terrain topics`), 4 in local runs. Existing topics are never altered by `terrain topics`.",
+        "",
+        "| topic | key | producers → consumers | retention | dead-letter twin | schema | what |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    plans = {p.name: p for p in topic_plans(CLUSTER_PARTITIONS)}
+    for spec in ALL_TOPICS:
+        plan, dlq = plans[spec.name], plans[spec.dlq]
+        lines.append(
+            f"| `{spec.name}` | `{spec.key}` | {', '.join(spec.producers)} → {', '.join(spec.consumers)} "
+            f"| {plan.retention_ms // DAY_MS} d | `{spec.dlq}` ({dlq.retention_ms // DAY_MS} d) "
+            f"| [`{spec.model.__name__}`](../contracts/schemas/{spec.name}.json) | {_cell(spec.description)} |"
+        )
+    lines += [
+        "",
+        "A dead-letter message keeps the original key and value; its headers name the origin topic,",
+        "partition, offset and the reason. Example messages: `docs/contracts/examples/`.",
+        "",
+        "## Consumer groups",
+        "",
+        "Named `<TERRAIN_KAFKA_GROUP_PREFIX>-<service>[-<stream>]` (prefix `terrain` by default); the",
+        "autoscalers in `deploy/k8s` watch the lag of these groups.",
+        "",
+        "| service | group | topic |",
+        "|---|---|---|",
+    ]
+    for g in CONSUMER_GROUPS:
+        lines.append(f"| {g.service} | `{g.group_id()}` | `{g.topic.name}` |")
+    lines += [
+        "",
+        "## Configuration variables",
+        "",
+        "Every service reads the shared variables and its own. Values that are secrets (database URL with",
+        "its password, API token, Meta secrets, webhook secret, SMTP password) belong in a Secret.",
+        "",
+        "| service | variable | type | default | description |",
+        "|---|---|---|---|---|",
+    ]
+    for owner, var, typ, default, description in variables():
+        lines.append(f"| {owner} | `{var}` | {_cell(typ)} | {_cell(default)} | {_cell(description)} |")
+    lines += [
+        "",
+        "### Read directly from the environment",
+        "",
+        "Variables outside the settings classes, mostly for local runs (`terrain up`) and the CLI:",
+        "",
+        "| variable | read in |",
+        "|---|---|",
+    ]
+    for var, where in environ_reads(root).items():
+        lines.append(f"| `{var}` | {', '.join(f'`{w}`' for w in where)} |")
+    return "\n".join(lines) + "\n"
