@@ -37,6 +37,7 @@ log = logging.getLogger("terrain.escalation")
 
 CONSUMER = "escalation"
 DETAIL_EVIDENCE_LIMIT = 500
+SILENCE_CACHE = timedelta(seconds=1)
 
 
 class UnknownIncident(LookupError):
@@ -61,6 +62,7 @@ class Escalator:
         self.clock = clock
         self.notifications = notifications
         self._tasks: list[asyncio.Task[None]] = []
+        self._silence_cache: tuple[datetime, list[Silence]] | None = None
 
     @property
     def policies(self) -> PolicyFile:
@@ -141,9 +143,15 @@ class Escalator:
             author_negatives=await repository.author_negatives(conn, authors, oldest - lookback),
             buckets=await repository.buckets(conn, bucket_since),
             first_seen=await repository.first_seen(conn, communities),
-            silences=await repository.active_silences(conn, now),
+            silences=await self._silences(conn, now),
             others=await repository.load_inhibitors(conn, communities, self.policies.inhibit),
         )
+
+    async def _silences(self, conn: asyncpg.Connection, now: datetime) -> list[Silence]:
+        """Active silences, read at most once a second: they change by hand, batches come by the hundred."""
+        if self._silence_cache is None or now - self._silence_cache[0] > SILENCE_CACHE or now < self._silence_cache[0]:
+            self._silence_cache = (now, await repository.active_silences(conn, now))
+        return [s for s in self._silence_cache[1] if s.active(now)]
 
     async def on_scored(self, batch: list[Decoded[ScoredCommentMessage]]) -> list[Rejection]:
         """One transaction per batch: claim the ids, load state, decide, store, enqueue; publish after commit."""
@@ -300,6 +308,7 @@ class Escalator:
             created_by=created_by, comment=comment,
         )
         await repository.create_silence(self.rt.pool, s, now)
+        self._silence_cache = None
         metrics.SILENCES.labels(action="created").inc()
         log.info("silence created", extra={"silence_id": s.id, "matchers": ",".join(sorted(matchers))})
         return s
@@ -315,6 +324,7 @@ class Escalator:
                 raise UnknownSilence(silence_id)
             raise IllegalTransition(f"silence {silence_id} already ended or expired")
         metrics.SILENCES.labels(action="expired").inc()
+        self._silence_cache = None
         found = await repository.get_silence(self.rt.pool, silence_id)
         assert found is not None
         return found

@@ -117,12 +117,15 @@ def duration(seconds: float, lang: str) -> str:
     return f"{days} {'jours' if lang == 'fr' else 'days'}"
 
 
-def _fill(template: str, params: Mapping[str, str], lang: str) -> str:
-    class _Missing(dict[str, str]):
-        def __missing__(self, key: str) -> str:
-            return "?"
+class _Params(dict[str, str]):
+    """Template values; a parameter an older or newer producer did not give renders as "?"."""
 
-    values = _Missing(params)
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def _fill(template: str, params: Mapping[str, str], lang: str) -> str:
+    values = _Params(params)
     if "baseline_share" in params:
         share = params["baseline_share"]
         if not share:
