@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -102,14 +103,20 @@ async def bench_webhook(bootstrap: str, db_url: str, deliveries: int, concurrenc
                         "X-Hub-Signature-256": sign(body, SECRET), "Content-Type": "application/json"})
                     statuses.append(r.status_code)
 
+            service = psutil.Process(proc.pid)
+            cpu0 = sum(service.cpu_times()[:2])
             start = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             took = time.perf_counter() - start
+            cpu = sum(service.cpu_times()[:2]) - cpu0
         ok = sum(s == 200 for s in statuses)
         print(f"webhook: {deliveries} deliveries x 100 comments, {concurrency} in flight, service "
               f"{'pinned to one core' if pinned else 'not pinned (no taskset)'}")
         print(f"webhook: {ok}/{len(statuses)} answered 200 in {took:.2f} s: {deliveries / took:,.1f} requests/s, "
               f"{deliveries * 100 / took:,.0f} comments/s")
+        # The machine is shared: CPU seconds the service used say what one core of its own would do.
+        print(f"webhook: the service used {cpu:.2f} CPU-s ({cpu / took:.0%} of one core): "
+              f"{deliveries * 100 / cpu:,.0f} comments per CPU-second")
         expected = deliveries * 100 + 100
         n, distinct = await distinct_comments(bootstrap, "terrain.comments.v1", expected)
         print(f"webhook: {n} messages read back from terrain.comments.v1, {distinct} distinct comments "
@@ -136,10 +143,13 @@ async def bench_import(bootstrap: str, db_url: str, lines: int, tmp: Path, worke
     settings = IngestSettings(kafka_bootstrap_servers=bootstrap, database_url=db_url, log_level="WARNING")
     overrides = {"terrain.comments.v1": f"terrain.comments.v1.import{run}"}
     console = Console(stderr=True, highlight=False)
+    me = psutil.Process()
+    cpu0 = sum(me.cpu_times()[:4])  # this process and its finished children (the language workers)
     start = time.perf_counter()
     first = await import_file(path, ImportOptions(workers=workers), settings, topic_overrides=overrides,
                               console=console)
     took = time.perf_counter() - start
+    cpu = sum(me.cpu_times()[:4]) - cpu0
     start = time.perf_counter()
     again = await import_file(path, ImportOptions(workers=workers), settings, topic_overrides=overrides,
                               console=console)
@@ -150,6 +160,8 @@ async def bench_import(bootstrap: str, db_url: str, lines: int, tmp: Path, worke
     print(f"import ({workers} language worker process{'es' if workers != 1 else ''}): {lines:,} lines in "
           f"{took:.1f} s: {first.tally.accepted / took:,.0f} comments/s ({first.tally.accepted:,} accepted); "
           f"peak memory of this process {rss:,.0f} MB")
+    print(f"import: {cpu:.1f} CPU-s in this process and its language workers (the database and the broker not "
+          f"counted): {first.tally.accepted / cpu:,.0f} comments per CPU-second")
     print(f"import, second run of the same file: {again.tally.accepted} accepted, {again.tally.duplicates:,} "
           f"duplicates in {took2:.1f} s ({lines / took2:,.0f} lines/s)")
 

@@ -245,7 +245,8 @@ class Importer:
                     await self._commit(pending, key, prog, rejects)
         finally:
             if executor is not None:
-                executor.shutdown(wait=False, cancel_futures=True)
+                # Joins the worker processes: nothing is left running after an import, even an interrupted one.
+                executor.shutdown(wait=True, cancel_futures=True)
         async with pool.acquire() as conn:
             await repository.clear_checkpoint(conn, key)
         prog.offset = prog.total_bytes

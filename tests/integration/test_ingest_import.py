@@ -68,8 +68,8 @@ async def test_import_resumes_and_never_duplicates(settings_kwargs, topic_overri
     first = await import_file(path, ImportOptions(batch_size=500, stop_after_batches=2), settings,
                               topic_overrides=topic_overrides, console=console)
     assert first.line == 1000
-    # …resumed from the checkpoint…
-    second = await import_file(path, ImportOptions(batch_size=500), settings,
+    # …resumed from the checkpoint (with a language worker process, as the command runs by default)…
+    second = await import_file(path, ImportOptions(batch_size=500, workers=1), settings,
                                topic_overrides=topic_overrides, console=console)
     assert second.resumed_from_line == 1000 and second.line == 3000
     total = {"accepted": first.tally.accepted + second.tally.accepted,
@@ -84,8 +84,10 @@ async def test_import_resumes_and_never_duplicates(settings_kwargs, topic_overri
 
     out = await consume(kafka_bootstrap, topic_overrides["terrain.comments.v1"], expect=expected["accepted"],
                         settle_s=1.0)
-    ids = Counter(json.loads(r.value)["comment"]["external_id"] for r in out)
+    comments = [json.loads(r.value)["comment"] for r in out]
+    ids = Counter(c["external_id"] for c in comments)
     assert len(out) == expected["accepted"] and max(ids.values()) == 1  # each comment published once
+    assert Counter(c["lang"] for c in comments)["fr"] > len(comments) / 2  # detected inline and by the worker
     rejects = read_rejects(third.rejects_path)
     assert Counter(r["reason"] for r in rejects) == {"malformed_json": 6, "unknown_source": 6}
     assert rejects[0]["line"] == 8 and "line 8, column" in rejects[0]["message"]
