@@ -376,7 +376,9 @@ class BatchConsumer(Generic[M]):
         if self.health_key_detail_set:
             return
         self.health_key_detail_set = True
-        self.health.set(self.health_key, False, f"stopped: {self.tripped}; fix the cause and restart")
+        self.health.set(
+            self.health_key, False, f"stopped, dead-letter bound tripped: {self.tripped}; fix the cause and restart"
+        )
         telemetry.DEAD_LETTER_BOUND_TRIPPED.labels(service=self.service, topic=self.spec.name).set(1)
         log.error(
             "dead-letter bound tripped: consumer stopped",

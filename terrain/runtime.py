@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI
 
 from terrain import db, telemetry
@@ -122,7 +123,7 @@ class ServiceRuntime:
             if created:
                 log.info("topics created", extra={"topics": ",".join(created)})
         self.health.set("broker", False, "connecting")
-        await self.broker.start()
+        await self._start_broker()
         self.health.set("broker", True, "connected")
         if self._outbox is not None:
             self._outbox.start_relay(s.outbox_relay_interval_s, s.outbox_relay_min_age_s)
@@ -133,6 +134,22 @@ class ServiceRuntime:
         self.health.started = True
         self.health.set("started", True, "")
         log.info("service started", extra={"service": self.service})
+
+    async def _start_broker(self) -> None:
+        """Connect to the broker, waiting for it (bounded) when it is not there yet: not ready meanwhile."""
+        deadline = asyncio.get_running_loop().time() + self.settings.kafka_start_timeout_s
+        while True:
+            try:
+                await self.broker.start()
+                return
+            except (KafkaError, OSError) as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                self.health.set("broker", False, f"unreachable: {type(exc).__name__}")
+                log.warning("broker unreachable (%s); retrying", type(exc).__name__)
+                with contextlib.suppress(Exception):
+                    await self.broker.stop()
+                await asyncio.sleep(1.0)
 
     async def probe_once(self) -> None:
         """Check the database and the broker answer, and refresh consumer lag (and stuck detection)."""

@@ -63,6 +63,10 @@ class TerrainSettings(BaseSettings):
         description="The relay leaves younger rows to the transaction that wrote them (it sends them itself).",
     )
 
+    kafka_start_timeout_s: float = Field(
+        default=120.0, gt=0, description="How long a starting service waits for an unreachable broker."
+    )
+
     # Readiness: the database and broker are probed, and a consumer behind with no progress is stuck.
     health_probe_interval_s: float = Field(default=5.0, gt=0)
     consumer_stuck_after_s: float = Field(
