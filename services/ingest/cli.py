@@ -28,7 +28,7 @@ async def import_file(
     """Run an import in this process against the configured PostgreSQL and Kafka, with a progress bar."""
     from datetime import UTC, datetime
 
-    from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
     from rich.progress import Progress as Bar
 
     from services.ingest.app import SERVICE
@@ -39,14 +39,14 @@ async def import_file(
     console = console or err
     rt = ServiceRuntime(SERVICE, settings, migrations_package="services.ingest", topic_overrides=topic_overrides)
     ingestor = Ingestor(rt, lambda: datetime.now(UTC), settings.limits())
-    bar = Bar(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-              TextColumn("{task.fields[counts]}"), console=console, transient=False)
+    bar = Bar(TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), TaskProgressColumn(),
+              TimeRemainingColumn(compact=True), TextColumn("{task.fields[counts]}"), console=console, transient=False)
     task = bar.add_task(path.name, total=os.stat(path).st_size, counts="")
 
     def show(p: Progress) -> None:
         t = p.tally
         bar.update(task, completed=p.offset, counts=(
-            f"line {p.line:,}  accepted {t.accepted:,}  duplicates {t.duplicates:,}  rejected {t.rejected_total:,}"))
+            f"{p.line:,} lines: {t.accepted:,} accepted, {t.duplicates:,} dup, {t.rejected_total:,} rejected"))
 
     await rt.start()
     try:

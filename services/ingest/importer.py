@@ -141,7 +141,7 @@ def parse_record(
     rec: RawRecord, fmt: str, limits: domain.Limits
 ) -> tuple[list[Incoming], list[Rejected], dict[str, int]]:
     """Screened comments of one record, its refusals, and (for Meta deliveries) its engagement signals."""
-    raw_text = rec.text if rec.text is not None else json.dumps(rec.row, ensure_ascii=False)
+    raw_text = rec.text.rstrip("\r\n") if rec.text is not None else json.dumps(rec.row, ensure_ascii=False)
     if rec.row is not None:
         payload: Any = _csv_to_comment(rec.row)
     else:
