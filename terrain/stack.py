@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -86,6 +87,8 @@ class Stack:
     token: str = ""
     bootstrap: str = ""
     database_url: str = ""
+    # When set, each service writes its output to <log_dir>/<service>.log instead of the terminal.
+    log_dir: Path | None = None
     _lock_fd: int | None = field(default=None, repr=False)
 
     @property
@@ -185,11 +188,19 @@ class Stack:
         return env
 
     def _spawn(self, svc: ServiceDef) -> None:
-        self.procs[svc.name] = subprocess.Popen(
-            [sys.executable, "-m", svc.module], env=self._child_env(svc), preexec_fn=_die_with_parent,
-            # Own session: a terminal's Ctrl-C reaches only the runner, which stops services before the broker.
-            start_new_session=True,
-        )
+        out: Any = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / f"{svc.name}.log", "ab")  # noqa: SIM115 (the child keeps it)
+        try:
+            self.procs[svc.name] = subprocess.Popen(
+                [sys.executable, "-m", svc.module], env=self._child_env(svc), preexec_fn=_die_with_parent,
+                # Own session: a terminal's Ctrl-C reaches only the runner, which stops services before the broker.
+                start_new_session=True, stdout=out, stderr=subprocess.STDOUT if out else None,
+            )
+        finally:
+            if out is not None:
+                out.close()
 
     def _write_state(self) -> None:
         state = {

@@ -101,6 +101,8 @@ def parse_json(body: bytes) -> Any | JSONResponse:
         )
     except UnicodeDecodeError as exc:
         return JSONResponse(status_code=400, content={"detail": f"body is not UTF-8: {exc.reason}"})
+    except RecursionError:
+        return JSONResponse(status_code=400, content={"detail": "malformed JSON: nested too deeply"})
 
 
 def build_app(
