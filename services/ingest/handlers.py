@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -62,7 +62,7 @@ class Accepted:
     revision: int
 
 
-InTransaction = Callable[[asyncpg.Connection, Tally], Awaitable[None]]
+InTransaction = Callable[["repository.Conn", Tally], Awaitable[None]]
 
 
 class BulkPublisher:
@@ -200,7 +200,8 @@ class Ingestor:
             if direct:
                 await self.publisher.publish(out)
             else:
-                ids = await self.rt.outbox.enqueue(conn, out)
+                # The pool's proxy forwards every Connection method the kernel's outbox uses.
+                ids = await self.rt.outbox.enqueue(cast(asyncpg.Connection, conn), out)
             if in_transaction is not None:
                 await in_transaction(conn, tally)
         if direct:

@@ -292,7 +292,7 @@ class Importer:
         path = prog.path
         e = prog.earlier or repository.Checkpoint(0, 0, 0, 0, 0)
 
-        async def checkpoint(conn: asyncpg.Connection, t: Tally) -> None:
+        async def checkpoint(conn: repository.Conn, t: Tally) -> None:
             totals = repository.Checkpoint(last.end_offset, last.end_line, e.accepted + t.accepted,
                                            e.duplicates + t.duplicates, e.rejected + t.rejected_total)
             await repository.save_checkpoint(conn, key, path, totals, self.ingestor.clock())

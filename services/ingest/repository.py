@@ -5,13 +5,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from services.ingest.domain import Decision, Incoming, Outcome, Seen
 
+if TYPE_CHECKING:
+    from typing import TypeAlias
 
-async def lock_seen(conn: asyncpg.Connection, comment_ids: Sequence[str]) -> dict[str, Seen]:
+    from asyncpg.pool import PoolConnectionProxy
+
+    # A connection, or the pool's proxy for one (what `pool.acquire()` yields): both run the same queries.
+    Conn: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+
+
+async def lock_seen(conn: Conn, comment_ids: Sequence[str]) -> dict[str, Seen]:
     """What is known of these comments, row-locked until the transaction ends."""
     rows = await conn.fetch(
         """SELECT comment_id, content_hash, revision, removed FROM ingest_comments
@@ -22,7 +31,7 @@ async def lock_seen(conn: asyncpg.Connection, comment_ids: Sequence[str]) -> dic
 
 
 async def insert_new(
-    conn: asyncpg.Connection, items: Sequence[tuple[Decision, Incoming]], now: datetime
+    conn: Conn, items: Sequence[tuple[Decision, Incoming]], now: datetime
 ) -> set[str]:
     """Insert first sightings; returns the ids actually inserted (a concurrent writer may have won)."""
     if not items:
@@ -46,7 +55,7 @@ async def insert_new(
     return {r["comment_id"] for r in rows}
 
 
-async def update_changed(conn: asyncpg.Connection, decisions: Sequence[Decision], now: datetime) -> None:
+async def update_changed(conn: Conn, decisions: Sequence[Decision], now: datetime) -> None:
     if not decisions:
         return
     await conn.execute(
@@ -62,7 +71,7 @@ async def update_changed(conn: asyncpg.Connection, decisions: Sequence[Decision]
     )
 
 
-async def prune(conn: asyncpg.Connection, cutoff: datetime, limit: int) -> int:
+async def prune(conn: Conn, cutoff: datetime, limit: int) -> int:
     """Delete at most `limit` dedup records last changed before `cutoff`; rows another writer holds are skipped."""
     result = await conn.execute(
         """DELETE FROM ingest_comments WHERE comment_id IN (
@@ -73,7 +82,7 @@ async def prune(conn: asyncpg.Connection, cutoff: datetime, limit: int) -> int:
     return int(result.split()[-1])
 
 
-async def oldest_seen(conn: asyncpg.Connection) -> datetime | None:
+async def oldest_seen(conn: Conn) -> datetime | None:
     value: datetime | None = await conn.fetchval("SELECT min(last_seen_at) FROM ingest_comments")
     return value
 
@@ -87,14 +96,14 @@ class Checkpoint:
     rejected: int
 
 
-async def load_checkpoint(conn: asyncpg.Connection, key: str) -> Checkpoint | None:
+async def load_checkpoint(conn: Conn, key: str) -> Checkpoint | None:
     row = await conn.fetchrow(
         "SELECT byte_offset, line, accepted, duplicates, rejected FROM ingest_imports WHERE import_key = $1", key
     )
     return Checkpoint(**dict(row)) if row else None
 
 
-async def save_checkpoint(conn: asyncpg.Connection, key: str, path: str, cp: Checkpoint, now: datetime) -> None:
+async def save_checkpoint(conn: Conn, key: str, path: str, cp: Checkpoint, now: datetime) -> None:
     """Written in the transaction that stores the batch, so the checkpoint never runs ahead of the effects."""
     await conn.execute(
         """INSERT INTO ingest_imports (import_key, path, byte_offset, line, accepted, duplicates, rejected, updated_at)
@@ -105,7 +114,7 @@ async def save_checkpoint(conn: asyncpg.Connection, key: str, path: str, cp: Che
     )
 
 
-async def clear_checkpoint(conn: asyncpg.Connection, key: str) -> None:
+async def clear_checkpoint(conn: Conn, key: str) -> None:
     await conn.execute("DELETE FROM ingest_imports WHERE import_key = $1", key)
 
 
