@@ -236,6 +236,42 @@ def serve(service: Annotated[str, typer.Argument(help="ingest, sentiment, escala
     importlib.import_module(f"{names[service].module}.app").main()
 
 
+@app.command()
+def bench(
+    n: Annotated[int, typer.Option("--n", "-n", help="Comments for the throughput phase.")] = 20_000,
+    rate: Annotated[int, typer.Option(help="Comments/s offered in the latency phase.")] = 1_000,
+    seconds: Annotated[float, typer.Option(help="Length of the latency phase (0: none).")] = 10.0,
+    scorer: Annotated[str, typer.Option(help="The sentiment scorer the services use.")] = "fast",
+    partitions: Annotated[int, typer.Option(help="Partitions per topic.")] = 4,
+    setting: Annotated[
+        list[str] | None, typer.Option("--set", help="A service setting, NAME=VALUE (TERRAIN_ prefix optional).")
+    ] = None,
+    profile: Annotated[
+        Path | None, typer.Option(help="Folder for py-spy profiles of each service during the throughput phase.")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the numbers as JSON here.")] = None,
+) -> None:
+    """Throughput and latency of the pipeline on the embedded stack, beside the broker's own ceiling."""
+    import json
+
+    from terrain.benchmark import BenchConfig, render, run
+
+    env: dict[str, str] = {}
+    for item in setting or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--set")
+        name = name.strip().upper()
+        env[name if name.startswith("TERRAIN_") else f"TERRAIN_{name}"] = value
+    cfg = BenchConfig(n=n, rate=rate, latency_seconds=seconds, scorer=scorer, partitions=partitions,
+                      service_env=env, profile_dir=profile)
+    result = run(cfg, say=lambda line: console.print(line, soft_wrap=True))
+    for part in render(result):
+        console.print(part)
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.as_dict(), indent=2))
+
+
 @contracts_app.command("generate")
 def contracts_generate(out: Path = CONTRACTS_DIR) -> None:
     """Write the JSON Schemas and the AsyncAPI document from the models."""

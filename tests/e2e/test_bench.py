@@ -1,0 +1,35 @@
+"""`terrain bench` with a tiny load: the stack starts, every phase runs, the table and JSON come out, nothing left."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_tiny_run(tmp_path: Path):
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TERRAIN_")}
+    env["TMPDIR"] = str(tmp_path)  # the bench's temporary home lands here, and must be gone at the end
+    proc = subprocess.run(
+        [sys.executable, "-m", "terrain.cli", "bench", "-n", "300", "--rate", "200", "--seconds", "1",
+         "--json", str(out)],
+        env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "end to end" in proc.stdout and "inbound -> scored" in proc.stdout
+    got = json.loads(out.read_text())
+    assert got["ceiling_per_s"] > 0 and got["end_to_end_per_s"] > 0
+    assert got["scorer"] == "fast"
+    stages = {s["name"]: s["count"] for s in got["stages"]}
+    assert stages["escalation stored"] == 300
+    assert got["latency_ms"]["inbound -> scored"]["n"] == 200
+    names = {u["name"] for u in got["usage"]}
+    assert {"broker", "database", "ingest", "sentiment", "escalation", "events"} <= names
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]
