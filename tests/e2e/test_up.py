@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -58,7 +59,7 @@ def test_up_comment_to_incident_and_clean_stop(tmp_path: Path):
         comment = {
             "source": "facebook", "external_id": "e2e-1", "community_id": "resto-lyon", "thread_id": "post-9",
             "author_id": "u-1", "text": "Service déplorable et serveur très désagréable, je suis furieux !",
-            "created_at": "2026-11-25T12:00:00Z",
+            "created_at": datetime.now(UTC).isoformat(),  # older than the horizon would page nobody
         }
         for _ in range(2):  # the same comment twice must attach once
             r = httpx.post(f"{ingest}/v1/comments", json=comment, headers=headers, timeout=10)
