@@ -259,7 +259,7 @@ def reference_errors(data: dict[str, Any]) -> list[str]:
     for name, rota in (data.get("rotas") or {}).items() if isinstance(data.get("rotas"), dict) else ():
         people = rota.get("people") if isinstance(rota, dict) else None
         for person in people if isinstance(people, list) else ():
-            if person not in known["person"]:
+            if not isinstance(person, str) or person not in known["person"]:
                 errors.append(f"rotas.{name}.people: no person {person!r}")
     scopes: list[tuple[str, Any]] = [("defaults", data.get("defaults"))]
     communities = data.get("communities")
@@ -268,7 +268,8 @@ def reference_errors(data: dict[str, Any]) -> list[str]:
     for where, pol in scopes:
         if not isinstance(pol, dict):
             continue
-        for i, step in enumerate(pol.get("steps") or []):
+        steps = pol.get("steps")
+        for i, step in enumerate(steps if isinstance(steps, list) else ()):
             refs = step.get("notify") if isinstance(step, dict) else None
             for ref in refs if isinstance(refs, list) else ():
                 kind, _, name = str(ref).partition(":")
