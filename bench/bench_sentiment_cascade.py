@@ -19,21 +19,23 @@ from pathlib import Path
 
 import numpy as np
 
-from services.sentiment.cascade import CascadePolicy, CascadeScorer, combine, route
-from services.sentiment.embedding import CachedEmbedder, EmbeddingScorer, load_default_head
 from services.sentiment.evaluation import evaluate
-from services.sentiment.learned import CLASSES, FastScorer
-from services.sentiment.scoring import ScoreInput, language_of
+from services.sentiment.scorers.accurate import CachedEmbedder, EmbeddingScorer, load_default_head
+from services.sentiment.scorers.base import CLASSES, ScoreInput
+from services.sentiment.scorers.cascade import CascadePolicy, CascadeScorer, combine, route
+from services.sentiment.scorers.fast import FastScorer
+from services.sentiment.scorers.language import language_of
 
 DATA = Path("/work/shared/data/sentiment")
 BATCH = 1000
-# (name, unsure_below, negative_at, max_escalated_share): the points of the trade-off curve.
+# (name, unsure_below, negative_at): the points of the trade-off curve. The rule reads each comment alone
+# (no per-batch cap), so the escalated share is a property of the traffic and the thresholds.
 CURVE = [
-    ("cascade-2%", 0.6, 0.5, 0.02),
-    ("cascade-5%", 0.6, 0.5, 0.05),
-    ("cascade-10%", 0.6, 0.5, 0.10),
-    ("cascade-30%", 0.7, 0.4, 0.30),
-    ("cascade-uncapped", 0.7, 0.4, 1.0),
+    ("neg>=0.7", 0.0, 0.7),
+    ("neg>=0.5 (default)", 0.0, 0.5),
+    ("neg>=0.4", 0.0, 0.4),
+    ("neg>=0.4|top<0.6", 0.6, 0.4),
+    ("neg>=0.3|top<0.7", 0.7, 0.3),
 ]
 
 
@@ -42,21 +44,16 @@ def accurate_uncached() -> EmbeddingScorer:
     return EmbeddingScorer(head, CachedEmbedder(prefix=head.prefix, cache_size=0))
 
 
-def _cascade(share: float) -> CascadeScorer:
-    return CascadeScorer(FastScorer(), accurate_uncached(), CascadePolicy(max_escalated_share=share),
-                         record=lambda *_: None)
+def _cascade(negative_at: float) -> CascadeScorer:
+    return CascadeScorer(FastScorer(), accurate_uncached(), CascadePolicy(negative_at=negative_at))
 
 
-def cascade_2() -> CascadeScorer:
-    return _cascade(0.02)
+def cascade_default() -> CascadeScorer:
+    return _cascade(CascadePolicy().negative_at)
 
 
-def cascade_5() -> CascadeScorer:
-    return _cascade(0.05)
-
-
-def cascade_10() -> CascadeScorer:
-    return _cascade(0.10)
+def cascade_07() -> CascadeScorer:
+    return _cascade(0.7)
 
 
 def load(data: Path, name: str) -> list[dict[str, str]]:
@@ -120,18 +117,15 @@ def main() -> None:
     row("accurate", pa, None)
     for w in (0.3, 0.5):
         row(f"average w={w}", {k: combine(pf[k], pa[k], w) for k in pf}, None)
-    for name, unsure, negative, share in CURVE:
-        policy = CascadePolicy(unsure_below=unsure, negative_at=negative, max_escalated_share=share)
+    for name, unsure, negative in CURVE:
+        policy = CascadePolicy(unsure_below=unsure, negative_at=negative)
         proba, escalated = {}, {}
         for k in pf:
-            out, chosen = pf[k].copy(), []
-            for start in range(0, len(out), BATCH):
-                part = slice(start, start + BATCH)
-                picked = [start + i for i in route(out[part], [0] * len(out[part]), policy).escalated]
-                out[picked] = combine(pf[k][picked], pa[k][picked], policy.fast_weight)
-                chosen += picked
-            proba[k], escalated[k] = out, chosen
-        row(f"{name} ({unsure}/{negative})", proba, escalated)
+            out = pf[k].copy()
+            picked = [i for i, r in enumerate(route(out, [0] * len(out), policy)) if r is not None]
+            out[picked] = combine(pf[k][picked], pa[k][picked], policy.fast_weight)
+            proba[k], escalated[k] = out, picked
+        row(name, proba, escalated)
 
 
 if __name__ == "__main__":

@@ -32,13 +32,12 @@ BATCH = 1000
 
 # name -> "module:factory" (called with no argument, returns a SentimentScorer). Other rows go here.
 SCORERS: list[tuple[str, str]] = [
-    ("lexicon", "services.sentiment.scoring:LexiconScorer"),
-    ("fast", "services.sentiment.learned:FastScorer"),
+    ("lexicon", "services.sentiment.scorers.lexicon:LexiconScorer"),
+    ("fast", "services.sentiment.scorers.fast:FastScorer"),
     # Accurate tier and cascades with the embedding cache off (this bench scores the same texts twice).
     ("accurate", "bench_sentiment_cascade:accurate_uncached"),
-    ("cascade-2%", "bench_sentiment_cascade:cascade_2"),
-    ("cascade-5%", "bench_sentiment_cascade:cascade_5"),
-    ("cascade-10%", "bench_sentiment_cascade:cascade_10"),
+    ("cascade", "bench_sentiment_cascade:cascade_default"),
+    ("cascade-neg0.7", "bench_sentiment_cascade:cascade_07"),
 ]
 
 COLUMNS = [
@@ -62,7 +61,7 @@ def measure(name: str, factory_path: str, data: Path) -> dict[str, object]:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     from services.sentiment.evaluation import evaluate
-    from services.sentiment.scoring import ScoreInput
+    from services.sentiment.scorers.base import ScoreInput
 
     module, attr = factory_path.split(":")
     started = time.perf_counter()

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from services.sentiment.embedding import MODELS_DIR, CachedEmbedder, fit_head
 from services.sentiment.evaluation import evaluate
-from services.sentiment.learned import CLASSES
+from services.sentiment.scorers.accurate import MODELS_DIR, CachedEmbedder
+from services.sentiment.scorers.base import CLASSES
+from services.sentiment.training.accurate import fit_head
 
 DATA = Path("/work/shared/data/sentiment")
 EN_SAMPLE = 7000

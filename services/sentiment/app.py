@@ -12,11 +12,13 @@ from fastapi import Body, Depends, FastAPI, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import Field, TypeAdapter, ValidationError
 
-from services.sentiment import corrections, repository
+from services.sentiment import charter, corrections, metrics, repository
+from services.sentiment.charter import Flag
 from services.sentiment.handlers import Scoring
-from services.sentiment.scoring import ScoreInput, make_scorer
+from services.sentiment.scorers import DEFAULT_SCORER, SCORER_NAMES, make_scorer
+from services.sentiment.scorers.base import ScoreInput
 from terrain import telemetry
-from terrain.contracts import CharterFlag, Sentiment
+from terrain.contracts import Sentiment
 from terrain.contracts.base import Contract
 from terrain.contracts.comments import Lang
 from terrain.kafka import describe_validation_error
@@ -30,14 +32,23 @@ MAX_TEXTS_PER_REQUEST = 1000
 
 class SentimentSettings(TerrainSettings):
     sentiment_port: int = Field(default=8082, description="HTTP port of the sentiment service.")
-    sentiment_scorer: str = Field(default="lexicon", description="Which scorer to use: lexicon.")
+    sentiment_scorer: str = Field(
+        default=DEFAULT_SCORER,
+        description=f"Which scorer to use: {', '.join(SCORER_NAMES)} (see the model card for each one's terms).",
+    )
     sentiment_hostility_model: bool = Field(
         default=True,
-        description="Use the shipped French hostility model for insult flags (research-only data terms); "
-        "false: rules only. Read from TERRAIN_SENTIMENT_HOSTILITY_MODEL by the charter module.",
+        description="Use the shipped French hostility and identity-hate models for the insult and hate flags "
+        "(research-only data terms); false: rules only.",
     )
     sentiment_model_path: str | None = Field(
         default=None, description="Model file (.npz) for a learned scorer; default: the model shipped with it."
+    )
+    sentiment_accurate_per_second: float | None = Field(
+        default=None, gt=0,
+        description="Cascade only: at most this many comments a second go to the accurate tier (a token bucket; "
+        "past it a comment keeps the fast tier's result and its version). Default: no limit, so the same "
+        "comment always gets the same score.",
     )
 
 
@@ -50,7 +61,7 @@ class ScoreRequest(Contract):
 
 class ScoreResult(Contract):
     sentiment: Sentiment
-    flags: list[CharterFlag]
+    flags: list[Flag]
 
 
 _many: TypeAdapter[list[ScoreRequest]] = TypeAdapter(list[ScoreRequest])
@@ -73,7 +84,10 @@ def build_app(
     # The database holds the label corrections only, but the service now needs it to start: the kernel
     # connects and migrates before it starts consuming.
     rt = ServiceRuntime(SERVICE, settings, migrations_package="services.sentiment", topic_overrides=topic_overrides)
-    scoring = Scoring(rt, make_scorer(settings.sentiment_scorer, settings.sentiment_model_path), clock)
+    scorer = make_scorer(settings.sentiment_scorer, settings.sentiment_model_path, record=metrics.record_cascade,
+                         accurate_per_second=settings.sentiment_accurate_per_second)
+    models = charter.charter_models(settings.sentiment_hostility_model)
+    scoring = Scoring(rt, scorer, clock, lambda text: charter.flags_with(models, text))
     rt.consumer(COMMENTS, scoring.on_comments)
 
     app = telemetry.build_http_app(
@@ -99,7 +113,7 @@ def build_app(
                 status_code=413, detail=f"too many texts in one request: {len(requests)} > {MAX_TEXTS_PER_REQUEST}"
             )
         assessments = await scoring.assess([ScoreInput(r.text, r.lang) for r in requests])
-        return {"items": [ScoreResult(sentiment=a.sentiment, flags=a.flags) for a in assessments]}
+        return {"items": [ScoreResult(sentiment=a.sentiment, flags=a.found) for a in assessments]}
 
     @app.post(
         "/v1/corrections", status_code=201, dependencies=[Depends(auth)], tags=["corrections"],

@@ -1,32 +1,50 @@
-"""Charter flags (personal data, spam, insult, threat) from simple rules, and a learned hostility model for
-insults; pure, French and English.
+"""Charter flags (insult, identity-based hate, threat, spam, personal data) from rules and two small learned
+models; pure, French and English.
 
 The rules favour precision: a flag asks a community manager to hide a comment, so a missed flag costs
 less than a wrong one. Confidence values are fixed per rule (documented at each rule) rather than
 learned: they rank flags for a reviewer, they are not calibrated probabilities. The insult flag also
-asks a small French hostility model (`hostility.py`), which finds the insults and hate no word list
-holds; its cut-off was chosen so that ordinary complaints stay unflagged (see `insult`).
+asks a small French hostility model, which finds the insults no word list holds; the hate flag asks an
+identity-hate model (`hostility.py` holds both shapes); each model's cut-off lands on the violation line.
+Which models are used is the caller's choice (`CharterModels`, built from the service's settings).
 Evidence never shows personal data in clear: phone numbers, e-mail addresses and IBANs are masked.
+
+`terrain.comments.scored.v1` knows four kinds (insult, threat, spam, personal_data): `to_contract` carries a
+hate flag there as an insult flag whose evidence starts with "hate:" (the moderation is the same: hide it and
+say why), until a contract version adds the kind. HTTP answers and `terrain sentiment score` show "hate".
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import re
 import unicodedata
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
 
-from services.sentiment.hostility import HostilityModel
-from services.sentiment.hostility import load as load_hostility
+from pydantic import Field
+
+from services.sentiment.hostility import DEFAULT_MODEL, HATE_MODEL, MODELS_DIR, HostilityModel
+from services.sentiment.hostility import load as load_model
 from terrain.contracts import CharterFlag
+from terrain.contracts.base import Contract
 
 log = logging.getLogger("terrain.sentiment")
 
 MAX_EVIDENCE_ITEMS = 3
 VIOLATION = 0.5  # escalation treats a flag at or above this confidence as a charter violation
+
+FlagKind = Literal["insult", "hate", "threat", "spam", "personal_data"]
+
+
+class Flag(Contract):
+    """A charter flag as the service finds it; `to_contract` turns a list of them into the topic's flags."""
+
+    kind: FlagKind
+    confidence: float = Field(ge=0.0, le=1.0)
+    evidence: str | None = Field(default=None, description="What triggered the flag (masked for personal data).")
 
 # --- personal data ------------------------------------------------------------------------------------
 
@@ -69,7 +87,7 @@ def _mask_iban(iban: str) -> str:
     return compact[:4] + "*" * (len(compact) - 7) + compact[-3:]
 
 
-def personal_data(text: str) -> CharterFlag | None:
+def personal_data(text: str) -> Flag | None:
     """Phone numbers, e-mail addresses and (checksum-valid) IBANs; evidence masked."""
     ibans = [m for m in _IBAN.finditer(text) if iban_is_valid(m.group())]
     found = [(IBAN_CONFIDENCE, "IBAN " + _mask_iban(m.group())) for m in ibans]
@@ -84,7 +102,7 @@ def personal_data(text: str) -> CharterFlag | None:
     if not found:
         return None
     found.sort(key=lambda item: -item[0])  # stable: the strongest evidence first, text order within
-    return CharterFlag(
+    return Flag(
         kind="personal_data",
         confidence=max(c for c, _ in found),
         evidence=", ".join(e for _, e in found[:MAX_EVIDENCE_ITEMS]),
@@ -147,7 +165,7 @@ _SCAM_TERMS = _terms([
 SPAM_MIN_POINTS = 2.0
 
 
-def spam(text: str, variants: list[str] | None = None) -> CharterFlag | None:
+def spam(text: str, variants: list[str] | None = None) -> Flag | None:
     """Points: a link 1, each distinct scam term 1 (at most 3), an amount of money 0.5, a run of six or
     more identical characters 0.5. Two points flag it; confidence 0.3 + 0.15·points, at most 0.9
     (2 points → 0.6: a link and one scam word, or two scam words; 4 points → 0.9)."""
@@ -163,7 +181,7 @@ def spam(text: str, variants: list[str] | None = None) -> CharterFlag | None:
     reasons = ["link"] if has_link else []
     reasons += terms[:MAX_EVIDENCE_ITEMS] + (["repeated characters"] if repeated else [])
     confidence = round(min(0.9, 0.3 + 0.15 * points), 3)
-    return CharterFlag(kind="spam", confidence=confidence, evidence=", ".join(reasons))
+    return Flag(kind="spam", confidence=confidence, evidence=", ".join(reasons))
 
 
 # --- insults ------------------------------------------------------------------------------------------
@@ -171,16 +189,22 @@ def spam(text: str, variants: list[str] | None = None) -> CharterFlag | None:
 # Vulgar insults aimed at a person whatever the context. Words with an innocent meaning in French or
 # English ("retard" is a delay, "fdp" shipping costs, "guignol" Lyon's puppet, "jerk" a Jamaican dish)
 # are left out or only count when said to someone.
+# Slurs against a group (identity-based hate): no innocent sense in a brand comment ("raton" and "nègre"
+# alone are left out: a raccoon, a ghostwriter). They are insults too.
+_SLUR_WORDS = [
+    "bougnoule", "bougnoules", "bougnoul", "bougnouls", "youpin", "youpins", "youpine", "bamboula", "bamboulas",
+    "sale arabe", "sales arabes", "sale juif", "sale juive", "sales juifs", "sale pd", "sales pd", "sale noir",
+    "sales noirs", "sale negre", "sales negres", "nigger", "niggers", "faggot", "faggots",
+    "chinetoque", "chinetoques", "bicot", "bicots", "tarlouze", "tarlouzes",
+]
+_SLURS = _terms(_SLUR_WORDS)
 _INSULTS_STRONG = _terms([
     "connard", "connards", "connasse", "connasses", "conasse", "salope", "salopes", "salaud", "salauds",
     "encule", "encules", "enculee", "fils de pute", "pute", "batard", "batards", "ta gueule",
     "ferme ta gueule", "nique ta mere", "ntm", "tocard", "tocards", "enfoire", "enfoires",
     "asshole", "assholes", "bitch", "bitches", "bastard", "bastards", "dickhead", "fuck you", "f*ck you",
     "motherfucker", "cunt", "piece of shit", "scumbag",
-    # Slurs against a group: no innocent sense in a brand comment.
-    "bougnoule", "bougnoules", "youpin", "youpins", "youpine", "bamboula", "bamboulas", "sale arabe",
-    "sales arabes", "sale juif", "sale juive", "sales juifs", "sale pd", "sales pd", "nigger", "niggers",
-    "faggot", "faggots",
+    *_SLUR_WORDS,
 ])
 # Words that insult a person but also describe a situation ("c'est débile", "a stupid rule").
 _MILD_WORDS = [
@@ -225,19 +249,42 @@ MILD_AGREE_PROBABILITY = 0.5
 
 @functools.cache
 def packaged_hostility() -> HostilityModel | None:
-    """The shipped model, loaded once; without its files the insult flag falls back to the rules.
+    """The shipped hostility model, loaded once; without its files the insult flag falls back to the rules."""
+    return _load_packaged(DEFAULT_MODEL)
 
-    TERRAIN_SENTIMENT_HOSTILITY_MODEL=false turns it off (its training data carries research-only terms;
-    the rules carry none). Read here, once per process, like the model itself.
-    """
-    if os.environ.get("TERRAIN_SENTIMENT_HOSTILITY_MODEL", "true").strip().lower() in ("0", "false", "no", "off"):
-        log.info("hostility model turned off: insult flags from rules only")
-        return None
+
+@functools.cache
+def packaged_hate() -> HostilityModel | None:
+    """The shipped identity-hate model, loaded once; without its files the hate flag uses the slur list only."""
+    return _load_packaged(HATE_MODEL)
+
+
+def _load_packaged(name: str) -> HostilityModel | None:
     try:
-        return load_hostility()
+        return load_model(MODELS_DIR, name)
     except FileNotFoundError:
-        log.warning("hostility model not found: insult flags from rules only")
+        log.warning("charter model %s not found: its flag falls back to the rules", name)
         return None
+
+
+@dataclass(frozen=True)
+class CharterModels:
+    """The learned models the flags use; None: that flag uses its rules only."""
+
+    hostility: HostilityModel | None
+    hate: HostilityModel | None
+
+
+RULES_ONLY = CharterModels(hostility=None, hate=None)
+
+
+def charter_models(use_models: bool) -> CharterModels:
+    """The shipped models, or none (the service's `sentiment_hostility_model` setting: their training data
+    carries research-only terms; the rules carry none)."""
+    if not use_models:
+        log.info("charter models turned off: insult and hate flags from rules only")
+        return RULES_ONLY
+    return CharterModels(hostility=packaged_hostility(), hate=packaged_hate())
 
 
 def model_confidence(probability: float, threshold: float) -> float:
@@ -250,7 +297,7 @@ def model_confidence(probability: float, threshold: float) -> float:
 
 def insult(
     text: str, variants: list[str] | None = None, hostility: HostilityModel | _Packaged | None = PACKAGED
-) -> CharterFlag | None:
+) -> Flag | None:
     """Rules and model together; the rules are precise, the model finds what the word lists miss.
 
     - a vulgar insult (0.9) or a mild word said to someone (0.75): the rule stands, the model can only raise it;
@@ -269,12 +316,12 @@ def insult(
         if hits:
             if confidence == INSULT_MILD_CONFIDENCE and probability >= MILD_AGREE_PROBABILITY:
                 confidence = MILD_AGREED_CONFIDENCE
-            return CharterFlag(kind="insult", confidence=max(confidence, learned),
+            return Flag(kind="insult", confidence=max(confidence, learned),
                                evidence=", ".join(hits[:MAX_EVIDENCE_ITEMS]))
     if model is None or learned < VIOLATION:
         return None
     words = model.drivers(text, MAX_EVIDENCE_ITEMS)
-    return CharterFlag(kind="insult", confidence=learned,
+    return Flag(kind="insult", confidence=learned,
                        evidence=f"hostility model {probability:.2f}" + (": " + ", ".join(words) if words else ""))
 
 
@@ -308,20 +355,69 @@ THREAT_EXPLICIT_CONFIDENCE = 0.85  # names violence against the reader or a plac
 THREAT_VEILED_CONFIDENCE = 0.65  # "je sais où tu habites": menacing, but also said in jest
 
 
-def threat(text: str, variants: list[str] | None = None) -> CharterFlag | None:
+def threat(text: str, variants: list[str] | None = None) -> Flag | None:
     variants = variants or normalise(text)
     for pattern, confidence in ((_THREATS_EXPLICIT, THREAT_EXPLICIT_CONFIDENCE),
                                 (_THREATS_VEILED, THREAT_VEILED_CONFIDENCE)):
         hits = _matches(pattern, variants)
         if hits:
             evidence = ", ".join(hits[:MAX_EVIDENCE_ITEMS])
-            return CharterFlag(kind="threat", confidence=confidence, evidence=evidence)
+            return Flag(kind="threat", confidence=confidence, evidence=evidence)
     return None
 
 
-def flags_for(text: str, hostility: HostilityModel | _Packaged | None = PACKAGED) -> list[CharterFlag]:
-    """Every charter flag a text raises, at most one per kind, in a fixed order; `hostility=None` for rules
-    only."""
+# --- identity-based hate ------------------------------------------------------------------------------
+
+HATE_SLUR_CONFIDENCE = 0.9  # a slur against a group, found verbatim
+
+
+def hate(text: str, variants: list[str] | None = None,
+         model: HostilityModel | _Packaged | None = PACKAGED) -> Flag | None:
+    """Identity-based hate: a slur against a group (0.9), else the identity-hate model past its cut-off (0.5 to
+    0.85, the words that weighed most as evidence). A plain insult is not hate: that is the insult flag."""
+    variants = variants or normalise(text)
+    chosen = packaged_hate() if isinstance(model, _Packaged) else model
+    slurs = _matches(_SLURS, variants)
+    if slurs:
+        return Flag(kind="hate", confidence=HATE_SLUR_CONFIDENCE, evidence=", ".join(slurs[:MAX_EVIDENCE_ITEMS]))
+    if chosen is None:
+        return None
+    probability = chosen.probability(text)
+    if probability < chosen.threshold:
+        return None
+    words = chosen.drivers(text, MAX_EVIDENCE_ITEMS)
+    return Flag(kind="hate", confidence=model_confidence(probability, chosen.threshold),
+                evidence=f"hate model {probability:.2f}" + (": " + ", ".join(words) if words else ""))
+
+
+def flags_for(text: str, hostility: HostilityModel | _Packaged | None = PACKAGED,
+              hate_model: HostilityModel | _Packaged | None = PACKAGED) -> list[Flag]:
+    """Every charter flag a text raises, at most one per kind, in a fixed order; None for a model: rules only."""
     variants = normalise(text)
-    flags = (insult(text, variants, hostility), threat(text, variants), spam(text, variants), personal_data(text))
+    flags = (insult(text, variants, hostility), hate(text, variants, hate_model), threat(text, variants),
+             spam(text, variants), personal_data(text))
     return [f for f in flags if f is not None]
+
+
+def flags_with(models: CharterModels, text: str) -> list[Flag]:
+    """`flags_for` with the models the service's settings chose."""
+    return flags_for(text, models.hostility, models.hate)
+
+
+def to_contract(flags: Sequence[Flag]) -> list[CharterFlag]:
+    """The flags as `terrain.comments.scored.v1` carries them: a hate flag becomes an insult flag (evidence
+    "hate: ..."), merged with the insult flag when there is one (the higher confidence), in the same order."""
+    out: list[CharterFlag] = []
+    for f in flags:
+        if f.kind != "hate":
+            out.append(CharterFlag(kind=f.kind, confidence=f.confidence, evidence=f.evidence))
+            continue
+        evidence = f"hate: {f.evidence}" if f.evidence else "hate"
+        existing = next((i for i, g in enumerate(out) if g.kind == "insult"), None)
+        if existing is None:
+            out.insert(0, CharterFlag(kind="insult", confidence=f.confidence, evidence=evidence))
+        else:
+            g = out[existing]
+            out[existing] = CharterFlag(kind="insult", confidence=max(g.confidence, f.confidence),
+                                        evidence="; ".join(e for e in (evidence, g.evidence) if e))
+    return out

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
+
+from services.sentiment.scorers import DEFAULT_SCORER, SCORER_NAMES
 
 sentiment_app = typer.Typer(help="Sentiment models: train on labelled comments, evaluate, score JSON lines.",
                             no_args_is_help=True)
@@ -70,7 +72,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _make_scorer(name: str, model: Path | None) -> Any:
-    from services.sentiment.scoring import make_scorer
+    from services.sentiment.scorers import make_scorer
 
     try:
         return make_scorer(name, str(model) if model else None)
@@ -101,8 +103,9 @@ def train(
         help="Labelled files to measure the trained model on; the scores go into its metadata. Repeatable.")] = None,
 ) -> None:
     """Train a fast model on labelled comments (yours, and optionally the shared research data)."""
-    from services.sentiment.learned import FeatureConfig, train_fast
-    from services.sentiment.scoring import language_of
+    from services.sentiment.scorers.fast import FeatureConfig
+    from services.sentiment.scorers.language import language_of
+    from services.sentiment.training.fast import train_fast
 
     files: list[tuple[Path, str | None]] = [(p, None) for p in data or []]
     if include_shared:
@@ -156,7 +159,7 @@ def train(
         status.stop()
         raise _fail(str(exc)) from None
     status.stop()
-    from services.sentiment.learned import FastScorer, save_model
+    from services.sentiment.scorers.fast import FastScorer, save_model
 
     if dev:
         model.metadata["dev_scores"] = _dev_scores(FastScorer(model=model), dev)
@@ -192,7 +195,7 @@ def _dev_scores(scorer: Any, files: list[Path]) -> dict[str, Any]:
 
 
 def _scored_labels(scorer: Any, rows: list[dict[str, Any]]) -> list[str]:
-    from services.sentiment.scoring import ScoreInput
+    from services.sentiment.scorers.base import ScoreInput
 
     labels: list[str] = []
     for start in range(0, len(rows), SCORE_BATCH):
@@ -204,7 +207,7 @@ def _scored_labels(scorer: Any, rows: list[dict[str, Any]]) -> list[str]:
 @sentiment_app.command("eval")
 def evaluate_cmd(
     file: Annotated[Path, typer.Argument(help="Labelled JSON lines {\"text\", \"label\", \"lang\"?, \"source\"?}.")],
-    scorer: Annotated[str, typer.Option(help="Scorer: fast, lexicon, or any other the service knows.")] = "fast",
+    scorer: Annotated[str, typer.Option(help=f"Scorer: {', '.join(SCORER_NAMES)}.")] = DEFAULT_SCORER,
     model: Annotated[Path | None, typer.Option(help="Model file for a learned scorer (default: shipped).")] = None,
     by_source: Annotated[bool, typer.Option("--by-source", help="Also report each `source` separately.")] = False,
 ) -> None:
@@ -258,9 +261,13 @@ def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def score_lines(scorer: Any, lines: Iterable[str], out: TextIO) -> int:
-    """Score JSON lines in order, one output line per non-blank input line; returns the number of errors."""
-    from services.sentiment.scoring import ScoreInput
+def score_lines(scorer: Any, lines: Iterable[str], out: TextIO, flagger: Callable[[str], list[Any]] | None = None
+                ) -> int:
+    """Score JSON lines in order, one output line per non-blank input line; returns the number of errors.
+
+    A line out is the sentiment's fields, plus `flags` (the charter flags, as `/v1/score` gives them) when a
+    flagger is given."""
+    from services.sentiment.scorers.base import ScoreInput
 
     errors = 0
     line_no = 0
@@ -288,7 +295,10 @@ def score_lines(scorer: Any, lines: Iterable[str], out: TextIO) -> int:
                 errors += 1
                 out.write(json.dumps({"line": number, "error": result}, ensure_ascii=False) + "\n")
             else:
-                out.write(json.dumps(result.model_dump(mode="json"), ensure_ascii=False) + "\n")
+                row = result.model_dump(mode="json")
+                if flagger is not None:
+                    row["flags"] = [f.model_dump(mode="json") for f in flagger(item.text)]
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
         out.flush()
     return errors
 
@@ -305,12 +315,19 @@ def _score_one_by_one(scorer: Any, items: list[Any], _first: Exception) -> list[
 
 @sentiment_app.command()
 def score(
-    scorer: Annotated[str, typer.Option(help="Scorer: fast, lexicon, or any other the service knows.")] = "fast",
+    scorer: Annotated[str, typer.Option(help=f"Scorer: {', '.join(SCORER_NAMES)}.")] = DEFAULT_SCORER,
     model: Annotated[Path | None, typer.Option(help="Model file for a learned scorer (default: shipped).")] = None,
+    charter_models: Annotated[bool, typer.Option(
+        help="Use the shipped hostility and identity-hate models for the insult and hate flags (research-only "
+             "data terms); --no-charter-models: rules only.")] = True,
 ) -> None:
-    """Score JSON lines {"text", "lang"?} from stdin; one JSON line out per line in, in order."""
+    """Score JSON lines {"text", "lang"?} from stdin; one JSON line out per line in, in order: the sentiment
+    and its charter flags."""
+    from services.sentiment import charter
+
     chosen = _make_scorer(scorer, model)
-    errors = score_lines(chosen, sys.stdin, sys.stdout)
+    models = charter.charter_models(charter_models)
+    errors = score_lines(chosen, sys.stdin, sys.stdout, lambda text: charter.flags_with(models, text))
     if errors:
         err.print(f"{errors} line(s) could not be scored (see their \"error\" field)")
         raise typer.Exit(1)

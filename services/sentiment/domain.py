@@ -9,12 +9,13 @@ ingest may carry the last text it saw, or none.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.sentiment import charter
-from services.sentiment.scoring import ScoreInput, SentimentScorer
+from services.sentiment.charter import Flag
+from services.sentiment.scorers.base import ScoreInput, SentimentScorer
 from terrain.contracts import (
     CharterFlag,
     Comment,
@@ -32,12 +33,20 @@ UNSCORED_MODEL_VERSION = "unscored"
 UNKNOWN_LANG = "und"  # ISO 639-2 "undetermined": a removal's language when its source gave none
 
 
+Flagger = Callable[[str], list[Flag]]
+
+
 @dataclass(frozen=True)
 class Assessment:
-    """What the service says about one text: its sentiment and the charter flags it raises."""
+    """What the service says about one text: its sentiment and the charter flags it raises (`found`: every
+    kind, hate included, as HTTP and the CLI show them; `flags`: as the scored topic carries them)."""
 
     sentiment: Sentiment
-    flags: list[CharterFlag] = field(default_factory=list)
+    found: list[Flag] = field(default_factory=list)
+
+    @property
+    def flags(self) -> list[CharterFlag]:
+        return charter.to_contract(self.found)
 
 
 def scored_message_id(comment_message_id: str) -> str:
@@ -53,10 +62,12 @@ def unscored(comment: Comment) -> Sentiment:
     )
 
 
-def assess(scorer: SentimentScorer, items: Sequence[ScoreInput]) -> list[Assessment]:
-    """Sentiment and charter flags for each text, in order."""
+def assess(scorer: SentimentScorer, items: Sequence[ScoreInput], flagger: Flagger = charter.flags_for
+           ) -> list[Assessment]:
+    """Sentiment and charter flags for each text, in order; `flagger` finds the flags (the service passes the
+    charter with the models its settings chose)."""
     sentiments = scorer.score_batch(items)
-    return [Assessment(s, charter.flags_for(item.text)) for s, item in zip(sentiments, items, strict=True)]
+    return [Assessment(s, flagger(item.text)) for s, item in zip(sentiments, items, strict=True)]
 
 
 def reach_of(comment: Comment) -> int:
@@ -65,10 +76,11 @@ def reach_of(comment: Comment) -> int:
     return m.likes + m.replies + m.shares
 
 
-def assess_comments(scorer: SentimentScorer, comments: Sequence[Comment]) -> list[Assessment]:
+def assess_comments(scorer: SentimentScorer, comments: Sequence[Comment], flagger: Flagger = charter.flags_for
+                    ) -> list[Assessment]:
     """Assess each comment; removals get the unscored placeholder (see the module docstring)."""
     live = [c for c in comments if c.action is not CommentAction.removed]
-    scored = iter(assess(scorer, [ScoreInput(c.text, c.lang, reach_of(c)) for c in live]))
+    scored = iter(assess(scorer, [ScoreInput(c.text, c.lang, reach_of(c)) for c in live], flagger))
     return [
         Assessment(unscored(c)) if c.action is CommentAction.removed else next(scored)
         for c in comments

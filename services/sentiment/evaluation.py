@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.sentiment.learned import CLASSES
+from services.sentiment.scorers.base import CLASSES
 
 
 @dataclass(frozen=True)

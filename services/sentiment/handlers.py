@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from services.sentiment import domain, metrics
-from services.sentiment.domain import Assessment
-from services.sentiment.scoring import ScoreInput, SentimentScorer
+from services.sentiment.domain import Assessment, Flagger
+from services.sentiment.scorers.base import ScoreInput, SentimentScorer
 from terrain.contracts import CommentAction, CommentMessage
 from terrain.kafka import Decoded, OutMessage, Rejection
 from terrain.runtime import ServiceRuntime
@@ -26,7 +26,7 @@ def _count(channel: str, assessments: Sequence[Assessment]) -> None:
         metrics.SCORED.labels(
             channel=channel, lang=metrics.lang_bucket(a.sentiment.lang), label=a.sentiment.label.value
         ).inc()
-        for f in a.flags:
+        for f in a.found:
             metrics.FLAGS.labels(channel=channel, kind=f.kind).inc()
 
 
@@ -38,14 +38,16 @@ class Scoring:
     returns is what makes the batch's commit safe.
     """
 
-    def __init__(self, rt: ServiceRuntime, scorer: SentimentScorer, clock: Callable[[], datetime]) -> None:
+    def __init__(self, rt: ServiceRuntime, scorer: SentimentScorer, clock: Callable[[], datetime],
+                 flagger: Flagger) -> None:
         self.rt = rt
         self.scorer = scorer
         self.clock = clock
+        self.flagger = flagger
 
     async def assess(self, items: list[ScoreInput]) -> list[Assessment]:
         # Scoring is CPU work (a few ms per comment): off the event loop, so HTTP and heartbeats go on.
-        assessments = await asyncio.to_thread(domain.assess, self.scorer, items)
+        assessments = await asyncio.to_thread(domain.assess, self.scorer, items, self.flagger)
         _count("http", assessments)
         return assessments
 
@@ -53,7 +55,7 @@ class Scoring:
         started = time.perf_counter()
         messages = domain.first_of_each([d.message for d in batch])
         comments = [m.comment for m in messages]
-        assessments = await asyncio.to_thread(domain.assess_comments, self.scorer, comments)
+        assessments = await asyncio.to_thread(domain.assess_comments, self.scorer, comments, self.flagger)
         now = self.clock()
         topic = self.rt.topic(COMMENTS_SCORED)
         await self.rt.publisher.publish([

@@ -1,6 +1,10 @@
 """Every metric the sentiment service exports."""
 
+from collections import Counter as Counts
+
 from prometheus_client import Counter, Histogram
+
+from services.sentiment.scorers.cascade import Reason
 
 SCORED = Counter(
     "terrain_sentiment_scored_total",
@@ -9,7 +13,7 @@ SCORED = Counter(
 )
 FLAGS = Counter(
     "terrain_sentiment_flags_total",
-    "Charter flags raised, by channel (topic, http) and kind (insult, threat, spam, personal_data).",
+    "Charter flags raised, by channel (topic, http) and kind (insult, hate, threat, spam, personal_data).",
     ["channel", "kind"],
 )
 REMOVALS = Counter(
@@ -30,10 +34,20 @@ CASCADE_ESCALATED = Counter(
     "Texts the cascade sent to its accurate tier, by reason (reach, negative, unsure).",
     ["reason"],
 )
-CASCADE_CAPPED = Counter(
-    "terrain_sentiment_cascade_capped_total",
-    "Texts that qualified for the accurate tier but were left out by the per-batch cap.",
+CASCADE_OVER_BUDGET = Counter(
+    "terrain_sentiment_cascade_over_budget_total",
+    "Texts that qualified for the accurate tier but kept the fast tier's result: the accurate tier's budget "
+    "(TERRAIN_SENTIMENT_ACCURATE_PER_SECOND) was spent.",
 )
+
+
+def record_cascade(items: int, escalated: Counts[Reason], over_budget: int) -> None:
+    """The cascade scorer's recorder: its counts as Prometheus counters."""
+    CASCADE_ITEMS.inc(items)
+    for reason, n in escalated.items():
+        CASCADE_ESCALATED.labels(reason=reason.value).inc(n)
+    if over_budget:
+        CASCADE_OVER_BUDGET.inc(over_budget)
 
 
 def lang_bucket(lang: str) -> str:

@@ -1,17 +1,26 @@
-"""The cascade scorer: which comments go to the accurate tier and why, the cap, and the combined output."""
+"""The cascade scorer: which comments go to the accurate tier and why (a stable rule, item by item), the
+optional budget, the combined output, and that a comment's score never depends on its batch."""
 
 from __future__ import annotations
 
-from collections import Counter
+import random
 
 import numpy as np
 import pytest
 
-from services.sentiment.cascade import CascadePolicy, CascadeScorer, Reason, combine, route
-from services.sentiment.scoring import ScoreInput
+from services.sentiment.scorers.base import ScoreInput
+from services.sentiment.scorers.cascade import (
+    AccurateBudget,
+    CascadePolicy,
+    CascadeScorer,
+    Reason,
+    combine,
+    reason_for,
+    route,
+)
 from terrain.contracts import SentimentLabel
 
-POLICY = CascadePolicy(unsure_below=0.6, negative_at=0.5, reach_at=50, max_escalated_share=1.0)
+POLICY = CascadePolicy(unsure_below=0.6, negative_at=0.5, reach_at=50)
 
 #            P(neg), P(neu), P(pos), reach, expected reason
 ROUTING_TABLE = [
@@ -30,44 +39,15 @@ ROUTING_TABLE = [
 
 @pytest.mark.parametrize(("proba", "reach", "expected"), ROUTING_TABLE)
 def test_routing_decisions(proba, reach, expected):
-    routing = route(np.array([proba]), [reach], POLICY)
-    assert routing.reasons == [expected]
-    assert routing.capped == 0
+    assert route(np.array([proba]), [reach], POLICY) == [expected]
+    assert reason_for(np.array(proba), reach, POLICY) is expected
 
 
-def test_cap_keeps_the_highest_reach_then_the_least_sure():
-    policy = CascadePolicy(unsure_below=0.6, negative_at=0.5, reach_at=50, max_escalated_share=0.3)
-    proba = np.array([
-        [0.30, 0.35, 0.35],  # 0 unsure (top 0.35)
-        [0.05, 0.05, 0.90],  # 1 sure, reach 60
-        [0.20, 0.25, 0.55],  # 2 unsure (top 0.55)
-        [0.05, 0.05, 0.90],  # 3 sure, reach 900
-        [0.05, 0.05, 0.90],  # 4 sure, low reach: never
-        [0.34, 0.33, 0.33],  # 5 unsure (top 0.34): the least sure
-        [0.05, 0.90, 0.05],  # 6 sure neutral
-        [0.80, 0.10, 0.10],  # 7 negative
-        [0.05, 0.05, 0.90],  # 8
-        [0.05, 0.05, 0.90],  # 9
-    ])
-    reach = [0, 60, 0, 900, 0, 0, 0, 0, 0, 0]
-    routing = route(proba, reach, policy)
-    # 10 items × 0.3 = 3 places; 6 qualify: reach 900, reach 60, then the least sure (item 5).
-    assert routing.escalated == [1, 3, 5]
-    assert routing.capped == 3
-    assert Counter(r for r in routing.reasons if r) == {Reason.reach: 2, Reason.unsure: 1}
-
-
-def test_cap_rounds_up_so_a_single_comment_can_still_escalate():
-    policy = CascadePolicy(max_escalated_share=0.02)
-    assert route(np.array([[0.3, 0.4, 0.3]]), [0], policy).escalated == [0]
-    # 100 unsure items at 2%: exactly 2 go.
-    many = route(np.tile([0.3, 0.4, 0.3], (100, 1)), [0] * 100, policy)
-    assert many.escalated == [0, 1] and many.capped == 98
-
-
-def test_zero_share_escalates_nothing():
-    routing = route(np.array([[0.3, 0.4, 0.3]]), [1000], CascadePolicy(max_escalated_share=0.0))
-    assert routing.escalated == [] and routing.capped == 1
+def test_the_default_policy_checks_negatives_and_far_reaching_comments_only():
+    policy = CascadePolicy()
+    assert reason_for(np.array([0.34, 0.33, 0.33]), 0, policy) is None  # unsure alone is not enough
+    assert reason_for(np.array([policy.negative_at, 0.0, 1 - policy.negative_at]), 0, policy) is Reason.negative
+    assert reason_for(np.array([0.0, 0.0, 1.0]), policy.reach_at, policy) is Reason.reach
 
 
 def test_combined_probabilities_are_valid_and_weighted():
@@ -96,28 +76,78 @@ class Fixed:
 
 
 def test_cascade_sends_only_routed_items_to_the_accurate_tier_and_records_counts():
-    fast = Fixed("fast-x", {"merci !": [0.02, 0.08, 0.90], "bof": [0.35, 0.40, 0.25],
+    fast = Fixed("fast-x", {"merci !": [0.02, 0.08, 0.90], "bof": [0.55, 0.20, 0.25],
                             "super !": [0.05, 0.05, 0.90]})
     accurate = Fixed("e5-y", {"bof": [0.80, 0.15, 0.05], "super !": [0.10, 0.10, 0.80]})
     records = []
-    cascade = CascadeScorer(fast, accurate, CascadePolicy(fast_weight=0.5, max_escalated_share=1.0),
-                            record=lambda n, esc, capped: records.append((n, dict(esc), capped)))
+    cascade = CascadeScorer(fast, accurate, CascadePolicy(fast_weight=0.5),
+                            record=lambda n, esc, over: records.append((n, dict(esc), over)))
     items = [ScoreInput("merci !", "fr"), ScoreInput("bof", "fr"), ScoreInput("super !", "fr", reach=120)]
     out = cascade.score_batch(items)
     assert accurate.asked == ["bof", "super !"]
-    assert records == [(3, {Reason.unsure: 1, Reason.reach: 1}, 0)]
-    assert cascade.model_version == "cascade-1(fast-x+e5-y)"
+    assert records == [(3, {Reason.negative: 1, Reason.reach: 1}, 0)]
+    assert cascade.model_version == "cascade-2(fast-x+e5-y)"
     assert [s.label for s in out] == [SentimentLabel.positive, SentimentLabel.negative, SentimentLabel.positive]
-    # "bof": (0.35+0.80)/2 negative, (0.25+0.05)/2 positive
-    assert out[1].score == pytest.approx(0.15 - 0.575, abs=1e-4)
-    assert out[1].confidence == pytest.approx(0.575, abs=1e-4)
+    # "bof": (0.55+0.80)/2 negative, (0.25+0.05)/2 positive
+    assert out[1].score == pytest.approx(0.15 - 0.675, abs=1e-4)
+    assert out[1].confidence == pytest.approx(0.675, abs=1e-4)
     assert all(s.model_version == cascade.model_version for s in out)
     proba = cascade.predict_proba(items)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert cascade.items_total == 6 and cascade.escalated_total == 4
 
 
+def test_a_comment_scores_the_same_whatever_batch_it_arrives_in():
+    # Many comments qualify for the accurate tier (the first version capped them per batch, so a comment's
+    # result depended on its neighbours); every batch, order and size must give each comment one answer.
+    rng = random.Random(7)
+    table = {}
+    for i in range(40):
+        p = np.array([rng.random() for _ in range(3)])
+        table[f"c{i}"] = (p / p.sum()).tolist()
+    accurate_table = {k: list(reversed(v)) for k, v in table.items()}
+    cascade = CascadeScorer(Fixed("f", table), Fixed("a", accurate_table), CascadePolicy(negative_at=0.3))
+    items = [ScoreInput(k, "fr", reach=rng.choice([0, 0, 0, 80])) for k in table]
+    alone = {item.text: cascade.score_batch([item])[0] for item in items}
+    assert sum(reason_for(np.array(table[i.text]), i.reach, cascade.policy) is not None for i in items) > 10
+    for size in (2, 7, 40):
+        shuffled = items[:]
+        rng.shuffle(shuffled)
+        for start in range(0, len(shuffled), size):
+            batch = shuffled[start:start + size]
+            for item, s in zip(batch, cascade.score_batch(batch), strict=True):
+                assert s == alone[item.text], (item.text, size)
+
+
+def test_budget_is_a_token_bucket_on_the_injected_clock():
+    now = [0.0]
+    budget = AccurateBudget(per_second=2, burst=4, clock=lambda: now[0])
+    assert budget.take(3) == 3  # the burst allows 4 at once
+    assert budget.take(3) == 1
+    assert budget.take(1) == 0
+    now[0] = 1.0  # two more tokens a second
+    assert budget.take(5) == 2
+    now[0] = 100.0  # never more than the burst
+    assert budget.take(10) == 4
+    with pytest.raises(ValueError):
+        AccurateBudget(per_second=0)
+
+
+def test_over_budget_a_comment_keeps_the_fast_result_and_says_so():
+    now = [0.0]
+    fast = Fixed("fast-x", {"a": [0.7, 0.2, 0.1], "b": [0.6, 0.2, 0.2], "c": [0.1, 0.1, 0.8]})
+    accurate = Fixed("e5-y", {"a": [0.1, 0.1, 0.8], "b": [0.1, 0.1, 0.8]})
+    records = []
+    cascade = CascadeScorer(fast, accurate, budget=AccurateBudget(1, burst=1, clock=lambda: now[0]),
+                            record=lambda n, esc, over: records.append(over))
+    out = cascade.score_batch([ScoreInput("a"), ScoreInput("b"), ScoreInput("c")])
+    assert accurate.asked == ["a"]  # one token: the first qualifying comment of the batch
+    assert [s.model_version for s in out] == [cascade.model_version, "fast-x", cascade.model_version]
+    assert out[1].label is SentimentLabel.negative and out[1].confidence == pytest.approx(0.6)
+    assert records == [1] and cascade.over_budget_total == 1
+
+
 def test_cascade_with_empty_batch():
-    cascade = CascadeScorer(Fixed("f", {}), Fixed("a", {}), record=lambda *_: None)
+    cascade = CascadeScorer(Fixed("f", {}), Fixed("a", {}))
     assert cascade.score_batch([]) == []
     assert cascade.predict_proba([]).shape == (0, 3)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.sentiment.learned import load_model
+from services.sentiment.scorers.fast import load_model
 from terrain.cli import app
 from tests.unit.test_sentiment_learned import tiny_rows
 
@@ -49,7 +49,7 @@ def test_score_reads_json_lines_and_answers_in_order(trained: Path) -> None:
         json.dumps({"lang": "fr"}),
         json.dumps({"text": "où se trouve la boutique ?"}),
     ]) + "\n"
-    result = runner.invoke(app, ["sentiment", "score", "--model", str(trained)], input=stdin)
+    result = runner.invoke(app, ["sentiment", "score", "--scorer", "fast", "--model", str(trained)], input=stdin)
     assert result.exit_code == 1, result.output  # every line answered, and the failed ones make the exit code
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 5
@@ -58,7 +58,7 @@ def test_score_reads_json_lines_and_answers_in_order(trained: Path) -> None:
     assert lines[1] == {"line": 2, "error": lines[1]["error"]} and "not JSON" in lines[1]["error"]
     assert "text" in lines[3]["error"]
     for good in (lines[0], lines[2], lines[4]):
-        assert set(good) >= {"label", "score", "confidence", "lang", "model_version", "drivers"}
+        assert set(good) >= {"label", "score", "confidence", "lang", "model_version", "drivers", "flags"}
         assert good["model_version"] == "fast-cli-test"
 
 

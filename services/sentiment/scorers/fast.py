@@ -1,22 +1,12 @@
-"""The FAST learned sentiment scorer: hashed word + char n-grams, a logistic regression, calibrated.
+"""The FAST learned scorer: hashed word + char n-grams, a multinomial logistic regression, calibrated.
 
-API (stable; the embedding and cascade scorers build on it):
-- `CLASSES = ("negative", "neutral", "positive")`: the column order of every probability matrix.
-- `ProbaModel` (Protocol): `classes`, `model_version: str`, `predict_proba(items) -> ndarray (n, 3)`, rows
-  summing to 1, columns in CLASSES order.
-- `FastScorer(path=None)`: a ProbaModel and a `SentimentScorer` (`score_batch(items) -> list[Sentiment]`).
-  `FastScorer.explain(items, proba) -> list[list[str]]`: drivers toward each row's argmax of probabilities
-  that may come from another model (the cascade's); reuses the tokens of the last predict_proba batch.
-- `sentiment_from_proba(proba_row, lang, model_version, drivers) -> Sentiment`: label = argmax, score =
-  P(positive) − P(negative), confidence = max probability (calibrated by the model that made it).
-- `train_fast(texts, langs, labels, ...) -> LinearModel`, `save_model(model, path)`, `load_model(path)`.
-- `DEFAULT_MODEL_PATH`: the shipped model (`services/sentiment/models/fast-fr-en-*.npz`).
-
-Model file: `<name>.npz` (numeric arrays only, loaded with allow_pickle=False, so loading runs no code) and
-`<name>.json` beside it (version, date, feature config, training data and its terms, dev scores). The
-features are hashed (sklearn's HashingVectorizer), so nothing but the config is stored for them; the
-coefficient matrix keeps only the hashed columns that training used (float16). Calibration is one
-temperature fitted on a held-out part of the training data (never on dev).
+- `FastScorer(path=None)`: a ProbaModel and a SentimentScorer. `FastScorer.explain(items, proba)`: drivers
+  toward each row's argmax of probabilities that may come from another model (the cascade's).
+- Model file: `<name>.npz` (numeric arrays only, loaded with allow_pickle=False, so loading runs no code) and
+  `<name>.json` beside it (version, date, feature config, training data and its terms, dev scores). The
+  features are hashed (sklearn's HashingVectorizer), so nothing but the config is stored for them; the
+  coefficient matrix keeps only the hashed columns that training used (float16).
+- Training lives in `services.sentiment.training.fast`; this module only loads and scores.
 """
 
 from __future__ import annotations
@@ -24,61 +14,30 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.utils import murmurhash3_32
 
-from services.sentiment.scoring import MAX_DRIVERS, ScoreInput, language_of
+from services.sentiment.calibration import softmax
+from services.sentiment.scorers.base import CLASSES, MAX_DRIVERS, ScoreInput, sentiment_from_proba
+from services.sentiment.scorers.language import language_of
 from services.sentiment.textnorm import NEG_CUES, NEG_PREFIX, NormConfig, normalize, surface
-from terrain.contracts import Sentiment, SentimentLabel
+from terrain.contracts import Sentiment
 
-CLASSES: tuple[str, str, str] = ("negative", "neutral", "positive")
 FORMAT = "terrain-sentiment-linear"
 FORMAT_VERSION = 1
-MODELS_DIR = Path(__file__).parent / "models"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL_NAME = "fast-fr-en-1"
 DEFAULT_MODEL_PATH = MODELS_DIR / f"{DEFAULT_MODEL_NAME}.npz"
 # Texts longer than this are cut: the opening sets the tone, and char n-grams cost per character.
 MAX_CHARS = 2_000
 LANG_CHARS = 300
-
-
-class ProbaModel(Protocol):
-    """A model giving class probabilities in CLASSES order; what the cascade combines."""
-
-    model_version: str
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        """CLASSES: the column order of predict_proba (read-only, so a tuple constant satisfies it)."""
-        ...
-
-    def predict_proba(self, items: Sequence[ScoreInput]) -> np.ndarray:
-        """(n, 3) probabilities, rows summing to 1, columns in CLASSES order."""
-        ...
-
-
-def sentiment_from_proba(
-    proba_row: Sequence[float] | np.ndarray, lang: str, model_version: str, drivers: Sequence[str] = ()
-) -> Sentiment:
-    """A Sentiment from one row of class probabilities (CLASSES order)."""
-    row = np.asarray(proba_row, dtype=np.float64)
-    best = int(np.argmax(row))
-    score = float(np.clip(row[2] - row[0], -1.0, 1.0))
-    return Sentiment(
-        label=SentimentLabel(CLASSES[best]),
-        score=round(score, 4),
-        confidence=round(float(np.clip(row[best], 0.0, 1.0)), 4),
-        lang=lang,
-        model_version=model_version,
-        drivers=list(drivers)[:MAX_DRIVERS],
-    )
 
 
 # --- features -----------------------------------------------------------------------------------------
@@ -214,13 +173,6 @@ class LinearModel:
 
     def proba(self, x: sp.csr_matrix) -> np.ndarray:
         return softmax(self.logits(x) / self.temperature)
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
-    return out
 
 
 def save_model(model: LinearModel, path: str | Path) -> Path:
@@ -385,104 +337,3 @@ class FastScorer:
             sentiment_from_proba(row, lang, self.model_version, found)
             for row, lang, found in zip(proba, langs, drivers, strict=True)
         ]
-
-
-# --- training -----------------------------------------------------------------------------------------
-
-
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The temperature minimising held-out log-loss (a 1-D search; the loss is convex in 1/T)."""
-    best_t, best_loss = 1.0, float("inf")
-    for t in np.exp(np.linspace(np.log(0.2), np.log(5.0), 161)):
-        p = softmax(logits / t)
-        loss = -float(np.mean(np.log(p[np.arange(len(y)), y] + 1e-12)))
-        if loss < best_loss:
-            best_t, best_loss = float(t), loss
-    return best_t
-
-
-def _fit_lr(x: sp.csr_matrix, y: np.ndarray, c: float, class_weight: Any, sample_weight: np.ndarray | None,
-            max_iter: int) -> Any:
-    from sklearn.linear_model import LogisticRegression
-
-    clf = LogisticRegression(C=c, class_weight=class_weight, max_iter=max_iter, solver="lbfgs")
-    clf.fit(x, y, sample_weight=sample_weight)
-    return clf
-
-
-def train_fast(
-    texts: Sequence[str],
-    langs: Sequence[str],
-    labels: Sequence[str],
-    *,
-    config: FeatureConfig | None = None,
-    c: float = 25.0,
-    class_weight: Any = "balanced",
-    calibration_share: float = 0.15,
-    sample_weight: Sequence[float] | None = None,
-    seed: int = 0,
-    max_iter: int = 1000,
-    metadata: dict[str, Any] | None = None,
-    progress: Callable[[str], None] = lambda _msg: None,
-) -> LinearModel:
-    """Train on labelled texts: fit on (1 − share), fit the temperature on the held-out share, refit on all.
-
-    Labels must be in CLASSES; a class may be absent (binary data) but at least two must occur.
-    """
-    config = config or FeatureConfig()
-    unknown = sorted({lab for lab in labels} - set(CLASSES))
-    if unknown:
-        raise ValueError(f"unknown labels {unknown}; expected {', '.join(CLASSES)}")
-    y = np.array([CLASSES.index(lab) for lab in labels])
-    if len(set(y.tolist())) < 2:
-        raise ValueError("training needs at least two different labels")
-    weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    featurizer = Featurizer(config)
-    progress(f"featurising {len(texts)} texts")
-    x = featurizer.transform(texts, langs)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(y))
-    n_cal = int(len(y) * calibration_share) if len(y) >= 50 else 0
-    temperature = 1.0
-    if n_cal:
-        cal, fit = order[:n_cal], order[n_cal:]
-        progress(f"fitting on {len(fit)}, calibrating on {len(cal)} held out")
-        clf = _fit_lr(x[fit], y[fit], c, class_weight, None if weights is None else weights[fit], max_iter)
-        temperature = fit_temperature(_full_logits(clf, x[cal]), y[cal])
-    progress(f"fitting on all {len(y)} (temperature {temperature:.3f})")
-    clf = _fit_lr(x, y, c, class_weight, weights, max_iter)
-    coef, intercept = _full_coef(clf)
-    used = np.flatnonzero(np.abs(coef).max(axis=1) > 0).astype(np.int32)
-    meta = dict(metadata or {})
-    meta.setdefault("version", "fast-custom")
-    meta["training"] = {**meta.get("training", {}), "examples": len(y), "c": c,
-                        "class_weight": class_weight if isinstance(class_weight, str) else "custom",
-                        "calibration_share": calibration_share if n_cal else 0.0}
-    return LinearModel(config, used, coef[used].astype(np.float32), intercept.astype(np.float32), temperature,
-                       meta)
-
-
-def _full_coef(clf: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(n_features, 3) weights and (3,) intercept in CLASSES order, whatever classes the data had."""
-    coef = np.zeros((clf.coef_.shape[1], len(CLASSES)), dtype=np.float64)
-    intercept = np.zeros(len(CLASSES))
-    present = [int(k) for k in clf.classes_]
-    if len(present) == 2:
-        # sklearn keeps one row for two classes: the logit of the second; split it symmetrically.
-        coef[:, present[1]] = clf.coef_[0] / 2
-        coef[:, present[0]] = -clf.coef_[0] / 2
-        intercept[present[1]], intercept[present[0]] = clf.intercept_[0] / 2, -clf.intercept_[0] / 2
-    else:
-        for row, k in enumerate(present):
-            coef[:, k] = clf.coef_[row]
-            intercept[k] = clf.intercept_[row]
-    # A class the data never showed gets a very low intercept, so it is (almost) never predicted.
-    for k in set(range(len(CLASSES))) - set(present):
-        intercept[k] = -30.0
-    return coef, intercept
-
-
-def _full_logits(clf: Any, x: sp.csr_matrix) -> np.ndarray:
-    coef, intercept = _full_coef(clf)
-    logits: np.ndarray = np.asarray(x @ coef) + intercept
-    return logits

@@ -1,0 +1,68 @@
+"""What every sentiment scorer shares: the input, the interface, the class order and the output built from
+class probabilities. Pure; imports nothing heavier than numpy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+from terrain.contracts import Sentiment, SentimentLabel
+
+CLASSES: tuple[str, str, str] = ("negative", "neutral", "positive")
+NEGATIVE = 0
+MAX_DRIVERS = 5
+
+
+class ScoreInput(NamedTuple):
+    """A text to score, its language when known (ISO 639-1, else None to detect it), and its reach (likes +
+    replies + shares: the cascade scorer sends far-reaching comments to its accurate tier)."""
+
+    text: str
+    lang: str | None = None
+    reach: int = 0
+
+
+class SentimentScorer(Protocol):
+    """What the service needs from a scorer."""
+
+    model_version: str
+
+    def score_batch(self, items: Sequence[ScoreInput]) -> list[Sentiment]:
+        """One Sentiment per input, in order. Deterministic, and each item's result depends on that item only
+        (never on the rest of its batch): a redelivery must publish the same content under the same id."""
+        ...
+
+
+class ProbaModel(Protocol):
+    """A model giving class probabilities in CLASSES order; what the cascade combines."""
+
+    model_version: str
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """CLASSES: the column order of predict_proba (read-only, so a tuple constant satisfies it)."""
+        ...
+
+    def predict_proba(self, items: Sequence[ScoreInput]) -> np.ndarray:
+        """(n, 3) probabilities, rows summing to 1, columns in CLASSES order."""
+        ...
+
+
+def sentiment_from_proba(
+    proba_row: Sequence[float] | np.ndarray, lang: str, model_version: str, drivers: Sequence[str] = ()
+) -> Sentiment:
+    """A Sentiment from one row of class probabilities (CLASSES order): label = argmax, score = P(positive) −
+    P(negative), confidence = the label's (calibrated) probability."""
+    row = np.asarray(proba_row, dtype=np.float64)
+    best = int(np.argmax(row))
+    score = float(np.clip(row[2] - row[0], -1.0, 1.0))
+    return Sentiment(
+        label=SentimentLabel(CLASSES[best]),
+        score=round(score, 4),
+        confidence=round(float(np.clip(row[best], 0.0, 1.0)), 4),
+        lang=lang,
+        model_version=model_version,
+        drivers=list(drivers)[:MAX_DRIVERS],
+    )

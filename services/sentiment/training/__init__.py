@@ -1,0 +1,1 @@
+"""Training code for the sentiment models (offline: scikit-learn); the service never imports it."""

@@ -1,0 +1,100 @@
+"""Training the fast scorer's model (offline: scikit-learn): fit, calibrate on a held-out share, refit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from services.sentiment.calibration import fit_temperature
+from services.sentiment.scorers.base import CLASSES
+from services.sentiment.scorers.fast import FeatureConfig, Featurizer, LinearModel
+
+
+def _fit_lr(x: sp.csr_matrix, y: np.ndarray, c: float, class_weight: Any, sample_weight: np.ndarray | None,
+            max_iter: int) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=c, class_weight=class_weight, max_iter=max_iter, solver="lbfgs")
+    clf.fit(x, y, sample_weight=sample_weight)
+    return clf
+
+
+def train_fast(
+    texts: Sequence[str],
+    langs: Sequence[str],
+    labels: Sequence[str],
+    *,
+    config: FeatureConfig | None = None,
+    c: float = 25.0,
+    class_weight: Any = "balanced",
+    calibration_share: float = 0.15,
+    sample_weight: Sequence[float] | None = None,
+    seed: int = 0,
+    max_iter: int = 1000,
+    metadata: dict[str, Any] | None = None,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> LinearModel:
+    """Train on labelled texts: fit on (1 − share), fit the temperature on the held-out share, refit on all.
+
+    Labels must be in CLASSES; a class may be absent (binary data) but at least two must occur.
+    """
+    config = config or FeatureConfig()
+    unknown = sorted({lab for lab in labels} - set(CLASSES))
+    if unknown:
+        raise ValueError(f"unknown labels {unknown}; expected {', '.join(CLASSES)}")
+    y = np.array([CLASSES.index(lab) for lab in labels])
+    if len(set(y.tolist())) < 2:
+        raise ValueError("training needs at least two different labels")
+    weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    featurizer = Featurizer(config)
+    progress(f"featurising {len(texts)} texts")
+    x = featurizer.transform(texts, langs)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y))
+    n_cal = int(len(y) * calibration_share) if len(y) >= 50 else 0
+    temperature = 1.0
+    if n_cal:
+        cal, fit = order[:n_cal], order[n_cal:]
+        progress(f"fitting on {len(fit)}, calibrating on {len(cal)} held out")
+        clf = _fit_lr(x[fit], y[fit], c, class_weight, None if weights is None else weights[fit], max_iter)
+        temperature = fit_temperature(full_logits(clf, x[cal]), y[cal])
+    progress(f"fitting on all {len(y)} (temperature {temperature:.3f})")
+    clf = _fit_lr(x, y, c, class_weight, weights, max_iter)
+    coef, intercept = full_coef(clf)
+    used = np.flatnonzero(np.abs(coef).max(axis=1) > 0).astype(np.int32)
+    meta = dict(metadata or {})
+    meta.setdefault("version", "fast-custom")
+    meta["training"] = {**meta.get("training", {}), "examples": len(y), "c": c,
+                        "class_weight": class_weight if isinstance(class_weight, str) else "custom",
+                        "calibration_share": calibration_share if n_cal else 0.0}
+    return LinearModel(config, used, coef[used].astype(np.float32), intercept.astype(np.float32), temperature,
+                       meta)
+
+
+def full_coef(clf: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(n_features, 3) weights and (3,) intercept in CLASSES order, whatever classes the data had."""
+    coef = np.zeros((clf.coef_.shape[1], len(CLASSES)), dtype=np.float64)
+    intercept = np.zeros(len(CLASSES))
+    present = [int(k) for k in clf.classes_]
+    if len(present) == 2:
+        # sklearn keeps one row for two classes: the logit of the second; split it symmetrically.
+        coef[:, present[1]] = clf.coef_[0] / 2
+        coef[:, present[0]] = -clf.coef_[0] / 2
+        intercept[present[1]], intercept[present[0]] = clf.intercept_[0] / 2, -clf.intercept_[0] / 2
+    else:
+        for row, k in enumerate(present):
+            coef[:, k] = clf.coef_[row]
+            intercept[k] = clf.intercept_[row]
+    # A class the data never showed gets a very low intercept, so it is (almost) never predicted.
+    for k in set(range(len(CLASSES))) - set(present):
+        intercept[k] = -30.0
+    return coef, intercept
+
+
+def full_logits(clf: Any, x: sp.csr_matrix) -> np.ndarray:
+    coef, intercept = full_coef(clf)
+    logits: np.ndarray = np.asarray(x @ coef) + intercept
+    return logits
