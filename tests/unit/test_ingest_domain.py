@@ -149,3 +149,6 @@ def test_language_batch_detection_answers_as_one_by_one():
     assert detect_languages(texts) == [detect_language(t) for t in texts]
     assert detect_languages(texts)[:4] == ["fr", "en", "und", "und"]
     assert detect_languages([]) == []
+    # Enough texts for the batch walk, of mixed lengths (the longest finish in Python), mixed languages.
+    many = [t * k for k in (1, 2, 3, 7, 30) for t in texts] + ["Génial 🎉 " * 60, "Non.", "ok"]
+    assert detect_languages(many) == [detect_language(t) for t in many]
