@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
+
+import pytest
 
 from services.sentiment.domain import (
     PRODUCER,
@@ -14,7 +17,8 @@ from services.sentiment.domain import (
     scored_message,
     scored_message_id,
 )
-from services.sentiment.scoring import ScoreInput
+from services.sentiment.scorers import make_scorer
+from services.sentiment.scorers.base import ScoreInput
 from terrain.contracts import Comment, CommentAction, CommentMessage, Sentiment, SentimentLabel
 from terrain.contracts.base import derived_id
 
@@ -85,3 +89,32 @@ def test_scored_message():
     assert out.message_id == scored_message_id("m-7")
     assert (out.occurred_at, out.scored_at, out.producer) == (HAPPENED, NOW, PRODUCER)
     assert out.comment == m.comment and out.sentiment.label is SentimentLabel.negative
+
+
+DETERMINISM_TEXTS = [
+    "Service déplorable et serveur très désagréable, je suis furieux !", "Vivement l'an prochain !!",
+    "À quelle heure ouvre la boutique ?", "Loved the new menu, great job team!", "Oh great, my order is late again.",
+    "t'es un connard", "Livraison en retard de deux semaines, aucune réponse du service client.",
+    "Merci Julie pour ta gentillesse, à très vite !",
+]
+
+
+@pytest.mark.parametrize("name", ["lexicon", "fast"])
+def test_a_comment_gets_the_same_scored_message_whatever_batch_it_arrives_in(name: str):
+    # A redelivery can land in a different batch (other neighbours, another order, another size): the scored
+    # message's id is derived from the comment message's, so its content must not change either.
+    scorer = make_scorer(name)
+    messages = [msg(f"m{i}", text, lang=None) for i, text in enumerate(DETERMINISM_TEXTS)]
+    alone = {m.message_id: scored_message(m, assess_comments(scorer, [m.comment])[0], NOW) for m in messages}
+    rng = random.Random(3)
+    for size in (2, 3, len(messages)):
+        shuffled = messages[:]
+        rng.shuffle(shuffled)
+        for start in range(0, len(shuffled), size):
+            batch = shuffled[start:start + size]
+            for m, a in zip(batch, assess_comments(scorer, [x.comment for x in batch]), strict=True):
+                assert scored_message(m, a, NOW) == alone[m.message_id], (name, size, m.comment.text)
+    # And a fresh scorer (a restarted replica) gives the same answers.
+    again = make_scorer(name)
+    for m in messages:
+        assert scored_message(m, assess_comments(again, [m.comment])[0], NOW) == alone[m.message_id]
