@@ -442,11 +442,12 @@ class _Profilers:
 
 def run(cfg: BenchConfig, say: Callable[[str], None] = print) -> BenchResult:
     """Start the embedded stack, measure, stop everything started (by pid), remove the temporary home."""
-    from terrain.stack import SERVICES, Stack
+    from terrain.plugins import discover_services
+    from terrain.stack import Stack
 
     result = BenchResult(cfg)
     home = Path(tempfile.mkdtemp(prefix="terrain-bench-"))
-    services = SERVICES
+    services = discover_services()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TERRAIN_")}
     env.update({svc.port_env: str(free_port()) for svc in services})
     env.update({

@@ -18,21 +18,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.escalation.cli import escalation_app, policy_app
-from services.events.cli import report_app
-from services.ingest.cli import import_command
-from services.sentiment.cli import sentiment_app
 from terrain.ops.cli import register as register_ops
-from terrain.stack import SERVICES, Stack, state_dir
+from terrain.plugins import discover_services, register_commands
+from terrain.stack import Stack, state_dir
 
 app = typer.Typer(help="Terrain: from one angry comment to the right action.", no_args_is_help=True)
 contracts_app = typer.Typer(help="Generated JSON Schemas and AsyncAPI document for the topics.")
 app.add_typer(contracts_app, name="contracts")
-app.add_typer(sentiment_app, name="sentiment")
-app.command("import")(import_command)
-app.add_typer(report_app, name="report")
-app.add_typer(escalation_app, name="escalation")
-app.add_typer(policy_app, name="policy")
+register_commands(app)  # each installed service's own commands (import, sentiment, escalation, policy, report)
 register_ops(app)  # migrate, topics, deploy
 console = Console(highlight=False)
 
@@ -52,7 +45,7 @@ def up(
     demo: Annotated[bool, typer.Option(help="Feed demo comments and show them scored and escalated.")] = False,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be ready.")] = 90.0,
 ) -> None:
-    """Run the whole pipeline: embedded broker and PostgreSQL (unless configured), and the four services."""
+    """Run the whole pipeline: embedded broker and PostgreSQL (unless configured), and every installed service."""
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     stack = Stack(home=state_dir(), say=lambda line: console.print(line, soft_wrap=True))
@@ -217,9 +210,9 @@ async def _read_scored(bootstrap: str, expect: int, timeout_s: float) -> list[di
 
 
 @app.command()
-def serve(service: Annotated[str, typer.Argument(help="ingest, sentiment, escalation or events")]) -> None:
+def serve(service: Annotated[str, typer.Argument(help="An installed service: ingest, sentiment, escalation…")]) -> None:
     """Run one service alone (the form containers use); configured by TERRAIN_* environment variables."""
-    names = {s.name: s for s in SERVICES}
+    names = {s.name: s for s in discover_services()}
     if service not in names:
         console.print(f"[red]unknown service {service!r}[/red]; choose one of: {', '.join(names)}")
         raise typer.Exit(2)

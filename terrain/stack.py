@@ -1,4 +1,4 @@
-"""`terrain up`: the whole pipeline on one machine: embedded broker and database, four service processes."""
+"""`terrain up`: the whole pipeline on one machine: embedded broker and database, one process per installed service."""
 
 from __future__ import annotations
 
@@ -20,25 +20,18 @@ import httpx
 
 from terrain.devstack import EmbeddedPostgres, TansuBroker, _die_with_parent, free_port, stop_process
 from terrain.kafka import ensure_topics
+from terrain.plugins import ServiceDef as ServiceDef  # re-exported: the deployment plans name it from here
+from terrain.plugins import discover_services
 from terrain.topics import all_topic_names
 
 log = logging.getLogger("terrain.stack")
 
 
-@dataclass(frozen=True)
-class ServiceDef:
-    name: str
-    module: str
-    port_env: str
-    default_port: int
-
-
-SERVICES: tuple[ServiceDef, ...] = (
-    ServiceDef("ingest", "services.ingest", "TERRAIN_INGEST_PORT", 8081),
-    ServiceDef("sentiment", "services.sentiment", "TERRAIN_SENTIMENT_PORT", 8082),
-    ServiceDef("escalation", "services.escalation", "TERRAIN_ESCALATION_PORT", 8083),
-    ServiceDef("events", "services.events", "TERRAIN_EVENTS_PORT", 8084),
-)
+def __getattr__(name: str) -> tuple[ServiceDef, ...]:
+    # `SERVICES` is what is installed, found when first asked for (after every plugin's package can load).
+    if name == "SERVICES":
+        return discover_services()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def state_dir() -> Path:
@@ -127,7 +120,7 @@ class Stack:
         """Refuse to start when a service port is taken: the services would crash-loop on it."""
         busy = [
             f"{self.ports[svc.name]} ({svc.name}, {svc.port_env})"
-            for svc in SERVICES
+            for svc in discover_services()
             if not _port_free(self.ports[svc.name], self.env.get("TERRAIN_HOST", "127.0.0.1"))
         ]
         if busy:
@@ -143,7 +136,7 @@ class Stack:
     def start(self, ready_timeout_s: float = 90.0) -> None:
         t0 = time.monotonic()
         self.lock_home()
-        for svc in SERVICES:
+        for svc in discover_services():
             self.ports[svc.name] = int(self.env.get(svc.port_env, svc.default_port))
         self.check_ports()
         self.token = self.env.get("TERRAIN_API_TOKEN") or secrets.token_urlsafe(18)
@@ -166,7 +159,7 @@ class Stack:
         partitions = int(self.env.get("TERRAIN_TOPIC_PARTITIONS", "4"))
         created = asyncio.run(ensure_topics(self.bootstrap, all_topic_names(), partitions=partitions))
         self.say(f"topics      {len(all_topic_names())} ready ({len(created)} created, {partitions} partitions each)")
-        for svc in SERVICES:
+        for svc in discover_services():
             self._spawn(svc)
         self._write_state()
         self.wait_ready(ready_timeout_s)
@@ -239,7 +232,7 @@ class Stack:
 
     def supervise_once(self) -> None:
         """Restart a service that died (at most 5 times a minute, then give up loudly)."""
-        for svc in SERVICES:
+        for svc in discover_services():
             proc = self.procs.get(svc.name)
             if proc is None or proc.poll() is None:
                 continue
