@@ -155,11 +155,14 @@ def _read_change(
 def _time(value: Any) -> datetime | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isdecimal():  # not isdigit: int("²") raises
         value = int(value)
     if isinstance(value, int | float):
         seconds = value / 1000 if value > 100_000_000_000 else value  # milliseconds in some fields
-        return datetime.fromtimestamp(seconds, UTC)
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (ValueError, OverflowError, OSError):  # NaN, or a year no calendar here holds: not a time
+            return None
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.strip())
