@@ -46,6 +46,7 @@ class RawRecord:
     end_line: int
     text: str | None = None  # a JSON line
     row: dict[str, str | None] | None = None  # a CSV row
+    error: str | None = None  # a CSV record the csv module cannot read
 
 
 @dataclass
@@ -100,7 +101,12 @@ def read_records(path: Path, fmt: str, offset: int = 0, line: int = 0) -> Iterat
         pos = [offset, line]
         if fmt == "csv":
             header_pos = [0, 0]
-            header = next(csv.reader(_lines(fh, 0, 0, header_pos)), None)
+            try:
+                header = next(csv.reader(_lines(fh, 0, 0, header_pos)), None)
+            except csv.Error as exc:  # without its header no row can be read: one reject says why
+                if offset == 0:  # a resumed import rejected it already
+                    yield RawRecord(1, header_pos[0], header_pos[1], error=f"header: {exc}")
+                return
             if header is None:
                 return
             if offset == 0:
@@ -108,7 +114,15 @@ def read_records(path: Path, fmt: str, offset: int = 0, line: int = 0) -> Iterat
             names = [h.strip().lstrip("\ufeff") for h in header]
             reader = csv.reader(_lines(fh, offset, line, pos))
             start = line + 1
-            for values in reader:
+            while True:
+                try:
+                    values = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:  # a stray carriage return, a NUL…: that record is rejected, the rest read
+                    yield RawRecord(start, pos[0], pos[1], error=str(exc))
+                    start = pos[1] + 1
+                    continue
                 if values:
                     row = {k: (v if v != "" or k == "text" else None) for k, v in zip(names, values, strict=False)}
                     yield RawRecord(start, pos[0], pos[1], row=row)
@@ -142,6 +156,8 @@ def parse_record(
 ) -> tuple[list[Incoming], list[Rejected], dict[str, int]]:
     """Screened comments of one record, its refusals, and (for Meta deliveries) its engagement signals."""
     raw_text = rec.text.rstrip("\r\n") if rec.text is not None else json.dumps(rec.row, ensure_ascii=False)
+    if rec.error is not None:
+        return [], [Rejected(rec.line, Refusal(Reason.invalid, None, f"unreadable CSV: {rec.error}"), raw_text)], {}
     if rec.row is not None:
         payload: Any = _csv_to_comment(rec.row)
     else:
@@ -149,6 +165,9 @@ def parse_record(
             payload = json.loads(rec.text or "")
         except json.JSONDecodeError as exc:
             refusal = Refusal(Reason.malformed_json, None, f"line {rec.line}, column {exc.colno}: {exc.msg}")
+            return [], [Rejected(rec.line, refusal, raw_text)], {}
+        except RecursionError:
+            refusal = Refusal(Reason.malformed_json, None, f"line {rec.line}: nested too deeply")
             return [], [Rejected(rec.line, refusal, raw_text)], {}
     if fmt == "meta" or (fmt != "csv" and meta.is_delivery(payload)):
         parsed = meta.parse_delivery(payload, limits)
