@@ -81,6 +81,10 @@ async def test_replayed_deliveries_land_once_each(settings_kwargs, topic_overrid
         retry = await post(first)  # Meta retries the same delivery
         r_ig = await post(instagram)
         r2 = await post(changes)
+        # The same comment from another path (an export sent over HTTP): the same stable id, a duplicate.
+        other_path = await client.post("/v1/comments", json={
+            "source": "facebook", "external_id": "555_1", "community_id": "209384756102938",
+            "thread_id": "209384756102938_555", "text": "Great gig last night!", "created_at": "2025-11-22T09:59:00Z"})
         body, headers = signed(delivery("page", (PAGE, [feed_comment("901", "9", "forged")])), SECRET)
         forged = await client.post("/webhooks/meta", content=body.replace(b"forged", b"FORGED"), headers=headers)
         unsigned = await client.post("/webhooks/meta", content=body, headers={"Content-Type": "application/json"})
@@ -94,6 +98,7 @@ async def test_replayed_deliveries_land_once_each(settings_kwargs, topic_overrid
     assert r_ig.json()["accepted"] == 2
     assert r2.json()["accepted"] == 3 and r2.json()["duplicates"] == 1
     assert forged.status_code == 403 and unsigned.status_code == 401
+    assert other_path.status_code == 202 and other_path.json()["duplicates"] == 1
 
     messages = [CommentMessage.model_validate_json(r.value) for r in out]
     got = sorted((m.comment.external_id, m.comment.action.value, m.comment.revision) for m in messages)
@@ -127,6 +132,8 @@ async def test_replayed_deliveries_land_once_each(settings_kwargs, topic_overrid
 
     assert 'terrain_ingest_rejected_total{channel="webhook",reason="bad_signature"} 2.0' in metrics
     assert 'terrain_ingest_meta_signals_total{kind="reaction"}' in metrics
+    assert 'terrain_ingest_duplicates_total{channel="webhook"}' in metrics
+    assert 'terrain_ingest_rejected_total{channel="webhook",reason="empty_text"}' in metrics
     assert "terrain_ingest_publish_latency_seconds_count{channel=\"webhook\"}" in metrics
 
     # Author identity (and text) never above debug level.
