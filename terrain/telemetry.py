@@ -82,6 +82,9 @@ class _DropKnownNoise(logging.Filter):
         return "Auto create topics is disabled" not in record.getMessage()
 
 
+_LINE_FIELDS = frozenset({"ts", "level", "service", "logger", "event", "exc"})
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and any `extra=` fields."""
 
@@ -99,7 +102,12 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _STD_ATTRS and not key.startswith("_"):
-                out[key] = value
+                # An extra never replaces a line's own fields: `extra={"level": "respond"}` once made an
+                # info line read as level "respond", which a level filter cannot place.
+                if key not in _LINE_FIELDS:
+                    out[key] = value
+                elif out.get(key) != value:
+                    out[f"extra_{key}"] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str, ensure_ascii=False)
