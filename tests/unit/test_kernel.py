@@ -177,3 +177,17 @@ def test_serve_without_a_database_url_refuses_and_says_why():
     result = CliRunner().invoke(app, ["serve", "sentiment"], env={"TERRAIN_DATABASE_URL": None})
     assert result.exit_code == 2
     assert "TERRAIN_DATABASE_URL is not set" in result.output
+
+
+def test_a_json_log_line_keeps_its_own_level_whatever_the_extras_say():
+    import json
+    import logging
+
+    from terrain.telemetry import JsonFormatter
+
+    record = logging.LogRecord("terrain.escalation", logging.INFO, __file__, 1, "incident %s", ("opened",), None)
+    record.__dict__.update({"level": "respond", "service": "escalation", "event": "x", "incident_id": "i-1"})
+    line = json.loads(JsonFormatter("escalation").format(record))
+    assert line["level"] == "info" and line["event"] == "incident opened"
+    assert line["extra_level"] == "respond" and line["extra_event"] == "x" and line["incident_id"] == "i-1"
+    assert "extra_service" not in line  # an extra that repeats the line's own value is not doubled
