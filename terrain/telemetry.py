@@ -249,6 +249,16 @@ def build_http_app(
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse(status_code=422, content={"detail": f"invalid request: {summary}", "errors": errors})
 
+    import asyncpg
+
+    @app.exception_handler(asyncpg.exceptions.DataError)
+    async def _unstorable(_: Request, exc: asyncpg.exceptions.DataError) -> JSONResponse:
+        # A value PostgreSQL cannot hold (a NUL character, a number past 64 bits) came from the request: its
+        # sender's error: a 422 that says so, not a 500 (the handler's transaction, if any, rolled back).
+        what = "a NUL character" if "0x00" in str(exc) else "a value out of range" if "range" in str(exc) else ""
+        return JSONResponse(status_code=422, content={
+            "detail": f"invalid request: {what or 'a value'} that cannot be stored ({type(exc).__name__})"})
+
     @app.middleware("http")
     async def _count(request: Request, call_next: Callable[[Request], Any]) -> Any:
         response = await call_next(request)
