@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import asyncpg
 import pytest
 
 from terrain.contracts import InboundCommentMessage
@@ -191,3 +192,22 @@ def test_a_json_log_line_keeps_its_own_level_whatever_the_extras_say():
     assert line["level"] == "info" and line["event"] == "incident opened"
     assert line["extra_level"] == "respond" and line["extra_event"] == "x" and line["incident_id"] == "i-1"
     assert "extra_service" not in line  # an extra that repeats the line's own value is not doubled
+
+
+@pytest.mark.parametrize("exc", [
+    asyncpg.exceptions.CharacterNotInRepertoireError('invalid byte sequence for encoding "UTF8": 0x00'),
+    asyncpg.exceptions.DataError("invalid input for query argument $6: 10**30 (value out of int64 range)"),
+], ids=["NUL character", "past 64 bits"])
+async def test_a_value_the_database_cannot_hold_is_a_clear_422_not_a_500(exc: Exception):
+    import httpx
+
+    _, app = _app()
+
+    @app.get("/store")
+    async def store() -> None:
+        raise exc
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        got = await client.get("/store")
+    assert got.status_code == 422
+    assert "cannot be stored" in got.json()["detail"]
