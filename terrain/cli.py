@@ -88,7 +88,7 @@ def _print_tour(stack: Stack) -> None:
         f"  curl -s -X POST {urls['ingest']}/v1/comments -H \"Authorization: Bearer $TERRAIN_API_TOKEN\" "
         "-H 'Content-Type: application/json' -d '{\"source\":\"facebook\",\"external_id\":\"42\","
         "\"community_id\":\"resto-lyon\",\"thread_id\":\"post-1\",\"text\":\"Service déplorable, je suis furieux\","
-        "\"created_at\":\"2026-11-25T12:00:00Z\"}'\n"
+        "\"created_at\":\"'\"$(date -u +%FT%TZ)\"'\"}'\n"  # a comment of now: an old one pages nobody
         f"  curl -s {urls['escalation']}/v1/incidents -H \"Authorization: Bearer $TERRAIN_API_TOKEN\"",
         soft_wrap=True,
     )
