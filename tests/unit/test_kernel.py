@@ -211,3 +211,44 @@ async def test_a_value_the_database_cannot_hold_is_a_clear_422_not_a_500(exc: Ex
         got = await client.get("/store")
     assert got.status_code == 422
     assert "cannot be stored" in got.json()["detail"]
+
+
+async def test_a_consumer_behind_without_progress_turns_not_ready_and_ready_again_when_it_moves():
+    import time
+    from types import SimpleNamespace
+
+    from aiokafka.structs import TopicPartition
+
+    from terrain.kafka import BatchConsumer
+    from terrain.settings import TerrainSettings
+    from terrain.telemetry import Health
+    from terrain.topics import COMMENTS
+
+    class Broker:  # what refresh_lag asks of the Kafka consumer: 10 records, `committed` of them done
+        committed_offset = 0
+
+        def assignment(self) -> set[TopicPartition]:
+            return {TopicPartition(COMMENTS.name, 0)}
+
+        async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+            return {tp: 10 for tp in tps}
+
+        async def committed(self, tp: TopicPartition) -> int:
+            return self.committed_offset
+
+    health = Health("stucktest")
+    consumer = BatchConsumer(spec=COMMENTS, group_id="g", service="stucktest",
+                             settings=TerrainSettings(consumer_stuck_after_s=5), publisher=None,  # type: ignore[arg-type]
+                             process=None, health=health)  # type: ignore[arg-type]
+    broker = Broker()
+    consumer.subscriber = SimpleNamespace(consumer=broker)
+    health.started = True
+    await consumer.refresh_lag()
+    assert health.ready()  # behind, but it moved a moment ago
+    consumer.last_progress = time.monotonic() - 60
+    await consumer.refresh_lag()
+    check = health.check(consumer.health_key)
+    assert not health.ready() and check is not None and check.detail.startswith("stuck: 10 behind")
+    broker.committed_offset = 10
+    await consumer.refresh_lag()
+    assert health.ready()
