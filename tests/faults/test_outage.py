@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -110,6 +111,7 @@ async def run_database_outage(tmp_path: Path, kafka_bootstrap: str, unique: str,
     finally:
         await rt.stop()
         pg.stop()
+        shutil.rmtree(tmp_path / "pg", ignore_errors=True)  # about 50 MB that pytest would keep for three runs
     return figures
 
 
