@@ -9,6 +9,7 @@ and the dedup records make the retry a no-op.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
@@ -23,6 +24,7 @@ from pydantic import Field, SecretStr
 from services.ingest import meta, metrics
 from services.ingest.domain import DEFAULT_SOURCES, InboundDraft, Limits, Reason, Refusal, parse_sources
 from services.ingest.handlers import Ingestor, Pruner
+from services.ingest.language import warm_up as warm_up_languages
 from terrain import telemetry
 from terrain.runtime import ServiceRuntime
 from terrain.settings import TerrainSettings
@@ -120,6 +122,9 @@ def build_app(
                     settings.ingest_prune_interval_s)
 
     async def on_started() -> None:
+        # The language model (seconds to load on a busy machine) loads before the service says it is
+        # ready, not in the first webhook request, which Meta would see as slow.
+        await asyncio.to_thread(warm_up_languages)
         await ingestor.publisher.start()
         pruner.start()
 

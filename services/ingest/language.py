@@ -48,6 +48,12 @@ def _identifier() -> Any:
     return ident
 
 
+def warm_up() -> None:
+    """Load the model and the batch tables now rather than at the first comment."""
+    _tables()
+    detect_languages(["warm up"] * _VECTOR_MIN_TEXTS)
+
+
 def _clean(text: str) -> str | None:
     cleaned = " ".join(_NOT_LANGUAGE.sub(" ", text[:MAX_CHARS]).split())
     return cleaned if _TWO_LETTERS.search(cleaned) is not None else None
