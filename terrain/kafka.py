@@ -38,6 +38,8 @@ log = logging.getLogger("terrain.kafka")
 M = TypeVar("M", bound=Envelope)
 
 DLQ_HEADER_PREFIX = "terrain-dlq-"
+# Under Kafka's default message.max.bytes (1 MB), so a full record batch is never refused.
+PRODUCER_BATCH_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,8 @@ def make_broker(settings: TerrainSettings, service: str) -> KafkaBroker:
         # A message counts as sent only once every in-sync replica has it (the outbox deletes rows after
         # this acknowledgement). The embedded Tansu broker has one replica and accepts acks=all.
         acks="all",
+        # Publisher appends a batch's messages to one record batch per partition: room for a few thousand.
+        max_batch_size=PRODUCER_BATCH_BYTES,
     )
 
 
@@ -138,29 +142,77 @@ async def ensure_topics(
 
 
 class Publisher:
-    """Publishes keyed messages in bulk: every send is issued, then all acknowledgements awaited."""
+    """Publishes keyed messages in bulk: one record batch per partition, then every acknowledgement awaited.
+
+    Appending to a batch per partition costs about a fifth of FastStream's per-message publish path
+    (middlewares, scopes, one send() each), and it is the same records: key, value, headers, and the
+    partition the default partitioner picks, in order, so a key keeps its order. With FastStream's
+    in-memory test broker there is no Kafka producer underneath: messages then go one by one through it.
+    """
 
     def __init__(self, broker: KafkaBroker, service: str) -> None:
         self._broker = broker
         self._service = service
+        self._partitioner: Any = None
+        self._partitions: dict[str, list[int]] = {}
+
+    def _kafka_producer(self) -> Any:
+        """The broker's aiokafka producer once it is connected, else None (test broker, not started)."""
+        from aiokafka import AIOKafkaProducer
+
+        state = getattr(getattr(self._broker.config, "producer", None), "_producer", None)
+        producer = getattr(state, "producer", None) if state else None
+        return producer if isinstance(producer, AIOKafkaProducer) else None
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         if not messages:
             return
-        futures = [
-            await self._broker.publish(
-                m.value,
-                topic=m.topic,
-                key=m.key.encode(),
-                headers={"content-type": "application/json", **m.headers},
-                no_confirm=True,
-            )
-            for m in messages
-        ]
-        await asyncio.gather(*futures)
+        producer = self._kafka_producer()
+        if producer is None:
+            futures = [
+                await self._broker.publish(
+                    m.value,
+                    topic=m.topic,
+                    key=m.key.encode(),
+                    headers={"content-type": "application/json", **m.headers},
+                    no_confirm=True,
+                )
+                for m in messages
+            ]
+            await asyncio.gather(*futures)
+        else:
+            await self._publish_batches(producer, messages)
         counts = collections.Counter(m.topic for m in messages)
         for topic, n in counts.items():
             telemetry.PUBLISHED.labels(service=self._service, topic=topic).inc(n)
+
+    async def _publish_batches(self, producer: Any, messages: Sequence[OutMessage]) -> None:
+        if self._partitioner is None:
+            from aiokafka.partitioner import DefaultPartitioner
+
+            self._partitioner = DefaultPartitioner()
+        json_type = ("content-type", b"application/json")
+        open_batches: dict[tuple[str, int], Any] = {}
+        futures = []
+        for m in messages:
+            partitions = self._partitions.get(m.topic)
+            if partitions is None:
+                # Partition counts only grow, and only by an operator: read once per topic and process.
+                partitions = self._partitions[m.topic] = sorted(await producer.partitions_for(m.topic))
+            key = m.key.encode()
+            part = self._partitioner(key, partitions, partitions)
+            headers = [json_type, *((k, v.encode()) for k, v in m.headers.items())]
+            batch = open_batches.get((m.topic, part))
+            if batch is None:
+                batch = open_batches[(m.topic, part)] = producer.create_batch()
+            if batch.append(key=key, value=m.value, timestamp=None, headers=headers) is None:
+                futures.append(await producer.send_batch(batch, m.topic, partition=part))
+                batch = open_batches[(m.topic, part)] = producer.create_batch()
+                if batch.append(key=key, value=m.value, timestamp=None, headers=headers) is None:
+                    raise ValueError(f"a message of {len(m.value)} bytes is larger than the producer's batch size")
+        for (topic, part), batch in open_batches.items():
+            futures.append(await producer.send_batch(batch, topic, partition=part))
+        await asyncio.gather(*futures)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -39,10 +39,12 @@ class TerrainSettings(BaseSettings):
     )
 
     kafka_fetch_max_wait_ms: int = Field(
-        default=50, ge=1,
+        default=20, ge=1,
         description="Longest a fetch waits on the broker for data; bounds the latency a quiet partition adds.",
     )
-    batch_max_records: int = Field(default=500, ge=1)
+    # A busy consumer gets everything fetched so far, up to this many records, in one batch (one transaction,
+    # one publish); a quiet one gets what came within the fetch wait. Batching never waits for a batch to fill.
+    batch_max_records: int = Field(default=2000, ge=1)
     batch_timeout_ms: int = Field(default=100, ge=1)
 
     # Dead-letter bound: inside a window of recent messages, too large a failed share stops the consumer.

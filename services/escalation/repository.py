@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from services.escalation import render
 from services.escalation.domain import (
     SPIKE_THREAD,
     Attachment,
@@ -227,6 +228,22 @@ def _silence(r: asyncpg.Record) -> Silence:
     )
 
 
+_POLICY_JSON: dict[int, tuple[Any, str]] = {}
+
+
+def _policy_json(policy: Any) -> str:
+    """The frozen policy's JSON, dumped once per policy object: every incident of a community shares one, and
+    an incident is saved again with each batch that touches it."""
+    hit = _POLICY_JSON.get(id(policy))
+    if hit is not None and hit[0] is policy:
+        return hit[1]
+    if len(_POLICY_JSON) > 4096:
+        _POLICY_JSON.clear()
+    dumped: str = policy.model_dump_json()
+    _POLICY_JSON[id(policy)] = (policy, dumped)
+    return dumped
+
+
 async def save_incidents(conn: asyncpg.Connection, incidents: Iterable[Incident]) -> None:
     cols = _INCIDENT_COLUMNS
     await conn.executemany(
@@ -248,9 +265,11 @@ async def save_incidents(conn: asyncpg.Connection, incidents: Iterable[Incident]
             (
                 i.id, i.community_id, i.thread_id, i.level.value, i.reason, i.state.value, i.opened_at,
                 i.updated_at, i.acknowledged_at, i.resolved_at, i.comment_count, i.negative_count,
-                json.dumps(i.snapshot().recommended_actions, ensure_ascii=False),
+                # The rendered actions only: a whole snapshot (a validated model) per incident cost more than the
+                # rest of the row.
+                json.dumps(render.actions(list(i.actions), i.language), ensure_ascii=False),
                 json.dumps([e.model_dump(mode="json") for e in i.evidence], ensure_ascii=False),
-                i.place, i.escalated_at, i.ack_deadline, i.seq, i.kind.value, i.policy.model_dump_json(),
+                i.place, i.escalated_at, i.ack_deadline, i.seq, i.kind.value, _policy_json(i.policy),
                 i.language, i.source, i.negatives_since_ack,
                 json.dumps([a.model_dump(mode="json") for a in i.actions], ensure_ascii=False),
                 i.step, i.step_fence, i.field_requested_at, i.reopened, i.paged_step,
