@@ -66,10 +66,13 @@ class BenchConfig:
     # Extra TERRAIN_* settings for the services (batch sizes, waits), as `terrain up` would take them.
     service_env: dict[str, str] = field(default_factory=dict)
     profile_dir: Path | None = None
+    # Extra processes of a service in the same consumer group (e.g. {"escalation": 1} runs two in all).
+    extra_replicas: dict[str, int] = field(default_factory=dict)
     profile_tool: str = "py-spy"
     # The processed-message consumer whose records mark a comment's decisions stored (the last stage).
     final_consumer: str = "escalation"
-    timeout_s: float = 180.0
+    # Longest wait for a phase to be stored; a loaded machine needs it (the run stops with the logs' tails).
+    timeout_s: float = 600.0
 
 
 @dataclass
@@ -103,6 +106,8 @@ class BenchResult:
     latency: dict[str, list[float]] = field(default_factory=dict)
     offered: float = 0.0
     usage: list[ProcUsage] = field(default_factory=list)
+    # CPU seconds of each process during the throughput phase alone (per comment: divide by n).
+    throughput_cpu: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -115,7 +120,9 @@ class BenchResult:
             "latency_ms": {k: {"p50": pct(v, 0.5), "p95": pct(v, 0.95), "p99": pct(v, 0.99), "n": len(v)}
                            for k, v in self.latency.items()},
             "offered_per_s": self.offered,
-            "usage": [{"name": u.name, "cpu_s": u.cpu_s, "peak_mb": u.peak_mb} for u in self.usage],
+            "usage": [{"name": u.name, "cpu_s": u.cpu_s, "peak_mb": u.peak_mb,
+                       "throughput_cpu_ms_per_comment": 1000 * self.throughput_cpu.get(u.name, 0.0) / self.config.n}
+                      for u in self.usage],
             "notes": self.notes,
         }
 
@@ -205,6 +212,9 @@ class Meter:
         self._stop.set()
         self._thread.join()
         self._sample()
+
+    def cpu(self) -> dict[str, float]:
+        return {name: _tree_cpu(p, name != LOAD_GENERATOR) for name, p in self.procs.items()}
 
     def usage(self) -> list[ProcUsage]:
         return [
@@ -458,6 +468,7 @@ def run(cfg: BenchConfig, say: Callable[[str], None] = print) -> BenchResult:
     })
     env.update(cfg.service_env)
     stack = Stack(home=home / "home", env=env, say=lambda _: None, log_dir=home / "logs")
+    extras: list[subprocess.Popen[bytes]] = []
     try:
         t0 = time.perf_counter()
         stack.start(ready_timeout_s=120.0)
@@ -472,10 +483,14 @@ def run(cfg: BenchConfig, say: Callable[[str], None] = print) -> BenchResult:
                 procs["database"] = psutil.Process(pid)
         for name, p in stack.procs.items():
             procs[name] = psutil.Process(p.pid)
+        pids = {n: p.pid for n, p in stack.procs.items()}
+        for name, p in _start_replicas(stack, cfg.extra_replicas, services).items():
+            extras.append(p)
+            procs[name] = psutil.Process(p.pid)
+            pids[name] = p.pid
         procs[LOAD_GENERATOR] = psutil.Process(os.getpid())  # its own time only: the stack is its children
         with Meter(procs, shared=["database"]) as meter:
-            asyncio.run(_measure(cfg, stack.bootstrap, stack.database_url, result, say,
-                                 {n: p.pid for n, p in stack.procs.items()}))
+            asyncio.run(_measure(cfg, stack.bootstrap, stack.database_url, result, say, pids, meter))
         result.usage = meter.usage()
         result.notes.append(f"machine: {psutil.cpu_count()} cores, load average at the end "
                             f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
@@ -486,13 +501,55 @@ def run(cfg: BenchConfig, say: Callable[[str], None] = print) -> BenchResult:
                 say(f"--- {log_file.stem} (last lines) ---\n" + "\n".join(tail))
         raise
     finally:
+        from terrain.devstack import stop_process
+
+        for p in extras:
+            stop_process(p, 20)
         stack.stop()
         shutil.rmtree(home, ignore_errors=True)
     return result
 
 
+def _start_replicas(stack: Any, extra: dict[str, int], services: Sequence[Any]) -> dict[str, subprocess.Popen[bytes]]:
+    """More processes of a service beside the stack's own, each on its own HTTP port, in the same group."""
+    import sys
+
+    import httpx
+
+    from terrain.devstack import _die_with_parent
+
+    by_name = {s.name: s for s in services}
+    started: dict[str, subprocess.Popen[bytes]] = {}
+    for name, count in extra.items():
+        if name not in by_name:
+            raise ValueError(f"no service named {name!r}: {', '.join(by_name)}")
+        svc = by_name[name]
+        for k in range(count):
+            env = stack._child_env(svc)
+            port = free_port()
+            env[svc.port_env] = str(port)
+            env["TERRAIN_MIGRATE_ON_START"] = "false"
+            assert stack.log_dir is not None
+            with open(stack.log_dir / f"{name}-{k + 2}.log", "ab") as out:
+                proc = subprocess.Popen([sys.executable, "-m", svc.module], env=env, preexec_fn=_die_with_parent,
+                                        start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+            started[f"{name} #{k + 2}"] = proc
+            deadline = time.monotonic() + 120
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} #{k + 2} exited with code {proc.returncode} during start-up")
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    got = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                    if got.status_code == 200 and got.json().get("pid") == proc.pid:
+                        break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} #{k + 2} not ready after 120 s")
+                time.sleep(0.2)
+    return started
+
+
 async def _measure(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchResult,
-                   say: Callable[[str], None], service_pids: dict[str, int]) -> None:
+                   say: Callable[[str], None], service_pids: dict[str, int], meter: Meter) -> None:
     run_id = uuid.uuid4().hex[:6]
     created_at = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     batch = [inbound_message(run_id, i, cfg, created_at) for i in range(cfg.n)]
@@ -522,6 +579,7 @@ async def _measure(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchR
     since = datetime.now(UTC) - timedelta(seconds=1)
     profilers = _Profilers(cfg.profile_dir, service_pids, cfg.profile_tool)
     profilers.start()
+    cpu0 = meter.cpu()
     t_start = time.time()
     try:
         await _produce(bootstrap, COMMENTS_INBOUND.name, messages)
@@ -529,6 +587,7 @@ async def _measure(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchR
     finally:
         profilers.stop()
     t_done = time.time()
+    result.throughput_cpu = {name: t - cpu0[name] for name, t in meter.cpu().items()}
     result.end_to_end_s = t_done - t_start
     result.end_to_end = cfg.n / result.end_to_end_s
     await asyncio.sleep(1.0)  # stragglers of other consumers (events)
@@ -631,10 +690,13 @@ def render(result: BenchResult) -> list[Any]:
     for name, values in result.latency.items():
         lat.add_row(name, f"{len(values):,}", f"{pct(values, .5):.0f}", f"{pct(values, .95):.0f}",
                     f"{pct(values, .99):.0f}", f"{max(values):.0f}" if values else "")
-    use = Table(title="Processes over the whole run (ceiling, throughput and latency phases)")
+    use = Table(title="Processes: CPU over the whole run and in the throughput phase, peak memory")
     use.add_column("process")
-    use.add_column("CPU s", justify="right")
+    use.add_column("CPU s, whole run", justify="right")
+    use.add_column("CPU s, throughput", justify="right")
+    use.add_column("CPU ms per comment", justify="right")
     use.add_column("peak memory MB", justify="right")
     for u in result.usage:
-        use.add_row(u.name, f"{u.cpu_s:.1f}", f"{u.peak_mb:.0f}")
+        phase = result.throughput_cpu.get(u.name, 0.0)
+        use.add_row(u.name, f"{u.cpu_s:.1f}", f"{phase:.1f}", f"{1000 * phase / cfg.n:.2f}", f"{u.peak_mb:.0f}")
     return [rates, lat, use, *result.notes]

@@ -243,6 +243,9 @@ def bench(
         Path | None, typer.Option(help="Folder for py-spy profiles of each service during the throughput phase.")
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the numbers as JSON here.")] = None,
+    replicas: Annotated[
+        list[str] | None, typer.Option("--replicas", help="SERVICE=N: run N processes of a service in its group.")
+    ] = None,
 ) -> None:
     """Throughput and latency of the pipeline on the embedded stack, beside the broker's own ceiling."""
     import json
@@ -256,8 +259,14 @@ def bench(
             raise typer.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--set")
         name = name.strip().upper()
         env[name if name.startswith("TERRAIN_") else f"TERRAIN_{name}"] = value
+    extra: dict[str, int] = {}
+    for item in replicas or []:
+        name, sep, count = item.partition("=")
+        if not sep or not count.isdigit() or int(count) < 1:
+            raise typer.BadParameter(f"{item!r}: expected SERVICE=N with N >= 1", param_hint="--replicas")
+        extra[name.strip()] = int(count) - 1
     cfg = BenchConfig(n=n, rate=rate, latency_seconds=seconds, scorer=scorer, partitions=partitions,
-                      service_env=env, profile_dir=profile)
+                      service_env=env, profile_dir=profile, extra_replicas=extra)
     result = run(cfg, say=lambda line: console.print(line, soft_wrap=True))
     for part in render(result):
         console.print(part)
