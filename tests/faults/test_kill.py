@@ -224,5 +224,6 @@ def test_kill_each_service_once_mid_stream_10k_comments():
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(4 * 3600)
 def test_kill_services_repeatedly_100k_comments():
     _check(n=100_000, kills=4, feed_s=60.0, timeout_s=1800)
