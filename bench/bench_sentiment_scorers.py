@@ -5,8 +5,10 @@ so that its speed and peak memory are its own. Quality is on the dev sets only, 
 the service (no `lang` given): FR tweets (DEFT, 3 classes) macro-F1 and negative recall, FR reviews (binary)
 accuracy where a neutral answer counts as wrong, EN tweets (SemEval + airline) macro-F1 and negative recall,
 and EN SemEval tweets alone (the published reference points are on SemEval).
-Speed: `score_batch` on the dev texts in batches of 1000 after one warm-up batch. Usage:
-    python bench/bench_sentiment_scorers.py [data_dir] [scorer ...]
+Speed: `score_batch` on the dev texts in batches of 1000 after one warm-up batch.
+Then, unless --no-cv: dev and cross-validated macro-F1 side by side with bootstrap 95 % intervals, per scorer
+(bench/bench_sentiment_cv.py explains the folds; --cache DIR holds its embeddings and fast-tier folds). Usage:
+    python bench/bench_sentiment_scorers.py [data_dir] [--cache DIR] [--no-cv] [--no-fast-cv] [scorer ...]
 To add a scorer, append a row to SCORERS: a name and a zero-argument factory path "module:callable".
 """
 
@@ -109,6 +111,12 @@ def main() -> None:
     data = DATA
     if args and Path(args[0]).is_dir():
         data, args = Path(args[0]), args[1:]
+    cache: Path | None = None
+    if "--cache" in args:
+        at = args.index("--cache")
+        cache, args = Path(args[at + 1]), args[:at] + args[at + 2:]
+    with_cv, with_fast_cv = "--no-cv" not in args, "--no-fast-cv" not in args
+    args = [a for a in args if a not in ("--no-cv", "--no-fast-cv")]
     unknown = set(args) - {n for n, _ in SCORERS}
     if unknown:
         sys.exit(f"unknown scorer(s) {sorted(unknown)}; known: {[n for n, _ in SCORERS]}")
@@ -131,6 +139,13 @@ def main() -> None:
             value = float(row[key])  # type: ignore[arg-type]
             cells.append(f" {value:>15.0f}" if key in ("comments_per_s", "peak_rss_mb") else f" {value:>15.3f}")
         print(f"{row['scorer']!s:<12} {row['model_version']!s:<22}" + "".join(cells))
+    if with_cv:
+        import bench_sentiment_cv
+
+        print("\nquality: dev vs cross-validated (language from the file; tweets only)")
+        results = bench_sentiment_cv.table(data, cache, 5, with_fast=with_fast_cv)
+        bench_sentiment_cv.print_table(results)
+        bench_sentiment_cv.print_reliability(results)
 
 
 if __name__ == "__main__":
