@@ -9,7 +9,7 @@ Starts its own Tansu broker and embedded PostgreSQL (in a temporary folder), the
   labelled French sets when /work/shared/data/sentiment is there, the seed article's comments, the brand
   smoke set) and English on short English ones, and its speed.
 
-Usage: python bench/bench_ingest.py [--deliveries 300] [--import-lines 100000] [--import-workers 1]
+Usage: python bench/bench_ingest.py [--deliveries 300] [--import-lines 100000] [--import-workers 0]
        [--concurrency 8] [--lang] [--only webhook|import|lang]
 """
 
@@ -213,7 +213,7 @@ async def main() -> None:
     ap.add_argument("--deliveries", type=int, default=300)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--import-lines", type=int, default=100_000)
-    ap.add_argument("--import-workers", type=int, default=1, help="language worker processes for the import")
+    ap.add_argument("--import-workers", type=int, default=0, help="language worker processes for the import")
     ap.add_argument("--lang", action="store_true", help="also measure language detection")
     ap.add_argument("--only", choices=("webhook", "import", "lang"))
     args = ap.parse_args()

@@ -3,8 +3,9 @@
 `GET /webhooks/meta` answers Meta's subscription handshake; `POST /webhooks/meta` checks the
 X-Hub-Signature-256 HMAC of the raw body before anything parses it, then stores the delivery's comments
 and their outgoing messages in one PostgreSQL transaction (write-ahead through the outbox, see
-handlers.py) and answers 200 once it commits: a crash before that commit means no 200, so Meta retries,
-and the dedup records make the retry a no-op.
+handlers.py), publishes them, and answers 200 once the broker acknowledged them or after
+`ingest_publish_wait_s` at most (the outbox relay sends what is left): a crash before that commit means no
+200, so Meta retries, and the dedup records make the retry a no-op.
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ def build_app(
 
     @app.post("/webhooks/meta", tags=["webhooks"])
     async def meta_delivery(request: Request) -> Response:
-        """A signed Meta delivery: 200 once its comments are committed (published right after)."""
+        """A signed Meta delivery: 200 once its comments are committed and published (or the wait is over)."""
         received_at = time.perf_counter()
         if app_secret is None:
             return JSONResponse(status_code=503,

@@ -68,7 +68,7 @@ async def test_import_resumes_and_never_duplicates(settings_kwargs, topic_overri
     first = await import_file(path, ImportOptions(batch_size=500, stop_after_batches=2), settings,
                               topic_overrides=topic_overrides, console=console)
     assert first.line == 1000
-    # …resumed from the checkpoint (with a language worker process, as the command runs by default)…
+    # …resumed from the checkpoint (with a language worker process, as `terrain import --workers 1` runs)…
     second = await import_file(path, ImportOptions(batch_size=500, workers=1), settings,
                                topic_overrides=topic_overrides, console=console)
     assert second.resumed_from_line == 1000 and second.line == 3000
