@@ -616,7 +616,7 @@ async def _latency(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchR
     total = int(cfg.rate * cfg.latency_seconds)
     if total <= 0:
         return
-    start = await _end_offsets(bootstrap, [COMMENTS_SCORED.name, INCIDENTS.name])
+    start = await _end_offsets(bootstrap, [COMMENTS.name, COMMENTS_SCORED.name, INCIDENTS.name])
     since = datetime.now(UTC) - timedelta(seconds=1)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     await producer.start()
@@ -647,6 +647,11 @@ async def _latency(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchR
         await producer.stop()
     await _wait_stored(db_url, since, cfg.final_consumer, total, cfg.timeout_s)
     await asyncio.sleep(1.0)  # the outbox sends lifecycle messages after commit
+    normalised = [
+        (t - sent_ext[ext]) * 1000
+        for t, ext in await _read_since(bootstrap, start, COMMENTS.name, _scored_external_id)
+        if ext in sent_ext
+    ]
     scored = [
         (t - sent_ext[ext]) * 1000
         for t, ext in await _read_since(bootstrap, start, COMMENTS_SCORED.name, _scored_external_id)
@@ -657,7 +662,8 @@ async def _latency(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchR
         for t, cid in await _read_since(bootstrap, start, INCIDENTS.name, _opened_comment)
         if cid is not None and cid in sent_cid
     ]
-    result.latency = {"inbound -> scored": scored, "inbound -> incident opened": opened}
+    result.latency = {"inbound -> normalised (ingest)": normalised, "inbound -> scored": scored,
+                      "inbound -> incident opened": opened}
     say(f"latency: {total} comments offered at {result.offered:,.0f}/s; {len(opened)} incidents opened")
 
 
