@@ -369,12 +369,17 @@ def threat(text: str, variants: list[str] | None = None) -> Flag | None:
 # --- identity-based hate ------------------------------------------------------------------------------
 
 HATE_SLUR_CONFIDENCE = 0.9  # a slur against a group, found verbatim
+# The identity-hate model alone, on a comment the hostility model does not find hostile: shown for review,
+# below the violation line (it keys on the mention of a group, so "les musulmans sont bienvenus" scores high).
+HATE_UNCONFIRMED_CONFIDENCE = 0.45
 
 
-def hate(text: str, variants: list[str] | None = None,
-         model: HostilityModel | _Packaged | None = PACKAGED) -> Flag | None:
-    """Identity-based hate: a slur against a group (0.9), else the identity-hate model past its cut-off (0.5 to
-    0.85, the words that weighed most as evidence). A plain insult is not hate: that is the insult flag."""
+def hate(text: str, variants: list[str] | None = None, model: HostilityModel | _Packaged | None = PACKAGED,
+         hostility: HostilityModel | _Packaged | None = PACKAGED) -> Flag | None:
+    """Identity-based hate: a slur against a group (0.9); else the identity-hate model past its cut-off, a
+    violation (0.5 to 0.85) when the hostility model also finds the comment hostile (past its own cut-off),
+    since identity-based hate is hostility aimed at a group, else a review hint at 0.45. A plain insult is
+    not hate: that is the insult flag."""
     variants = variants or normalise(text)
     chosen = packaged_hate() if isinstance(model, _Packaged) else model
     slurs = _matches(_SLURS, variants)
@@ -385,16 +390,20 @@ def hate(text: str, variants: list[str] | None = None,
     probability = chosen.probability(text)
     if probability < chosen.threshold:
         return None
+    hostile = packaged_hostility() if isinstance(hostility, _Packaged) else hostility
+    confirmed = hostile is None or hostile.probability(text) >= hostile.threshold
+    confidence = model_confidence(probability, chosen.threshold)
     words = chosen.drivers(text, MAX_EVIDENCE_ITEMS)
-    return Flag(kind="hate", confidence=model_confidence(probability, chosen.threshold),
-                evidence=f"hate model {probability:.2f}" + (": " + ", ".join(words) if words else ""))
+    return Flag(kind="hate", confidence=confidence if confirmed else min(confidence, HATE_UNCONFIRMED_CONFIDENCE),
+                evidence=f"hate model {probability:.2f}" + ("" if confirmed else " (not hostile)")
+                + (": " + ", ".join(words) if words else ""))
 
 
 def flags_for(text: str, hostility: HostilityModel | _Packaged | None = PACKAGED,
               hate_model: HostilityModel | _Packaged | None = PACKAGED) -> list[Flag]:
     """Every charter flag a text raises, at most one per kind, in a fixed order; None for a model: rules only."""
     variants = normalise(text)
-    flags = (insult(text, variants, hostility), hate(text, variants, hate_model), threat(text, variants),
+    flags = (insult(text, variants, hostility), hate(text, variants, hate_model, hostility), threat(text, variants),
              spam(text, variants), personal_data(text))
     return [f for f in flags if f is not None]
 

@@ -138,7 +138,9 @@ async def test_http_score(settings, topic_overrides):
     assert (item["sentiment"]["label"], item["sentiment"]["lang"], item["flags"]) == ("neutral", "fr", [])
     first, second = many.json()["items"]
     assert (first["sentiment"]["label"], first["sentiment"]["lang"]) == ("negative", "en")
-    assert {f["kind"] for f in second["flags"]} == {"threat", "personal_data"}
+    # Violations (>= 0.5) only: the identity-hate model may add a review hint below the line on a threat.
+    assert {f["kind"] for f in second["flags"] if f["confidence"] >= 0.5} == {"threat", "personal_data"}
+    assert all(f["confidence"] < 0.5 for f in second["flags"] if f["kind"] == "hate")
     assert "12 34" not in str(second["flags"])  # evidence masked
     assert bad_field.status_code == 422 and "1.text" in bad_field.json()["detail"]
     assert bad_single.status_code == 422 and bad_single.json()["detail"] == "invalid text: text: Field required"

@@ -147,4 +147,6 @@ def test_not_threat(text: str):
 
 def test_flags_are_one_per_kind_in_a_fixed_order():
     text = "Connard, je vais te tuer. Gagnez gratuit https://x.io/a 06 12 34 56 78 07 12 34 56 78"
-    assert [f.kind for f in flags_for(text)] == ["insult", "threat", "spam", "personal_data"]
+    assert [f.kind for f in flags_for(text, hate_model=None)] == ["insult", "threat", "spam", "personal_data"]
+    assert [f.kind for f in flags_for(text + " sale bougnoule", hate_model=None)] == [
+        "insult", "hate", "threat", "spam", "personal_data"]
