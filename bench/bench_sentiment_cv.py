@@ -62,16 +62,13 @@ def is_review(row: dict[str, Any]) -> bool:
 
 
 def macro_f1_idx(gold: np.ndarray, pred: np.ndarray, k: int = 3) -> float:
-    """Macro-F1 over the classes present in gold (indices into CLASSES)."""
-    f1s = []
-    for c in range(k):
-        g, p = gold == c, pred == c
-        if not g.any():
-            continue
-        tp = float(np.sum(g & p))
-        denom = float(g.sum() + p.sum())
-        f1s.append(2 * tp / denom if denom else 0.0)
-    return float(np.mean(f1s)) if f1s else 0.0
+    """Macro-F1 over the classes present in gold (indices into CLASSES), from one confusion count."""
+    confusion = np.bincount(gold * k + pred, minlength=k * k).reshape(k, k)
+    tp = np.diag(confusion).astype(float)
+    support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+    present = support > 0
+    f1 = np.divide(2 * tp, support + predicted, out=np.zeros(k), where=(support + predicted) > 0)
+    return float(f1[present].mean()) if present.any() else 0.0
 
 
 def with_interval(gold: list[str], pred: list[str], seed: int = 0) -> tuple[float, float, float, int]:
@@ -136,13 +133,20 @@ def embed_all(pools: Pools, cache: Path) -> None:
     embed(pools.dev["en"], "dev_en", cache, embedder)
 
 
-def fast_oof(pools: Pools, progress: bool = True) -> dict[str, np.ndarray]:
-    """Out-of-fold fast-tier probabilities for every training row, by language."""
+def fast_fold_path(cache: Path, k: int, f: int) -> Path:
+    return cache / f"fast_fold{f}of{k}.npz"
+
+
+def fast_oof(pools: Pools, cache: Path | None, progress: bool = True) -> None:
+    """Refit the fast tier once per fold and keep each fold's held-out probabilities in the cache (a fold
+    already there is skipped, so an interrupted run resumes)."""
     from services.sentiment.scorers.fast import FastScorer
     from services.sentiment.training.fast import train_fast
 
-    out = {lang: np.zeros((len(rows), 3)) for lang, rows in pools.train.items()}
     for f in range(pools.k):
+        path = fast_fold_path(cache, pools.k, f) if cache is not None else None
+        if path is not None and path.exists():
+            continue
         started = time.perf_counter()
         texts, langs, labels = [], [], []
         for lang, rows in pools.train.items():
@@ -153,11 +157,35 @@ def fast_oof(pools: Pools, progress: bool = True) -> dict[str, np.ndarray]:
                     labels.append(r["label"])
         # No temperature fit inside a fold: it never changes the argmax, and it would double the cost.
         scorer = FastScorer(model=train_fast(texts, langs, labels, calibration_share=0.0))
+        held: dict[str, np.ndarray] = {}
         for lang, rows in pools.train.items():
-            held = [i for i in range(len(rows)) if pools.fold[lang][i] == f]
-            out[lang][held] = scorer.predict_proba([ScoreInput(rows[i]["text"], lang) for i in held])
+            ix = [i for i in range(len(rows)) if pools.fold[lang][i] == f]
+            held[f"{lang}_idx"] = np.array(ix)
+            held[f"{lang}_proba"] = scorer.predict_proba([ScoreInput(rows[i]["text"], lang) for i in ix])
+        if path is not None:
+            np.savez(path, **held)
         if progress:
             print(f"  fast fold {f + 1}/{pools.k}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+
+def fast_folds(pools: Pools, cache: Path | None) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """The fast tier's out-of-fold probabilities from the folds in the cache: (row indices, proba) per language;
+    when only some folds are done, their held-out rows (a random part of the data) are what is measured."""
+    if cache is None:
+        return None
+    parts = [fast_fold_path(cache, pools.k, f) for f in range(pools.k)]
+    done = [p for p in parts if p.exists()]
+    if not done:
+        return None
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for lang in pools.train:
+        ix, proba = [], []
+        for p in done:
+            with np.load(p) as z:
+                ix.append(z[f"{lang}_idx"])
+                proba.append(z[f"{lang}_proba"])
+        order = np.argsort(np.concatenate(ix))
+        out[lang] = (np.concatenate(ix)[order], np.vstack(proba)[order])
     return out
 
 
@@ -268,28 +296,27 @@ def table(data: Path, cache: Path | None, k: int, with_fast: bool = True) -> lis
     lexicon = LexiconScorer()
     cv["lexicon"] = {lang: (np.arange(len(rows)), one_hot(lexicon, [ScoreInput(r["text"], lang) for r in rows]))
                      for lang, rows in pools.train.items()}
-    saved = cache / f"fast_oof_{k}.npz" if cache is not None else None
-    f_oof: dict[str, np.ndarray] | None = None
-    if saved is not None and saved.exists():  # the fast folds take long: reuse them across runs
-        with np.load(saved) as z:
-            f_oof = {lang: z[lang] for lang in pools.train}
-    elif with_fast:
-        f_oof = fast_oof(pools)
-        if saved is not None:
-            np.savez(saved, **f_oof)
-    if f_oof is not None:
-        cv["fast"] = {lang: (np.arange(len(rows)), f_oof[lang]) for lang, rows in pools.train.items()}
+    if with_fast:
+        fast_oof(pools, cache)
+    f_cv = fast_folds(pools, cache)
+    if f_cv is not None:
+        cv["fast"] = f_cv
     shares: dict[str, float] = {}
     if cache is not None and (cache / "train_fr_tweets_p.npy").exists():
-        a_oof = accurate_oof(pools, cache)
-        cv["accurate"] = a_oof
-    if f_oof is not None and "accurate" in cv:
-        cv["average (w=0.3)"] = {lang: (ix, combine(f_oof[lang][ix], p, policy.fast_weight))
-                                 for lang, (ix, p) in a_oof.items()}
-        cv["cascade"] = {}
-        for lang, (ix, p) in a_oof.items():
-            mixed, shares[lang] = cascade_of(f_oof[lang][ix], p, policy)
-            cv["cascade"][lang] = (ix, mixed)
+        cv["accurate"] = accurate_oof(pools, cache)
+    if f_cv is not None and "accurate" in cv:
+        cv["average (w=0.3)"], cv["cascade"] = {}, {}
+        for lang, (ix, p) in cv["accurate"].items():
+            # The rows both tiers have an out-of-fold answer for.
+            fast_ix, fast_p = f_cv[lang]
+            where = {int(i): j for j, i in enumerate(fast_ix)}
+            both = [j for j, i in enumerate(ix) if int(i) in where]
+            if not both:
+                continue
+            fp = fast_p[[where[int(ix[j])] for j in both]]
+            cv["average (w=0.3)"][lang] = (ix[both], combine(fp, p[both], policy.fast_weight))
+            mixed, shares[lang] = cascade_of(fp, p[both], policy)
+            cv["cascade"][lang] = (ix[both], mixed)
     reliability: dict[str, str] = {}
     for name in ("lexicon", "accurate"):
         if name in cv:
