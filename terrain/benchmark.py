@@ -354,10 +354,11 @@ async def _read_since(
         for tp in tps:
             consumer.seek(tp, start[tp])
         remaining = {tp for tp in tps if ends[tp] > start[tp]}
-        while remaining:
+        # The records are known to exist (up to `ends`): an empty poll only means a slow first fetch on a
+        # busy machine, so read on until they are all in, within a bound.
+        deadline = time.monotonic() + 60.0
+        while remaining and time.monotonic() < deadline:
             got = await consumer.getmany(*remaining, timeout_ms=500, max_records=10_000)
-            if not got:
-                break
             for tp, records in got.items():
                 for r in records:
                     out.append((r.timestamp / 1000.0, keep(r.value) if keep else None))
