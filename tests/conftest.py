@@ -14,9 +14,17 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 
 from terrain.devstack import EmbeddedPostgres, TansuBroker
 from terrain.topics import all_topic_names
+
+# Property tests: no per-example deadline (a shared machine is slow at times). HYPOTHESIS_PROFILE=ci
+# (set by .ci/run) draws the same examples on every run, so CI's verdict depends on the code alone;
+# a developer's run keeps drawing new ones.
+settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", settings.get_profile("dev"), derandomize=True, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 @pytest.fixture(scope="session")

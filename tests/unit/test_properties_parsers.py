@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.escalation.policy import PolicyError, PolicyFile, parse_policy
@@ -28,7 +28,7 @@ from services.ingest.meta import (
 )
 from tests.ingest_payloads import IG_ACCOUNT, PAGE, delivery, feed_comment, feed_item, ig_comment
 
-FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=80)
 POLICY = Path(__file__).resolve().parents[2] / "docs" / "escalation-policy.example.yaml"
 
 HOSTILE = ["", " ", "\x00", "'; DROP TABLE x; --", "../../etc/passwd", "\u202e", "NaN", "-1", "1e400",
@@ -175,7 +175,7 @@ def test_any_csv_row_is_read_or_rejected_with_a_reason(row: dict[str, str | None
     assert all(r.refusal.message for r in rejected)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60)
 @given(content=st.lists(st.one_of(st.text(max_size=40), st.binary(max_size=40).map(
     lambda b: b.decode("latin-1"))), max_size=8), fmt=st.sampled_from(["jsonl", "csv"]), cut=st.integers(0, 8))
 def test_reading_resumes_exactly_after_any_record_of_any_file(content: list[str], fmt: str, cut: int) -> None:
