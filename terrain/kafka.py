@@ -191,28 +191,38 @@ class Publisher:
             from aiokafka.partitioner import DefaultPartitioner
 
             self._partitioner = DefaultPartitioner()
-        json_type = ("content-type", b"application/json")
-        open_batches: dict[tuple[str, int], Any] = {}
-        futures = []
-        for m in messages:
-            partitions = self._partitions.get(m.topic)
-            if partitions is None:
-                # Partition counts only grow, and only by an operator: read once per topic and process.
-                partitions = self._partitions[m.topic] = sorted(await producer.partitions_for(m.topic))
-            key = m.key.encode()
-            part = self._partitioner(key, partitions, partitions)
-            headers = [json_type, *((k, v.encode()) for k, v in m.headers.items())]
-            batch = open_batches.get((m.topic, part))
-            if batch is None:
-                batch = open_batches[(m.topic, part)] = producer.create_batch()
+        await send_record_batches(producer, self._partitioner, self._partitions, messages)
+
+
+async def send_record_batches(
+    producer: Any, partitioner: Any, partitions_of: dict[str, list[int]], messages: Sequence[OutMessage]
+) -> None:
+    """Send `messages` as one record batch per partition with an aiokafka producer, then await every ack.
+
+    A key goes to the partition a Kafka client's default partitioner picks (murmur2) and keeps its order.
+    `partitions_of` caches each topic's partitions: they only grow, and only by an operator.
+    """
+    json_type = ("content-type", b"application/json")
+    open_batches: dict[tuple[str, int], Any] = {}
+    futures = []
+    for m in messages:
+        partitions = partitions_of.get(m.topic)
+        if partitions is None:
+            partitions = partitions_of[m.topic] = sorted(await producer.partitions_for(m.topic))
+        key = m.key.encode()
+        part = partitioner(key, partitions, partitions)
+        headers = [json_type, *((k, v.encode()) for k, v in m.headers.items())]
+        batch = open_batches.get((m.topic, part))
+        if batch is None:
+            batch = open_batches[(m.topic, part)] = producer.create_batch()
+        if batch.append(key=key, value=m.value, timestamp=None, headers=headers) is None:
+            futures.append(await producer.send_batch(batch, m.topic, partition=part))
+            batch = open_batches[(m.topic, part)] = producer.create_batch()
             if batch.append(key=key, value=m.value, timestamp=None, headers=headers) is None:
-                futures.append(await producer.send_batch(batch, m.topic, partition=part))
-                batch = open_batches[(m.topic, part)] = producer.create_batch()
-                if batch.append(key=key, value=m.value, timestamp=None, headers=headers) is None:
-                    raise ValueError(f"a message of {len(m.value)} bytes is larger than the producer's batch size")
-        for (topic, part), batch in open_batches.items():
-            futures.append(await producer.send_batch(batch, topic, partition=part))
-        await asyncio.gather(*futures)
+                raise ValueError(f"a message of {len(m.value)} bytes is larger than the producer's batch size")
+    for (topic, part), batch in open_batches.items():
+        futures.append(await producer.send_batch(batch, topic, partition=part))
+    await asyncio.gather(*futures)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

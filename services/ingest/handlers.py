@@ -44,7 +44,7 @@ from services.ingest.domain import (
     Tally,
 )
 from terrain import telemetry
-from terrain.kafka import Decoded, OutMessage, Record, Rejection, dead_letter
+from terrain.kafka import Decoded, OutMessage, Record, Rejection, dead_letter, send_record_batches
 from terrain.runtime import ServiceRuntime
 from terrain.settings import TerrainSettings
 from terrain.topics import COMMENTS, COMMENTS_INBOUND
@@ -70,8 +70,9 @@ class BulkPublisher:
 
     FastStream's per-message publish path (middlewares, scopes) cost about 55 µs a message here and
     aiokafka's send() about 24; appending to one batch per partition costs about 11. A 100-comment
-    delivery or a 2,000-line import batch feels it. Records carry the same key, value and headers as the
-    kernel publisher's, and go to the partition its default partitioner would choose.
+    delivery or a 2,000-line import batch feels it. The records are built and sent by the kernel's
+    `send_record_batches`, as the kernel publisher's are; this producer is ingest's own so that `terrain
+    import` can publish without a running service.
     """
 
     def __init__(self, settings: TerrainSettings, service: str) -> None:
@@ -80,6 +81,7 @@ class BulkPublisher:
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
         self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
 
     async def start(self) -> None:
         async with self._starting:
@@ -106,28 +108,7 @@ class BulkPublisher:
             await self.start()
         producer = self._producer
         assert producer is not None
-        json_type = ("content-type", b"application/json")
-        partitions: dict[str, list[int]] = {}
-        open_batches: dict[tuple[str, int], Any] = {}
-        futures = []
-        # One batch per partition, appended in order: a key keeps its partition (the same murmur2 choice
-        # as any Kafka client's default) and its order, and the per-record overhead of send() goes away.
-        for m in messages:
-            if m.topic not in partitions:
-                partitions[m.topic] = sorted(await producer.partitions_for(m.topic))
-            key = m.key.encode()
-            part = self._partitioner(key, partitions[m.topic], partitions[m.topic])
-            headers = [json_type, *((k, v.encode()) for k, v in m.headers.items())]
-            batch = open_batches.get((m.topic, part))
-            if batch is None:
-                batch = open_batches[(m.topic, part)] = producer.create_batch()
-            if batch.append(key=key, value=m.value, timestamp=None, headers=headers) is None:
-                futures.append(await producer.send_batch(batch, m.topic, partition=part))
-                batch = open_batches[(m.topic, part)] = producer.create_batch()
-                batch.append(key=key, value=m.value, timestamp=None, headers=headers)
-        for (topic, part), batch in open_batches.items():
-            futures.append(await producer.send_batch(batch, topic, partition=part))
-        await asyncio.gather(*futures)
+        await send_record_batches(producer, self._partitioner, self._partitions, messages)
         for topic, n in Counter(m.topic for m in messages).items():
             telemetry.PUBLISHED.labels(service=self.service, topic=topic).inc(n)
 
