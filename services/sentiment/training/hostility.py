@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,16 +102,27 @@ def training_rows(data_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]
     dev_fr_hostile's texts (and train_fr_hostile most of dev_fr_hate's), so without this the dev scores
     would be measured on training texts.
     """
+    def select(name: str, kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if name == "train_fr_hate":
+            return [r for r in kept if not r["source"].startswith("MLMA")]
+        if name == "train_fr":
+            return [dict(r, label="ok") for r in kept]
+        return kept
+
+    return training_mix(data_dir, TRAIN_FILES, select)
+
+
+def training_mix(
+    data_dir: Path, files: Sequence[str], select: Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows of `files` with every text found in a dev file dropped, then `select`ed per file; and a
+    description of each file's share for the model card."""
     dev_texts = {r["text"] for name in DEV_FILES for r in read_jsonl(data_dir / f"{name}.jsonl")}
     rows: list[dict[str, Any]] = []
     described: dict[str, Any] = {}
-    for name in TRAIN_FILES:
+    for name in files:
         raw = read_jsonl(data_dir / f"{name}.jsonl")
-        kept = [r for r in raw if r["text"] not in dev_texts]
-        if name == "train_fr_hate":
-            kept = [r for r in kept if not r["source"].startswith("MLMA")]
-        if name == "train_fr":
-            kept = [dict(r, label="ok") for r in kept]
+        kept = select(name, [r for r in raw if r["text"] not in dev_texts])
         described[name] = {
             "rows": len(kept), "toxic": sum(r["label"] == TOXIC for r in kept),
             "dropped_dev_overlap": sum(r["text"] in dev_texts for r in raw), "terms": TERMS[name],
@@ -192,23 +203,15 @@ def hate_training_rows(data_dir: Path) -> tuple[list[dict[str, Any]], dict[str, 
       tweets), which without them looked like the short hateful tweets of the superset sample.
     Every text found in any dev file is dropped (train_fr_hate holds most of dev_fr_hostile's texts).
     """
-    dev_texts = {r["text"] for name in DEV_FILES for r in read_jsonl(data_dir / f"{name}.jsonl")}
-    rows: list[dict[str, Any]] = []
-    described: dict[str, Any] = {}
-    for name in HATE_TRAIN_FILES:
-        raw = read_jsonl(data_dir / f"{name}.jsonl")
-        kept = [r for r in raw if r["text"] not in dev_texts]
-        dropped = len(raw) - len(kept)
+
+    def select(name: str, kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if name == "train_en":
             kept = random.Random(0).sample(kept, min(HATE_ORDINARY_EN, len(kept)))
         if name in ("train_fr", "train_en"):
             kept = [dict(r, label="ok") for r in kept]
-        described[name] = {
-            "rows": len(kept), "toxic": sum(r["label"] == TOXIC for r in kept),
-            "dropped_dev_overlap": dropped, "terms": TERMS[name],
-        }
-        rows.extend(kept)
-    return rows, described
+        return kept
+
+    return training_mix(data_dir, HATE_TRAIN_FILES, select)
 
 
 def out_of_fold(texts: Sequence[str], labels: Sequence[int], *, c: float, folds: int = 5) -> np.ndarray:
