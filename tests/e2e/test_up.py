@@ -69,7 +69,7 @@ def test_up_comment_to_incident_and_clean_stop(tmp_path: Path):
             r = httpx.get(f"{escalation}/v1/incidents", params={"community_id": "resto-lyon"}, headers=headers)
             return r.json()["items"] if r.status_code == 200 else []
 
-        found = _wait(incidents, 30, "an incident for the comment", proc)
+        found = _wait(incidents, 90, "an incident for the comment", proc)
         assert len(found) == 1
         assert found[0]["thread_id"] == "post-9" and found[0]["state"] == "open"
         time.sleep(2)  # a duplicate, if any, would have attached by now

@@ -246,13 +246,14 @@ async def test_a_timer_due_while_the_service_is_down_fires_once_after_restart(
     settings_kwargs, topic_overrides, kafka_bootstrap, hook
 ):
     settings = EscalationSettings(**settings_kwargs, escalation_timer_interval_s=0.2)
-    policy = stepped_policy(hook, wait="2s")
+    # The step waits long enough that a slow shutdown of the first replica cannot reach its deadline.
+    policy = stepped_policy(hook, wait="6s")
     async with running(build_app(settings, topic_overrides=topic_overrides, policies=policy)) as client:
         await produce(kafka_bootstrap, topic_overrides[SCORED],
                       [(COMMUNITY, scored(f"n{i}", at=created(10 - i))) for i in range(3)])
         await wait_for(lambda: incidents(client, level="human"), "the first page")
     assert [r.path for r in hook.requests] == ["/alice"]
-    await asyncio.sleep(2.5)  # the deadline passes while no replica runs
+    await asyncio.sleep(6.5)  # the deadline passes while no replica runs
     assert [r.path for r in hook.requests] == ["/alice"]
     async with running(build_app(settings, topic_overrides=topic_overrides, policies=policy)):
         async def bob_paged() -> bool:

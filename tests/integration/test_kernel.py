@@ -266,7 +266,7 @@ def test_a_test_run_leaves_no_postgresql_folder_behind(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          "tests/integration/test_kernel.py::test_claims_make_redelivery_a_noop_and_roll_back_with_the_transaction"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+        cwd=root, env=env, capture_output=True, text=True, timeout=360,
     )
     assert done.returncode == 0, done.stdout[-2000:]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("terrain-test-pg-")] == []
