@@ -90,6 +90,13 @@ class CharterFlag(Contract):
     kind: Annotated[str, StringConstraints(pattern=r"^(insult|threat|spam|personal_data)$")]
     confidence: float = Field(ge=0.0, le=1.0)
     evidence: str | None = Field(default=None, description="What triggered the flag (masked for personal data).")
+    category: str | None = Field(
+        default=None, max_length=50,
+        description="A finer class within the kind, for readers that want it: `identity_hate` on an insult flag "
+                    "marks hostility aimed at a group (origin, religion, gender, sexual orientation, disability). "
+                    "Added in v1 as an optional field; a reader that does not know a category treats the flag "
+                    "as its kind.",
+    )
 
 
 class ScoredCommentMessage(Envelope):
