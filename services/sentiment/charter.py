@@ -10,8 +10,9 @@ Which models are used is the caller's choice (`CharterModels`, built from the se
 Evidence never shows personal data in clear: phone numbers, e-mail addresses and IBANs are masked.
 
 `terrain.comments.scored.v1` knows four kinds (insult, threat, spam, personal_data): `to_contract` carries a
-hate flag there as an insult flag whose evidence starts with "hate:" (the moderation is the same: hide it and
-say why), until a contract version adds the kind. HTTP answers and `terrain sentiment score` show "hate".
+hate flag there as an insult flag with `category: "identity_hate"` and evidence starting with "hate:" (the
+moderation is the same: hide it and say why; a reader that knows only the kinds still hides it). HTTP answers
+and `terrain sentiment score` show "hate".
 """
 
 from __future__ import annotations
@@ -413,9 +414,13 @@ def flags_with(models: CharterModels, text: str) -> list[Flag]:
     return flags_for(text, models.hostility, models.hate)
 
 
+IDENTITY_HATE: Final = "identity_hate"
+
+
 def to_contract(flags: Sequence[Flag]) -> list[CharterFlag]:
     """The flags as `terrain.comments.scored.v1` carries them: a hate flag becomes an insult flag (evidence
-    "hate: ..."), merged with the insult flag when there is one (the higher confidence), in the same order."""
+    "hate: ...", `category` identity_hate), merged with the insult flag when there is one (the higher
+    confidence), in the same order."""
     out: list[CharterFlag] = []
     for f in flags:
         if f.kind != "hate":
@@ -424,9 +429,12 @@ def to_contract(flags: Sequence[Flag]) -> list[CharterFlag]:
         evidence = f"hate: {f.evidence}" if f.evidence else "hate"
         existing = next((i for i, g in enumerate(out) if g.kind == "insult"), None)
         if existing is None:
-            out.insert(0, CharterFlag(kind="insult", confidence=f.confidence, evidence=evidence))
+            out.insert(0, CharterFlag(kind="insult", confidence=f.confidence, evidence=evidence,
+                                      category=IDENTITY_HATE))
         else:
             g = out[existing]
+            # The category says what the confidence measures: hate's when it is the higher of the two.
             out[existing] = CharterFlag(kind="insult", confidence=max(g.confidence, f.confidence),
-                                        evidence="; ".join(e for e in (evidence, g.evidence) if e))
+                                        evidence="; ".join(e for e in (evidence, g.evidence) if e),
+                                        category=IDENTITY_HATE if f.confidence >= g.confidence else None)
     return out

@@ -10,6 +10,7 @@ import pytest
 
 from services.sentiment import charter
 from services.sentiment.hostility import HostilityModel
+from terrain.contracts import CharterFlag
 
 SMOKE = Path(__file__).parents[2] / "bench" / "data" / "brand_smoke.jsonl"
 HATEFUL = ["les arabes dehors, rentrez chez vous", "les femmes à la cuisine", "sale juif"]
@@ -71,9 +72,18 @@ def test_the_topic_carries_hate_as_an_insult_flag_that_says_so():
     spam = charter.Flag(kind="spam", confidence=0.7, evidence="link")
     [alone] = charter.to_contract([hate])
     assert (alone.kind, alone.confidence, alone.evidence) == ("insult", 0.8, "hate: hate model 0.95: arabes")
+    assert alone.category == "identity_hate"
     merged = charter.to_contract([insult, hate, spam])
     assert [f.kind for f in merged] == ["insult", "spam"]
     assert merged[0].confidence == 0.8 and merged[0].evidence == "hate: hate model 0.95: arabes; connard"
+    assert merged[0].category == "identity_hate" and merged[1].category is None
+    # A hate hint below a surer insult: the confidence is the insult's, so no hate category.
+    hint = charter.Flag(kind="hate", confidence=0.45, evidence="hate model 0.81 (not hostile)")
+    [weak] = charter.to_contract([insult, hint])
+    assert weak.confidence == 0.6 and weak.category is None
+    assert [f.category for f in charter.to_contract([insult])] == [None]
+    # The field is optional: a flag from a producer that does not know it reads as before.
+    assert CharterFlag.model_validate({"kind": "insult", "confidence": 0.6}).category is None
 
 
 def test_shipped_card_names_data_terms_cutoff_and_dev_scores(shipped: HostilityModel):
