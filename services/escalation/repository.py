@@ -244,39 +244,56 @@ def _policy_json(policy: Any) -> str:
     return dumped
 
 
+_INCIDENT_TYPES = (
+    "text", "text", "text", "text", "text", "text", "timestamptz", "timestamptz", "timestamptz", "timestamptz",
+    "int", "int", "text", "text", "text", "timestamptz", "timestamptz", "int", "text", "text", "text", "text",
+    "int", "text", "int", "int", "timestamptz", "int", "int",
+)
+# JSON columns travel as text arrays and are cast row by row.
+_INCIDENT_JSON = {13, 14, 20, 24}
+_SAVE_INCIDENTS = (
+    f"INSERT INTO escalation_incidents ({_INCIDENT_COLUMNS}) SELECT "
+    + ", ".join(f"c{n}::jsonb" if n in _INCIDENT_JSON else f"c{n}" for n in range(1, 30))
+    + " FROM unnest("
+    + ", ".join(f"${n}::{t}[]" for n, t in enumerate(_INCIDENT_TYPES, 1))
+    + ") AS u("
+    + ", ".join(f"c{n}" for n in range(1, 30))
+    + """)
+    ON CONFLICT (id) DO UPDATE SET
+        level = EXCLUDED.level, reason = EXCLUDED.reason, state = EXCLUDED.state,
+        updated_at = EXCLUDED.updated_at, acknowledged_at = EXCLUDED.acknowledged_at,
+        resolved_at = EXCLUDED.resolved_at, comment_count = EXCLUDED.comment_count,
+        negative_count = EXCLUDED.negative_count, recommended_actions = EXCLUDED.recommended_actions,
+        recent_evidence = EXCLUDED.recent_evidence, place = EXCLUDED.place,
+        escalated_at = EXCLUDED.escalated_at, ack_deadline = EXCLUDED.ack_deadline, seq = EXCLUDED.seq,
+        negatives_since_ack = EXCLUDED.negatives_since_ack, actions = EXCLUDED.actions,
+        step = EXCLUDED.step, step_fence = EXCLUDED.step_fence,
+        field_requested_at = EXCLUDED.field_requested_at, reopened = EXCLUDED.reopened,
+        paged_step = EXCLUDED.paged_step"""
+)
+
+
 async def save_incidents(conn: asyncpg.Connection, incidents: Iterable[Incident]) -> None:
-    cols = _INCIDENT_COLUMNS
-    await conn.executemany(
-        f"""INSERT INTO escalation_incidents ({cols})
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14::jsonb, $15, $16, $17,
-                    $18, $19, $20::jsonb, $21, $22, $23, $24::jsonb, $25, $26, $27, $28, $29)
-            ON CONFLICT (id) DO UPDATE SET
-                level = EXCLUDED.level, reason = EXCLUDED.reason, state = EXCLUDED.state,
-                updated_at = EXCLUDED.updated_at, acknowledged_at = EXCLUDED.acknowledged_at,
-                resolved_at = EXCLUDED.resolved_at, comment_count = EXCLUDED.comment_count,
-                negative_count = EXCLUDED.negative_count, recommended_actions = EXCLUDED.recommended_actions,
-                recent_evidence = EXCLUDED.recent_evidence, place = EXCLUDED.place,
-                escalated_at = EXCLUDED.escalated_at, ack_deadline = EXCLUDED.ack_deadline, seq = EXCLUDED.seq,
-                negatives_since_ack = EXCLUDED.negatives_since_ack, actions = EXCLUDED.actions,
-                step = EXCLUDED.step, step_fence = EXCLUDED.step_fence,
-                field_requested_at = EXCLUDED.field_requested_at, reopened = EXCLUDED.reopened,
-                paged_step = EXCLUDED.paged_step""",
-        [
-            (
-                i.id, i.community_id, i.thread_id, i.level.value, i.reason, i.state.value, i.opened_at,
-                i.updated_at, i.acknowledged_at, i.resolved_at, i.comment_count, i.negative_count,
-                # The rendered actions only: a whole snapshot (a validated model) per incident cost more than the
-                # rest of the row.
-                json.dumps(render.actions(list(i.actions), i.language), ensure_ascii=False),
-                json.dumps([e.model_dump(mode="json") for e in i.evidence], ensure_ascii=False),
-                i.place, i.escalated_at, i.ack_deadline, i.seq, i.kind.value, _policy_json(i.policy),
-                i.language, i.source, i.negatives_since_ack,
-                json.dumps([a.model_dump(mode="json") for a in i.actions], ensure_ascii=False),
-                i.step, i.step_fence, i.field_requested_at, i.reopened, i.paged_step,
-            )
-            for i in incidents
-        ],
-    )
+    """Insert or update the incidents in one set-based statement (the last version of an id wins)."""
+    latest = {i.id: i for i in incidents}
+    if not latest:
+        return
+    rows = [
+        (
+            i.id, i.community_id, i.thread_id, i.level.value, i.reason, i.state.value, i.opened_at,
+            i.updated_at, i.acknowledged_at, i.resolved_at, i.comment_count, i.negative_count,
+            # The rendered actions only: a whole snapshot (a validated model) per incident cost more than the
+            # rest of the row.
+            json.dumps(render.actions(list(i.actions), i.language), ensure_ascii=False),
+            json.dumps([e.model_dump(mode="json") for e in i.evidence], ensure_ascii=False),
+            i.place, i.escalated_at, i.ack_deadline, i.seq, i.kind.value, _policy_json(i.policy),
+            i.language, i.source, i.negatives_since_ack,
+            json.dumps([a.model_dump(mode="json") for a in i.actions], ensure_ascii=False),
+            i.step, i.step_fence, i.field_requested_at, i.reopened, i.paged_step,
+        )
+        for i in latest.values()
+    ]
+    await conn.execute(_SAVE_INCIDENTS, *(list(column) for column in zip(*rows, strict=True)))
 
 
 async def save_attachments(conn: asyncpg.Connection, attachments: Sequence[Attachment], now: datetime) -> None:

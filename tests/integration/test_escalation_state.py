@@ -7,6 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.escalation import repository
+from services.escalation.domain import Attachment, Bucket, Incident, Seen
+from services.escalation.policy import CommunityPolicy, InhibitRule
+from terrain.contracts import Evidence, IncidentLevel, IncidentState, RecommendedAction
 from terrain.db import create_pool, migrate
 
 pytestmark = pytest.mark.integration
@@ -39,3 +42,81 @@ async def test_prune_deletes_only_old_state_in_bounded_batches(schema_url: str) 
         await pool.close()
     assert (first, second, third) == (4, 2, 0)  # at most 2 rows per table per call
     assert (left, left_buckets) == (2, 2)
+
+
+async def test_saved_state_is_read_back_as_a_batch_is_decided_against(schema_url: str) -> None:
+    """Incidents saved in one set-based statement, then every part of a batch's book read back as stored."""
+    now = datetime(2026, 11, 26, 12, tzinfo=UTC)
+    policy = CommunityPolicy()
+    ev = Evidence(comment_id="k1", external_id="x1", label="negative", score=-0.7, flags=["insult"], created_at=now)
+
+    def incident(id_: str, thread: str, **kw: object) -> Incident:
+        base: dict[str, object] = dict(
+            id=id_, community_id="c", thread_id=thread, level=IncidentLevel.respond, reason="r",
+            state=IncidentState.open, opened_at=now, updated_at=now, policy=policy, language="fr",
+            source="facebook", evidence=(ev,), comment_count=1, negative_count=1, seq=1,
+            actions=(RecommendedAction(code="reply_public", comment_id="k1", external_id="x1"),),
+        )
+        base.update(kw)
+        return Incident(**base)  # type: ignore[arg-type]
+
+    open_t1 = incident("i-open", "t1")
+    resolved_t2 = incident("i-res", "t2", state=IncidentState.resolved, resolved_at=now - timedelta(hours=2))
+    older_t2 = incident("i-old", "t2", state=IncidentState.resolved, resolved_at=now - timedelta(hours=5))
+    stale_t3 = incident("i-stale", "t3", state=IncidentState.resolved, resolved_at=now - timedelta(days=9))
+    field_c = incident("i-field", "t4", level=IncidentLevel.field)
+    elsewhere = incident("i-else", "t1", community_id="d", level=IncidentLevel.field)
+    pool = await create_pool(schema_url)
+    try:
+        await migrate(pool, "kernel", "terrain")
+        await migrate(pool, "escalation", "services.escalation")
+        async with pool.acquire() as conn, conn.transaction():
+            # The same id twice in one call: the last version wins (one row, no conflict error).
+            await repository.save_incidents(
+                conn, [incident("i-open", "t1", comment_count=0), open_t1, resolved_t2, older_t2, stale_t3,
+                       field_c, elsewhere],
+            )
+            await repository.save_seen(conn, [
+                Seen("c", "k1", "t1", "a1", now - timedelta(minutes=5), True, -0.7),
+                Seen("c", "k0", "t1", "a1", now - timedelta(hours=3), True, -0.6),  # before the window
+                Seen("c", "k9", "t9", "a1", now - timedelta(days=2), True, -0.5),  # another thread, same author
+                Seen("c", "k8", "t9", "a1", now - timedelta(days=40), True, -0.5),  # before the author lookback
+                Seen("c", "k7", "t9", "a2", now - timedelta(days=1), True, -0.5, removed=True),
+            ])
+            await repository.save_attachments(conn, [
+                Attachment("i-open", "k1", "c", "t1", "x1", "negative", -0.7, ("insult",), True, now, "m1"),
+            ], now)
+            await repository.add_buckets(conn, {
+                ("c", now - timedelta(minutes=15)): Bucket(3, 2, -0.9),
+                ("c", now - timedelta(days=3)): Bucket(1, 1, -1),
+            }, {"c": 900})
+            await repository.save_first_seen(conn, {"c": now - timedelta(days=10)})
+        threads = [("c", "t1"), ("c", "t2"), ("c", "t3")]
+        async with pool.acquire() as conn, conn.transaction():
+            await repository.lock_threads(conn, threads)
+            open_by_thread = await repository.load_open(conn, threads)
+            resolved = await repository.load_recently_resolved(conn, threads[1:], now)
+            attached = await repository.attached(conn, [("c", "k0"), ("c", "k1"), ("c", "new")])
+            seen = await repository.thread_comments(
+                conn, {("c", "t1"): now - timedelta(minutes=30)}, [("c", "k0"), ("c", "new")]
+            )
+            negatives = await repository.author_negatives(conn, [("c", "a1"), ("c", "a2")], now - timedelta(days=30))
+            buckets = await repository.buckets(conn, {"c": (900, now - timedelta(hours=1))})
+            first = await repository.first_seen(conn, ["c"])
+            others = await repository.load_inhibitors(
+                conn, ["c"], [InhibitRule(source={"level": "field"}, target={"level": "respond"})]
+            )
+    finally:
+        await pool.close()
+    assert list(open_by_thread) == [("c", "t1")]
+    assert open_by_thread[("c", "t1")] == open_t1  # every field, the evidence, the actions and the frozen policy
+    # t2's latest resolution is inside the reopen lookback; t3's is too old.
+    assert {k: i.id for k, i in resolved.items()} == {("c", "t2"): "i-res"}
+    assert attached == {("c", "k1"): "i-open"}  # k0 and "new" are attached to nothing
+    # The window from its `since`, plus the batch's own comments wherever they fall.
+    assert sorted(seen[("c", "t1")]) == ["k0", "k1"]
+    assert set(negatives) == {("c", "a1")}  # a2's only negative was removed
+    assert sorted(negatives[("c", "a1")]) == ["k0", "k1", "k9"]
+    assert buckets == {"c": {now - timedelta(minutes=15): Bucket(3, 2, -0.9)}}
+    assert first == {"c": now - timedelta(days=10)}
+    assert sorted(others) == ["i-field"]  # open, of this community, at the rule's source level
