@@ -241,7 +241,16 @@ def build_http_app(
     _serve_docs_offline(app)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        sent_as = request.headers.get("content-type", "")
+        if (request.method in ("POST", "PUT", "PATCH") and "json" not in sent_as.lower()
+                and any(tuple(err.get("loc", ())) == ("body",) for err in exc.errors())):
+            # The body was not read as JSON at all (curl -d sends form encoding): say what to change.
+            detail = ("invalid request: send the body as JSON with the header 'Content-Type: application/json' "
+                      f"(this request said {sent_as or 'no content type'!r})")
+            return JSONResponse(status_code=422, content={
+                "detail": detail, "errors": [{"field": "(body)", "message": detail}],
+            })
         errors = []
         for err in exc.errors():
             loc = [str(p) for p in err.get("loc", ()) if p != "body"]

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 import pytest
+from pydantic import BaseModel
 
 from terrain.contracts import InboundCommentMessage
 from terrain.kafka import DeadLetterGuard, DeadLetterRateExceeded, Record, Rejection, dead_letter, decode
@@ -211,6 +212,34 @@ async def test_a_value_the_database_cannot_hold_is_a_clear_422_not_a_500(exc: Ex
         got = await client.get("/store")
     assert got.status_code == 422
     assert "cannot be stored" in got.json()["detail"]
+
+
+class Ack(BaseModel):
+    actor: str
+
+
+async def test_a_json_body_sent_without_its_content_type_is_refused_with_the_header_to_set():
+    import httpx
+
+    _, app = _app()
+
+    @app.post("/ack")
+    async def ack(body: Ack) -> dict[str, str]:
+        return {"actor": body.actor}
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        # What `curl -d '{...}'` sends: form encoding.
+        form = await client.post("/ack", content=b'{"actor":"claire"}',
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+        typed = await client.post("/ack", json={"actor": "claire"})
+        wrong = await client.post("/ack", json={"who": "claire"})
+    assert form.status_code == 422
+    assert "Content-Type: application/json" in form.json()["detail"]
+    assert "application/x-www-form-urlencoded" in form.json()["detail"]
+    assert typed.status_code == 200 and typed.json() == {"actor": "claire"}
+    # A JSON body with a wrong field names the field, with no word about the header.
+    assert wrong.status_code == 422 and "actor" in wrong.json()["detail"]
+    assert "Content-Type" not in wrong.json()["detail"]
 
 
 async def test_a_consumer_behind_without_progress_turns_not_ready_and_ready_again_when_it_moves():
