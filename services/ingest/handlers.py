@@ -131,6 +131,8 @@ class Ingestor:
         self.clock = clock
         self.limits = limits or Limits()
         self.detect_many = detect_many or detect_languages
+        # Set by a bulk import with worker processes: detection runs there while this process parses ahead.
+        self.detect_elsewhere: Callable[[list[str]], Awaitable[list[str]]] | None = None
         self.publish_wait_s = publish_wait_s
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -168,7 +170,11 @@ class Ingestor:
             publish = [(item, d) for cid, ds in decided.items() for item, d in zip(groups[cid], ds, strict=True)
                        if d.outcome is not Outcome.duplicate]
             # Languages only for what is published, detected together (reposts cost nothing).
-            langs = iter(self.detect_many([i.comment.text for i, _ in publish if domain.needs_language(i)]))
+            texts = [i.comment.text for i, _ in publish if domain.needs_language(i)]
+            if self.detect_elsewhere is not None and texts:
+                langs = iter(await self.detect_elsewhere(texts))
+            else:
+                langs = iter(self.detect_many(texts))
             out = [
                 OutMessage.of(topic, item.comment.community_id,
                               domain.to_message(item, d, now, next(langs) if domain.needs_language(item) else None))

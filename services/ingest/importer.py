@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import time
@@ -28,15 +30,18 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import asyncpg
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from services.ingest import domain, meta, metrics, repository
 from services.ingest.domain import CommentDraft, Incoming, Reason, Refusal, Tally
+
+log = logging.getLogger("terrain.ingest")
 
 FORMATS = ("auto", "jsonl", "csv", "meta")
 KEY_BYTES = 1 << 20
 MAX_REJECT_RECORD_CHARS = 4000
 _TRUE = {"1", "true", "yes", "y", "t"}
+PARSE_CHUNK = 250  # records parsed between two looks at the batch being stored
 
 
 @dataclass
@@ -72,6 +77,17 @@ class Progress:
     earlier: repository.Checkpoint | None = None  # what the interrupted run(s) had committed
     started: float = field(default_factory=time.perf_counter)
     rejects_path: str = ""
+
+
+def _batches(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord]]:
+    batch: list[RawRecord] = []
+    for rec in records:
+        batch.append(rec)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def file_key(path: Path) -> str:
@@ -187,13 +203,40 @@ def parse_record(
     return [screened], [], {}
 
 
+_DRAFTS = TypeAdapter(list[CommentDraft])
+
+
+def parse_comment_lines(batch: list[RawRecord], limits: domain.Limits) -> tuple[list[Incoming], list[Rejected]] | None:
+    """A batch of JSON lines read as inbound comments in one pass (one JSON decode and one validation for the
+    batch), or None when a line is anything else: unreadable, invalid, not one object, or a Meta delivery.
+    The batch is then read line by line by `parse_record`, which says which line failed and why; both ways
+    give the same comments."""
+    if any(rec.text is None or '"entry"' in rec.text for rec in batch):
+        return None
+    try:
+        drafts = _DRAFTS.validate_json("[" + ",".join(rec.text or "" for rec in batch) + "]")
+    except ValidationError:
+        return None
+    if len(drafts) != len(batch):  # a line holding two values separated by a comma is not one record
+        return None
+    items: list[Incoming] = []
+    rejected: list[Rejected] = []
+    for rec, draft in zip(batch, drafts, strict=True):
+        screened = domain.screen(draft, limits)
+        if isinstance(screened, Refusal):
+            rejected.append(Rejected(rec.line, screened, (rec.text or "").rstrip("\r\n")))
+        else:
+            items.append(screened)
+    return items, rejected
+
+
 @dataclass
 class ImportOptions:
     fmt: str = "auto"
     batch_size: int = 2000
     rejects: Path | None = None
     resume: bool = True
-    # Processes that detect languages for the next batch while this one is stored and published (0: inline).
+    # Processes that detect the languages of each batch's new comments while the next batch is parsed (0: inline).
     workers: int = 0
     stop_after_batches: int | None = None  # for tests: simulate an interruption
 
@@ -205,14 +248,20 @@ def detect_many(texts: list[str]) -> list[str]:
     return detect_languages(texts)
 
 
+async def _detect_in(executor: ProcessPoolExecutor, workers: int, texts: list[str]) -> list[str]:
+    """The languages of a batch's new comments, detected by the worker processes in equal shares."""
+    loop = asyncio.get_running_loop()
+    step = max(1, -(-len(texts) // workers))
+    shares = [loop.run_in_executor(executor, detect_many, texts[k:k + step]) for k in range(0, len(texts), step)]
+    return [lang for share in await asyncio.gather(*shares) for lang in share]
+
+
 @dataclass
 class Prepared:
     items: list[Incoming]
     rejected: list[Rejected]
     last: RawRecord
     started: float
-    langs: list[asyncio.Future[list[str]]] = field(default_factory=list)
-    needs_lang: list[Incoming] = field(default_factory=list)
 
 
 class Importer:
@@ -237,33 +286,37 @@ class Importer:
         self.on_progress(prog)
         executor = (ProcessPoolExecutor(opts.workers, mp_context=multiprocessing.get_context("spawn"))
                     if opts.workers > 0 else None)
+        if executor is not None:
+            self.ingestor.detect_elsewhere = functools.partial(_detect_in, executor, opts.workers)
         try:
             with rejects_path.open("a" if cp else "w", encoding="utf-8") as rejects:
                 committed = 0
-                pending: Prepared | None = None
-                batch: list[RawRecord] = []
-                for rec in read_records(path, fmt, prog.offset, prog.line):
-                    batch.append(rec)
-                    if len(batch) < opts.batch_size:
-                        continue
-                    # Batch N+1 is parsed (and its languages detected elsewhere) while batch N is stored.
-                    ready = self._prepare(batch, fmt, executor, opts.workers)
-                    batch = []
-                    if pending is not None:
-                        await self._commit(pending, key, prog, rejects)
-                        committed += 1
-                        if opts.stop_after_batches is not None and committed >= opts.stop_after_batches:
-                            return prog
-                    pending = ready
-                if batch:
-                    ready = self._prepare(batch, fmt, executor, opts.workers)
-                    if pending is not None:
-                        await self._commit(pending, key, prog, rejects)
-                    pending = ready
-                if pending is not None:
-                    await self._commit(pending, key, prog, rejects)
+                storing: asyncio.Future[None] | None = None
+                try:
+                    for batch in _batches(read_records(path, fmt, prog.offset, prog.line), opts.batch_size):
+                        # Batch N+1 is parsed while batch N is stored and published (and, with workers, while
+                        # its new comments' languages are detected there): parsing yields between chunks, so
+                        # the round trips to the database, the broker and the workers overlap it.
+                        ready = await self._prepare(batch, fmt)
+                        if storing is not None:
+                            await storing
+                            committed += 1
+                            if opts.stop_after_batches is not None and committed >= opts.stop_after_batches:
+                                return prog
+                        # Batches are committed one after the other: the checkpoint only moves forward.
+                        storing = asyncio.ensure_future(self._commit(ready, key, prog, rejects))
+                    if storing is not None:
+                        await storing
+                finally:
+                    if storing is not None and not storing.done():
+                        # A batch being stored is finished, not cut short, whatever stopped the import.
+                        await asyncio.wait([storing])
+                        if not storing.cancelled() and storing.exception() is not None:
+                            log.warning("a batch failed to store while the import stopped",
+                                        extra={"error": type(storing.exception()).__name__})
         finally:
             if executor is not None:
+                self.ingestor.detect_elsewhere = None
                 # Joins the worker processes: nothing is left running after an import, even an interrupted one.
                 executor.shutdown(wait=True, cancel_futures=True)
         async with pool.acquire() as conn:
@@ -272,32 +325,28 @@ class Importer:
         self.on_progress(prog)
         return prog
 
-    def _prepare(self, batch: list[RawRecord], fmt: str, executor: ProcessPoolExecutor | None,
-                 workers: int) -> Prepared:
+    async def _prepare(self, batch: list[RawRecord], fmt: str) -> Prepared:
         started = time.perf_counter()
         items: list[Incoming] = []
         rejected: list[Rejected] = []
-        for rec in batch:
-            got, refused, signals = parse_record(rec, fmt, self.ingestor.limits)
-            items += got
-            rejected += refused
-            for kind, n in signals.items():
-                metrics.META_SIGNALS.labels(kind=kind).inc(n)
-        prepared = Prepared(items, rejected, batch[-1], started)
-        if executor is not None:
-            prepared.needs_lang = [i for i in items if domain.needs_language(i)]
-            texts = [i.comment.text for i in prepared.needs_lang]
-            loop = asyncio.get_running_loop()
-            step = max(1, -(-len(texts) // workers))
-            prepared.langs = [loop.run_in_executor(executor, detect_many, texts[k:k + step])
-                              for k in range(0, len(texts), step)]
-        return prepared
+        for k in range(0, len(batch), PARSE_CHUNK):
+            if k:
+                await asyncio.sleep(0)  # let the batch being stored take its next step
+            chunk = batch[k:k + PARSE_CHUNK]
+            fast = parse_comment_lines(chunk, self.ingestor.limits) if fmt == "jsonl" else None
+            if fast is not None:
+                items += fast[0]
+                rejected += fast[1]
+                continue
+            for rec in chunk:
+                got, refused, signals = parse_record(rec, fmt, self.ingestor.limits)
+                items += got
+                rejected += refused
+                for kind, n in signals.items():
+                    metrics.META_SIGNALS.labels(kind=kind).inc(n)
+        return Prepared(items, rejected, batch[-1], started)
 
     async def _commit(self, batch: Prepared, key: str, prog: Progress, rejects: TextIO) -> None:
-        if batch.langs:
-            langs = [lang for chunk in await asyncio.gather(*batch.langs) for lang in chunk]
-            for item, lang in zip(batch.needs_lang, langs, strict=True):
-                item.comment.lang = lang
         items, rejected = batch.items, batch.rejected
         metrics.RECEIVED.labels(channel="import").inc(len(items) + len(rejected))
         # Rejects are written before the commit: after a crash they may repeat, never go missing.

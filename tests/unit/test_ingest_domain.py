@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -152,3 +152,24 @@ def test_language_batch_detection_answers_as_one_by_one():
     # Enough texts for the batch walk, of mixed lengths (the longest finish in Python), mixed languages.
     many = [t * k for k in (1, 2, 3, 7, 30) for t in texts] + ["Génial 🎉 " * 60, "Non.", "ok"]
     assert detect_languages(many) == [detect_language(t) for t in many]
+
+
+@pytest.mark.parametrize(("kind", "seen"), [(Kind.first, None), (Kind.upsert, None), (Kind.upsert, Seen(H, 1, False)),
+                                            (Kind.removal, Seen(H, 2, False)), (Kind.removal, None)])
+def test_a_built_message_is_exactly_what_validating_it_gives(kind: Kind, seen: Seen | None) -> None:
+    """Messages are built without a second validation: what they serialise to must be what the contract reads
+    back, field for field, with every optional field set (the nested metrics model included)."""
+    full = CommentDraft(source="Facebook", external_id="ext-9", community_id="resto", thread_id="p", parent_id="8",
+                        author_id="u1", author_name="Camille R.", text="Plat froid 😡 " * 10,
+                        created_at=datetime(2026, 11, 24, 20, 5, tzinfo=timezone(timedelta(hours=1))),
+                        metrics={"likes": 3, "replies": 1}, place="Lyon 2e", removed=kind is Kind.removal)
+    screened = screen(full, LIMITS, kind)
+    assert isinstance(screened, Incoming)
+    decision = decide("cid", screened, seen)
+    assert decision.outcome is not Outcome.duplicate
+    msg = to_message(screened, decision, NOW, "fr")
+    body = msg.model_dump_json()
+    again = CommentMessage.model_validate_json(body)
+    assert again == msg and again.model_dump_json() == body
+    assert again.comment.metrics.likes == 3 and again.comment.source == "facebook"
+    assert again.comment.text_truncated and again.comment.lang == (None if kind is Kind.removal else "fr")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from services.ingest.domain import Limits, Reason
-from services.ingest.importer import parse_record, read_records
+from services.ingest.importer import parse_comment_lines, parse_record, read_records
 from tests.ingest_payloads import PAGE, delivery, feed_comment, feed_item
 
 ROW = {"source": "forum", "community_id": "c", "thread_id": "t", "text": "Très bien 👍",
@@ -57,3 +57,42 @@ def test_parse_record_json_errors_and_meta_deliveries(tmp_path: Path):
     assert rejected[0].refusal.reason is Reason.empty_text and json.loads(rejected[0].record)["object"] == "page"
     _, rejected, _ = parse_record(listed, "jsonl", Limits())
     assert rejected[0].refusal.reason is Reason.invalid
+
+
+def _one_by_one(records: list, limits: Limits) -> tuple[list, list]:
+    items, rejected = [], []
+    for rec in records:
+        got, refused, _ = parse_record(rec, "jsonl", limits)
+        items += got
+        rejected += refused
+    return items, rejected
+
+
+def test_a_batch_read_in_one_pass_gives_what_reading_each_line_gives(tmp_path: Path):
+    limits = Limits(max_text_chars=20)
+    rows = [{**ROW, "external_id": str(i)} for i in range(6)]
+    rows[1] |= {"source": "MySpace"}  # refused by screening: unknown source
+    rows[2] |= {"text": "   "}  # refused: empty
+    rows[3] |= {"text": "Très long commentaire 😡 " * 3, "metrics": {"likes": 2}, "removed": "true"}  # truncated
+    rows[4] |= {"lang": "fr", "parent_id": "0", "author_name": "Camille", "extra": {"ignored": True}}
+    path = tmp_path / "ok.jsonl"
+    path.write_text("\ufeff" + "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\r\n", encoding="utf-8")
+    records = list(read_records(path, "jsonl"))
+    fast = parse_comment_lines(records, limits)
+    assert fast is not None
+    slow = _one_by_one(records, limits)
+    assert [i.comment for i in fast[0]] == [i.comment for i in slow[0]] and len(fast[0]) == 4
+    assert [(i.kind, i.truncated) for i in fast[0]] == [(i.kind, i.truncated) for i in slow[0]]
+    assert [(r.line, r.refusal, r.record) for r in fast[1]] == [(r.line, r.refusal, r.record) for r in slow[1]]
+    assert [r.refusal.reason for r in fast[1]] == [Reason.unknown_source, Reason.empty_text]
+
+
+def test_a_batch_with_any_other_line_is_left_to_the_line_by_line_reader(tmp_path: Path):
+    good = json.dumps({**ROW, "external_id": "1"})
+    meta_line = json.dumps(delivery("page", (PAGE, [feed_comment("1", "1", "Bravo !")])))
+    for odd in ("{not json", "[1, 2]", json.dumps({**ROW}), meta_line, f"{good}, {good}", '"\\ud800"'):
+        path = tmp_path / "odd.jsonl"
+        path.write_text(good + "\n" + odd + "\n", encoding="utf-8")
+        records = list(read_records(path, "jsonl"))
+        assert parse_comment_lines(records, Limits()) is None, odd
+        assert _one_by_one(records, Limits())[0]  # the good line still gets through, the odd one is judged alone
