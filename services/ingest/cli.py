@@ -71,10 +71,10 @@ def import_command(
     = None,
     batch_size: Annotated[int, typer.Option(min=1, max=50_000, help="Records per transaction.")] = 2000,
     restart: Annotated[bool, typer.Option(help="Ignore a checkpoint left by an interrupted import.")] = False,
-    # Inline by default: batched detection is a small share of an import's CPU, and a worker would also
-    # detect the languages of reposts it cannot yet know are duplicates (measured: more CPU in total).
-    workers: Annotated[int, typer.Option(min=0, max=32, help="Processes detecting languages ahead (0: inline).")]
-    = 0,
+    # Inline by default: batched detection is a small share of an import's CPU, and handing it to a worker
+    # (start-up, model load, texts there and back) did not pay on 2 cores (bench/bench_ingest.py).
+    workers: Annotated[int, typer.Option(min=0, max=32, help="Processes detecting new comments' languages "
+                                                             "(0: inline).")] = 0,
 ) -> None:
     """Import comments from a file through ingest's screening and dedup; resumes after an interruption."""
     from services.ingest.app import IngestSettings
