@@ -133,3 +133,25 @@ def test_make_scorer_names_the_known_ones():
     assert make_scorer("lexicon").model_version == LEXICON_MODEL_VERSION
     with pytest.raises(ValueError, match="lexicon"):
         make_scorer("bert")
+
+
+@pytest.mark.parametrize(
+    ("text", "not_label", "label"),
+    [
+        # Set phrases whose words alone read negative: eagerness, a picnic, a job title.
+        ("J’attends la suite de ton enquête avec impatience Laurent !", "negative", None),
+        ("Et pour ça les bons vieux moyens sont toujours d’actualité : téléphone, café, pique niques etc.",
+         "negative", None),
+        ("Bref, le CM est un chargé de com externe comme un autre.", "negative", None),
+        # The same words still count where they carry the feeling.
+        ("Le pique-nique était raté, nourriture immonde", None, "negative"),
+        ("Le colis est arrivé abîmé, je suis impatient d'avoir une réponse, service nul", None, "negative"),
+    ],
+)
+def test_french_set_phrases_do_not_mislead_the_lexicon(scorer: LexiconScorer, text: str, not_label: str | None,
+                                                       label: str | None):
+    s = scorer.score_one(ScoreInput(text, "fr"))
+    if not_label is not None:
+        assert s.label.value != not_label, s
+    if label is not None:
+        assert s.label.value == label, s
