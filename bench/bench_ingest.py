@@ -9,7 +9,7 @@ Starts its own Tansu broker and embedded PostgreSQL (in a temporary folder), the
   labelled French sets when /work/shared/data/sentiment is there, the seed article's comments, the brand
   smoke set) and English on short English ones, and its speed.
 
-Usage: python bench/bench_ingest.py [--deliveries 300] [--import-lines 100000] [--import-workers 0]
+Usage: python bench/bench_ingest.py [--deliveries 300] [--import-lines 100000] [--import-workers 0] [--import-shards 0]
        [--concurrency 8] [--lang] [--only webhook|import|lang]
 """
 
@@ -125,11 +125,11 @@ async def bench_webhook(bootstrap: str, db_url: str, deliveries: int, concurrenc
         stop_process(proc)
 
 
-async def bench_import(bootstrap: str, db_url: str, lines: int, tmp: Path, workers: int) -> None:
+async def bench_import(bootstrap: str, db_url: str, lines: int, tmp: Path, workers: int, shards: int) -> None:
     from rich.console import Console
 
     from services.ingest.app import IngestSettings
-    from services.ingest.cli import import_file
+    from services.ingest.cli import auto_shards, import_file
     from services.ingest.importer import ImportOptions
 
     run = uuid.uuid4().hex[:6]
@@ -140,27 +140,30 @@ async def bench_import(bootstrap: str, db_url: str, lines: int, tmp: Path, worke
                                  "thread_id": f"t-{i % 500}", "author_id": f"u{i % 3000}",
                                  "text": f"{TEXTS[i % len(TEXTS)]} #{i}", "created_at": "2026-11-20T10:00:00Z"},
                                 ensure_ascii=False) + "\n")
+    shards = shards or auto_shards(path)
     settings = IngestSettings(kafka_bootstrap_servers=bootstrap, database_url=db_url, log_level="WARNING")
     overrides = {"terrain.comments.v1": f"terrain.comments.v1.import{run}"}
     console = Console(stderr=True, highlight=False)
     me = psutil.Process()
-    cpu0 = sum(me.cpu_times()[:4])  # this process and its finished children (the language workers)
+    cpu0 = sum(me.cpu_times()[:4])  # this process and its finished children (shards, language workers)
     start = time.perf_counter()
-    first = await import_file(path, ImportOptions(workers=workers), settings, topic_overrides=overrides,
+    first = await import_file(path, ImportOptions(workers=workers, shards=shards), settings, topic_overrides=overrides,
                               console=console)
     took = time.perf_counter() - start
     cpu = sum(me.cpu_times()[:4]) - cpu0
     start = time.perf_counter()
-    again = await import_file(path, ImportOptions(workers=workers), settings, topic_overrides=overrides,
+    again = await import_file(path, ImportOptions(workers=workers, shards=shards), settings, topic_overrides=overrides,
                               console=console)
     took2 = time.perf_counter() - start
     import resource
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"import ({workers} language worker process{'es' if workers != 1 else ''}): {lines:,} lines in "
+    print(f"import ({shards} shard process{'es' if shards != 1 else ''}, {workers} language worker "
+          f"process{'es' if workers != 1 else ''}): {lines:,} lines in "
           f"{took:.1f} s: {first.tally.accepted / took:,.0f} comments/s ({first.tally.accepted:,} accepted); "
-          f"peak memory of this process {rss:,.0f} MB")
-    print(f"import: {cpu:.1f} CPU-s in this process and its language workers (the database and the broker not "
+          f"peak memory: this process {rss:,.0f} MB"
+          + (f", the largest shard {first.peak_rss_mb:,.0f} MB" if shards > 1 else ""))
+    print(f"import: {cpu:.1f} CPU-s in this process, its shards and language workers (the database and the broker not "
           f"counted): {first.tally.accepted / cpu:,.0f} comments per CPU-second")
     print(f"import, second run of the same file: {again.tally.accepted} accepted, {again.tally.duplicates:,} "
           f"duplicates in {took2:.1f} s ({lines / took2:,.0f} lines/s)")
@@ -214,6 +217,8 @@ async def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--import-lines", type=int, default=100_000)
     ap.add_argument("--import-workers", type=int, default=0, help="language worker processes for the import")
+    ap.add_argument("--import-shards", type=int, default=0,
+                    help="processes importing side by side (0: as `terrain import` chooses)")
     ap.add_argument("--lang", action="store_true", help="also measure language detection")
     ap.add_argument("--only", choices=("webhook", "import", "lang"))
     args = ap.parse_args()
@@ -228,7 +233,8 @@ async def main() -> None:
         if args.only in (None, "webhook"):
             await bench_webhook(broker.bootstrap_servers, pg.url, args.deliveries, args.concurrency)
         if args.only in (None, "import"):
-            await bench_import(broker.bootstrap_servers, pg.url, args.import_lines, tmp, args.import_workers)
+            await bench_import(broker.bootstrap_servers, pg.url, args.import_lines, tmp, args.import_workers,
+                               args.import_shards)
     finally:
         pg.stop()
         broker.stop()

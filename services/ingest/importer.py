@@ -23,6 +23,7 @@ import logging
 import multiprocessing
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -77,6 +78,8 @@ class Progress:
     earlier: repository.Checkpoint | None = None  # what the interrupted run(s) had committed
     started: float = field(default_factory=time.perf_counter)
     rejects_path: str = ""
+    finished: bool = False  # read to the end (not stopped after some batches)
+    peak_rss_mb: float = 0.0  # of the process that ran it (the largest shard's, merged)
 
 
 def _batches(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord]]:
@@ -239,6 +242,16 @@ class ImportOptions:
     # Processes that detect the languages of each batch's new comments while the next batch is parsed (0: inline).
     workers: int = 0
     stop_after_batches: int | None = None  # for tests: simulate an interruption
+    # Processes importing the file side by side, each the comments whose id falls in its shard (see shard_of).
+    shards: int = 1
+    shard: int = 0  # which one this process is, when shards > 1
+
+
+def shard_of(item: Incoming, shards: int) -> int:
+    """The shard a comment belongs to: every version of a comment lands in the same shard, so its edits and
+    removal are still decided in file order (the same normalisation as its id: `comment_id_for`)."""
+    c = item.comment
+    return zlib.crc32(f"{c.source.strip().lower()}\x1f{c.external_id.strip()}".encode()) % shards
 
 
 def detect_many(texts: list[str]) -> list[str]:
@@ -270,26 +283,39 @@ class Importer:
     def __init__(self, ingestor: Any, on_progress: Callable[[Progress], None] | None = None) -> None:
         self.ingestor = ingestor
         self.on_progress = on_progress or (lambda _: None)
+        self._shard = (0, 1)
 
     async def run(self, path: Path, opts: ImportOptions) -> Progress:
         fmt = detect_format(path, opts.fmt)
         if fmt not in FORMATS[1:]:
             raise ValueError(f"unknown format {opts.fmt!r}; choose one of {', '.join(FORMATS)}")
-        key = file_key(path)
+        whole = file_key(path)
+        # One checkpoint per shard: each resumes where its own last batch was committed.
+        key = whole if opts.shards == 1 else f"{whole}#{opts.shard}/{opts.shards}"
+        self._shard = (opts.shard, opts.shards)
         rejects_path = opts.rejects or path.with_name(path.name + ".rejects.jsonl")
         pool: asyncpg.Pool = self.ingestor.rt.pool
-        async with pool.acquire() as conn:
-            cp = await repository.load_checkpoint(conn, key) if opts.resume else None
+        cp = other = None
+        if opts.resume:
+            async with pool.acquire() as conn:
+                cp = await repository.load_checkpoint(conn, key)
+                # Left by a run with another number of shards: resume at the earliest of them.
+                other = await repository.earliest_checkpoint(conn, whole) if cp is None else None
         prog = Progress(str(path), os.stat(path).st_size, rejects_path=str(rejects_path))
         if cp is not None:
             prog.offset, prog.line, prog.resumed_from_line, prog.earlier = cp.byte_offset, cp.line, cp.line, cp
+        elif other is not None:
+            prog.offset, prog.line, prog.resumed_from_line = other.byte_offset, other.line, other.line
         self.on_progress(prog)
+        # Shard 0 reports the records that are not comments (malformed lines, refusals): one rejects file.
+        writes_rejects = opts.shard == 0
         executor = (ProcessPoolExecutor(opts.workers, mp_context=multiprocessing.get_context("spawn"))
                     if opts.workers > 0 else None)
         if executor is not None:
             self.ingestor.detect_elsewhere = functools.partial(_detect_in, executor, opts.workers)
         try:
-            with rejects_path.open("a" if cp else "w", encoding="utf-8") as rejects:
+            reject_file = rejects_path if writes_rejects else Path(os.devnull)
+            with reject_file.open("a" if cp or other else "w", encoding="utf-8") as rejects:
                 committed = 0
                 storing: asyncio.Future[None] | None = None
                 try:
@@ -319,9 +345,14 @@ class Importer:
                 self.ingestor.detect_elsewhere = None
                 # Joins the worker processes: nothing is left running after an import, even an interrupted one.
                 executor.shutdown(wait=True, cancel_futures=True)
-        async with pool.acquire() as conn:
-            await repository.clear_checkpoint(conn, key)
+        if opts.shards == 1:
+            async with pool.acquire() as conn:
+                await repository.clear_checkpoints(conn, whole)
+        # A shard leaves its checkpoint at the end of the file: the import is done when every shard is, and
+        # what runs the shards clears them then (a shard that finished early is not read again on a resume).
         prog.offset = prog.total_bytes
+        prog.finished = True
+        prog.peak_rss_mb = _peak_rss_mb()
         self.on_progress(prog)
         return prog
 
@@ -342,8 +373,13 @@ class Importer:
                 got, refused, signals = parse_record(rec, fmt, self.ingestor.limits)
                 items += got
                 rejected += refused
-                for kind, n in signals.items():
-                    metrics.META_SIGNALS.labels(kind=kind).inc(n)
+                if self._shard[0] == 0:  # counted once when shards read the same lines
+                    for kind, n in signals.items():
+                        metrics.META_SIGNALS.labels(kind=kind).inc(n)
+        shard, shards = self._shard
+        if shards > 1:
+            items = [i for i in items if shard_of(i, shards) == shard]
+            rejected = rejected if shard == 0 else []
         return Prepared(items, rejected, batch[-1], started)
 
     async def _commit(self, batch: Prepared, key: str, prog: Progress, rejects: TextIO) -> None:
@@ -369,6 +405,14 @@ class Importer:
                                    in_transaction=checkpoint, tally=prog.tally)
         prog.offset, prog.line = last.end_offset, last.end_line
         self.on_progress(prog)
+
+
+def _peak_rss_mb() -> float:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Linux or macOS
+        return 0.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def summary_line(prog: Progress) -> str:

@@ -114,8 +114,19 @@ async def save_checkpoint(conn: Conn, key: str, path: str, cp: Checkpoint, now: 
     )
 
 
-async def clear_checkpoint(conn: Conn, key: str) -> None:
-    await conn.execute("DELETE FROM ingest_imports WHERE import_key = $1", key)
+async def earliest_checkpoint(conn: Conn, file_key: str) -> Checkpoint | None:
+    """The checkpoint furthest back among a file's, whatever the number of shards that left it: resuming there
+    re-reads what a faster shard had stored already, which the dedup records turn into duplicates."""
+    row = await conn.fetchrow(
+        """SELECT byte_offset, line, 0 AS accepted, 0 AS duplicates, 0 AS rejected FROM ingest_imports
+           WHERE import_key = $1 OR import_key LIKE $1 || '#%' ORDER BY byte_offset LIMIT 1""", file_key
+    )
+    return Checkpoint(**dict(row)) if row else None
+
+
+async def clear_checkpoints(conn: Conn, file_key: str) -> None:
+    """Forget a finished import: its own checkpoint and any its shards left."""
+    await conn.execute("DELETE FROM ingest_imports WHERE import_key = $1 OR import_key LIKE $1 || '#%'", file_key)
 
 
 async def delete_sent(pool: asyncpg.Pool, outbox_ids: Sequence[int]) -> None:

@@ -144,3 +144,36 @@ async def test_import_100k_lines(settings_kwargs, topic_overrides, tmp_path: Pat
     assert first.tally.accepted == expected["accepted"] and first.tally.rejected_total == expected["rejected"]
     assert again.tally.accepted == 0 and again.tally.duplicates == expected["accepted"] + expected["duplicates"]
     assert "━" in shown.getvalue()
+
+
+async def test_import_in_shards_resumes_under_any_layout_and_never_duplicates(
+        settings_kwargs, topic_overrides, kafka_bootstrap, tmp_path: Path):
+    path = tmp_path / "sharded.jsonl"
+    expected = jsonl_file(path, 3000)
+    settings = IngestSettings(**settings_kwargs)
+    console, shown = recorder()
+    # Two processes, each interrupted after one batch of its share…
+    first = await import_file(path, ImportOptions(batch_size=500, shards=2, stop_after_batches=1), settings,
+                              topic_overrides=topic_overrides, console=console)
+    assert not first.finished and first.line == 500 and first.tally.accepted > 0
+    # …resumed by a single process: it starts at the earliest shard checkpoint (line 500) and finds what the
+    # shards had stored beyond it already there…
+    second = await import_file(path, ImportOptions(batch_size=500), settings, topic_overrides=topic_overrides,
+                               console=console)
+    assert second.finished and second.resumed_from_line == 500 and second.line == 3000
+    assert first.tally.accepted + second.tally.accepted == expected["accepted"]
+    assert first.tally.rejected_total + second.tally.rejected_total == expected["rejected"]
+    # …and a finished import left no checkpoint: three shards read it all again and find only duplicates.
+    third = await import_file(path, ImportOptions(batch_size=500, shards=3), settings,
+                              topic_overrides=topic_overrides, console=console)
+    assert third.finished and third.resumed_from_line == 0 and third.tally.accepted == 0
+    assert third.tally.duplicates == expected["accepted"] + expected["duplicates"]
+    assert third.tally.rejected_total == expected["rejected"]  # counted once, by one shard
+    rejects = read_rejects(third.rejects_path)
+    assert Counter(r["reason"] for r in rejects) == {"malformed_json": 6, "unknown_source": 6}
+
+    out = await consume(kafka_bootstrap, topic_overrides["terrain.comments.v1"], expect=expected["accepted"],
+                        settle_s=1.0)
+    ids = Counter(json.loads(r.value)["comment"]["external_id"] for r in out)
+    assert len(out) == expected["accepted"] and max(ids.values()) == 1  # each comment published once
+    assert "accepted" in shown.getvalue() and "━" in shown.getvalue()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from services.ingest.domain import Limits, Reason
+from services.ingest.domain import CommentDraft, Limits, Reason
 from services.ingest.importer import parse_comment_lines, parse_record, read_records
 from tests.ingest_payloads import PAGE, delivery, feed_comment, feed_item
 
@@ -96,3 +96,24 @@ def test_a_batch_with_any_other_line_is_left_to_the_line_by_line_reader(tmp_path
         records = list(read_records(path, "jsonl"))
         assert parse_comment_lines(records, Limits()) is None, odd
         assert _one_by_one(records, Limits())[0]  # the good line still gets through, the odd one is judged alone
+
+
+def test_every_version_of_a_comment_falls_in_the_same_shard():
+    from services.ingest.domain import Incoming, Kind, screen
+    from services.ingest.importer import shard_of
+
+    def item(ext: str, text: str = "Bonjour", kind: Kind = Kind.upsert, source: str = "forum") -> Incoming:
+        got = screen(CommentDraft(source=source, external_id=ext, community_id="c", thread_id="t", text=text,
+                                  created_at="2026-11-20T10:00:00Z"), Limits(), kind)
+        assert isinstance(got, Incoming)
+        return got
+
+    for shards in (2, 3, 8):
+        for ext in ("1", "1048_77", "é😀"):
+            versions = [item(ext), item(ext, "Bonjour (modifié)"), item(ext, "", Kind.removal),
+                        item(f" {ext} ", source="FORUM")]
+            assert len({shard_of(v, shards) for v in versions}) == 1
+    counts = [0, 0]
+    for i in range(2000):
+        counts[shard_of(item(str(i)), 2)] += 1
+    assert min(counts) > 900  # an even share each
