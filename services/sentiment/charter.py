@@ -121,7 +121,12 @@ def normalise(text: str) -> list[str]:
         # The word lists are ASCII: decomposing and dropping what is not ASCII folds accents in C speed.
         folded = unicodedata.normalize("NFKD", folded).encode("ascii", "ignore").decode("ascii")
     folded = folded.lower()
-    return [re.sub(r"(\w)\1{2,}", r"\1\1", folded), re.sub(r"(\w)\1{2,}", r"\1", folded)]
+    if _STRETCHED.search(folded) is None:
+        return [folded]  # most texts: both spellings would be the same, and every pattern would read it twice
+    return [_STRETCHED.sub(r"\1\1", folded), _STRETCHED.sub(r"\1", folded)]
+
+
+_STRETCHED = re.compile(r"(\w)\1{2,}")
 
 
 def _alternation(words: Iterable[str]) -> str:

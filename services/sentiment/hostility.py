@@ -15,6 +15,7 @@ the service.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -59,11 +60,16 @@ def word_features(token: str) -> tuple[str, ...]:
     return ("w:" + token, *sorted(grams))
 
 
-def tokens_of(text: str) -> tuple[list[str], list[str]]:
-    """The distinct words of a text and its distinct word pairs (`b:`), in order of first appearance."""
+@functools.lru_cache(maxsize=4096)
+def tokens_of(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The distinct words of a text and its distinct word pairs (`b:`), in order of first appearance.
+
+    Cached (bounded): the charter reads the same text with the hostility and the hate models, and the hate
+    flag asks the hostility model again.
+    """
     tokens = _TOKEN.findall(normalise(text))
     pairs = [f"b:{a} {b}" for a, b in itertools.pairwise(tokens)]
-    return list(dict.fromkeys(tokens)), list(dict.fromkeys(pairs))
+    return tuple(dict.fromkeys(tokens)), tuple(dict.fromkeys(pairs))
 
 
 def features(text: str) -> dict[str, int]:
