@@ -107,8 +107,8 @@ def _visits(datas: list[bytes]) -> tuple[Any, Any, Any]:
             s = nextmove[rowbase[state[:active]] + buf[:active, pos]]
             state[:active] = s
             feats[:active, pos] = output[s]
-        r, p = np.nonzero(feats >= 0)
-        keys.append(order[r] * n_feats + feats[r, p])
+        hit_rows, hit_pos = np.nonzero(feats >= 0)
+        keys.append(order[hit_rows] * n_feats + feats[hit_rows, hit_pos])
     tail: list[int] = []
     nm, rb, out = ident.tk_nextmove, ident._rowbase, ident.tk_output
     for r in range(n):
