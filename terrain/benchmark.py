@@ -100,6 +100,7 @@ class BenchResult:
     raw_produce: float = 0.0
     raw_consume: float = 0.0
     ceiling: float = 0.0
+    ceiling_runs: list[float] = field(default_factory=list)  # each pass-through run; the ceiling is the best
     stages: list[StageResult] = field(default_factory=list)
     end_to_end: float = 0.0
     end_to_end_s: float = 0.0
@@ -114,7 +115,7 @@ class BenchResult:
         return {
             "n": self.config.n, "rate": self.config.rate, "scorer": self.config.scorer,
             "startup_s": self.startup_s, "raw_produce_per_s": self.raw_produce, "raw_consume_per_s": self.raw_consume,
-            "ceiling_per_s": self.ceiling, "end_to_end_per_s": self.end_to_end,
+            "ceiling_per_s": self.ceiling, "ceiling_runs_per_s": self.ceiling_runs, "end_to_end_per_s": self.end_to_end,
             "ratio": self.end_to_end / self.ceiling if self.ceiling else None,
             "stages": [{"name": s.name, "count": s.count, "rate": s.rate(), "done_s": s.last} for s in self.stages],
             "latency_ms": {k: {"p50": pct(v, 0.5), "p95": pct(v, 0.95), "p99": pct(v, 0.99), "n": len(v)}
@@ -224,6 +225,8 @@ class Meter:
 
 
 # --- the ceiling ------------------------------------------------------------------------------------------
+
+CEILING_RUNS = 3
 
 
 async def _produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> float:
@@ -565,14 +568,20 @@ async def _measure(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchR
     await asyncio.sleep(1.0)
 
     # 1. The ceiling, on the same broker, with the same messages.
-    c_in, c_out = f"bench.ceiling.{run_id}.in", f"bench.ceiling.{run_id}.out"
-    await ensure_topics(bootstrap, [c_in, c_out], partitions=cfg.partitions)
+    c_in = f"bench.ceiling.{run_id}.in"
+    c_outs = [f"bench.ceiling.{run_id}.out{k}" for k in range(CEILING_RUNS)]
+    await ensure_topics(bootstrap, [c_in, *c_outs], partitions=cfg.partitions)
     secs = await _produce(bootstrap, c_in, messages)
     result.raw_produce = cfg.n / secs
     result.raw_consume = cfg.n / max(await _consume_count(bootstrap, c_in, cfg.n, cfg.timeout_s), 1e-6)
-    result.ceiling = await _faststream_pass_through(bootstrap, c_in, c_out, cfg.n, cfg.timeout_s)
+    # A single pass-through run of 20,000 messages lasts under a second, so one batch timer more or less
+    # halves or doubles it (28,000/s and 64,000/s seen on the same build): the best of a few is the ceiling.
+    for c_out in c_outs:
+        result.ceiling_runs.append(await _faststream_pass_through(bootstrap, c_in, c_out, cfg.n, cfg.timeout_s))
+    result.ceiling = max(result.ceiling_runs)
     say(f"ceiling: raw produce {result.raw_produce:,.0f}/s, raw consume {result.raw_consume:,.0f}/s, "
-        f"FastStream batch pass-through {result.ceiling:,.0f}/s")
+        f"FastStream batch pass-through {result.ceiling:,.0f}/s (best of "
+        + ", ".join(f"{r:,.0f}" for r in result.ceiling_runs) + ")")
 
     # 2. Throughput: N comments at once on the inbound topic.
     stage_topics = [COMMENTS.name, COMMENTS_SCORED.name, INCIDENTS.name]

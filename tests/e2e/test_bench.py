@@ -26,6 +26,7 @@ def test_bench_tiny_run(tmp_path: Path):
     assert "end to end" in proc.stdout and "inbound -> scored" in proc.stdout
     got = json.loads(out.read_text())
     assert got["ceiling_per_s"] > 0 and got["end_to_end_per_s"] > 0
+    assert len(got["ceiling_runs_per_s"]) == 3 and got["ceiling_per_s"] == max(got["ceiling_runs_per_s"])
     assert got["scorer"] == "fast"
     stages = {s["name"]: s["count"] for s in got["stages"]}
     assert stages["escalation stored"] == 300
