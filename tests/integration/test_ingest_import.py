@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from services.ingest.app import IngestSettings
-from services.ingest.cli import import_file
+from services.ingest.cli import auto_shards, import_file
 from services.ingest.importer import ImportOptions
 from tests.ingest_payloads import PAGE, delivery, feed_comment, feed_item
 from tests.kafka_helpers import consume
@@ -136,10 +136,13 @@ async def test_import_100k_lines(settings_kwargs, topic_overrides, tmp_path: Pat
     settings = IngestSettings(**settings_kwargs)
     console, shown = recorder()
     started = time.perf_counter()
-    first = await import_file(path, ImportOptions(), settings, topic_overrides=topic_overrides, console=console)
+    shards = auto_shards(path)  # as `terrain import` chooses: one per core for a file this size
+    opts = ImportOptions(shards=shards)
+    first = await import_file(path, opts, settings, topic_overrides=topic_overrides, console=console)
     took = time.perf_counter() - started
-    again = await import_file(path, ImportOptions(), settings, topic_overrides=topic_overrides, console=console)
-    print(f"\n100k-line import: {took:.1f} s, {first.tally.accepted / took:,.0f} comments/s accepted; "
+    again = await import_file(path, opts, settings, topic_overrides=topic_overrides, console=console)
+    print(f"\n100k-line import in {shards} shard(s): {took:.1f} s, {first.tally.accepted / took:,.0f} comments/s "
+          "accepted; "
           f"second run: {again.tally.accepted} accepted, {again.tally.duplicates} duplicates")
     assert first.tally.accepted == expected["accepted"] and first.tally.rejected_total == expected["rejected"]
     assert again.tally.accepted == 0 and again.tally.duplicates == expected["accepted"] + expected["duplicates"]
