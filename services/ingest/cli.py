@@ -104,7 +104,7 @@ async def _import_in_shards(path: Path, opts: ImportOptions, settings: IngestSet
                             topic_overrides: dict[str, str] | None, show: Callable[[Progress], None],
                             bar: Any) -> Progress:
     """`opts.shards` processes each import the comments of their shard from the same file (every process reads
-    every line; each stores and publishes a share). Progress is the furthest point every shard has passed."""
+    every line; each stores and publishes a share)."""
     import multiprocessing
     import queue
     import signal
@@ -147,8 +147,10 @@ async def _import_in_shards(path: Path, opts: ImportOptions, settings: IngestSet
     def merged() -> Progress:
         parts = [latest[k] for k in sorted(latest)]
         out = Progress(str(path), os.stat(path).st_size, rejects_path=parts[0].rejects_path, started=started)
+        # The bar shows how far every shard has got; the line count, how far any has read (each accepted
+        # comment was read by then, so the counts beside it never run ahead of it).
         out.offset = min(p.offset for p in parts) if len(parts) == opts.shards else 0
-        out.line = min(p.line for p in parts) if len(parts) == opts.shards else 0
+        out.line = max(p.line for p in parts)
         out.resumed_from_line = min(p.resumed_from_line for p in parts)
         out.tally = Tally()
         for p in parts:
