@@ -182,11 +182,15 @@ async def _import_in_shards(path: Path, opts: ImportOptions, settings: IngestSet
                     show(merged())
                 await asyncio.sleep(0.1)
     except BaseException as exc:
-        if not isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
-            # Ctrl-C reached the shards already; otherwise ask each to finish the batch it is storing.
+        if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+            # Ctrl-C in a terminal reaches the shards too: a moment for them to stop on their own, since a
+            # second interrupt would cut short the batch each is storing.
+            deadline = time.monotonic() + SHARD_STOP_GRACE_S
             for p in procs:
-                if p.is_alive() and p.pid is not None:
-                    os.kill(p.pid, signal.SIGINT)
+                p.join(timeout=max(0.0, deadline - time.monotonic()))
+        for p in procs:  # ask those still running to finish the batch they are storing, then stop
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signal.SIGINT)
         raise
     finally:
         for p in procs:
@@ -210,6 +214,7 @@ async def _import_in_shards(path: Path, opts: ImportOptions, settings: IngestSet
     return result
 
 
+SHARD_STOP_GRACE_S = 5.0
 AUTO_SHARDS_FROM_BYTES = 8 << 20  # below this, starting processes costs more than they save
 AUTO_SHARDS_MAX = 4
 
