@@ -325,14 +325,14 @@ class Importer:
                         # the round trips to the database, the broker and the workers overlap it.
                         ready = await self._prepare(batch, fmt)
                         if storing is not None:
-                            await storing
+                            await asyncio.shield(storing)  # a cancel stops the import, not this batch's commit
                             committed += 1
                             if opts.stop_after_batches is not None and committed >= opts.stop_after_batches:
                                 return prog
                         # Batches are committed one after the other: the checkpoint only moves forward.
                         storing = asyncio.ensure_future(self._commit(ready, key, prog, rejects))
                     if storing is not None:
-                        await storing
+                        await asyncio.shield(storing)
                 finally:
                     if storing is not None and not storing.done():
                         # A batch being stored is finished, not cut short, whatever stopped the import.
