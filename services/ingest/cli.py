@@ -114,7 +114,6 @@ async def _import_in_shards(path: Path, opts: ImportOptions, settings: IngestSet
     import asyncpg
 
     from services.ingest import repository
-    from services.ingest.domain import Tally
     from services.ingest.importer import Progress, file_key
     from services.ingest.repository import Checkpoint
 
@@ -152,15 +151,8 @@ async def _import_in_shards(path: Path, opts: ImportOptions, settings: IngestSet
         out.offset = min(p.offset for p in parts) if len(parts) == opts.shards else 0
         out.line = max(p.line for p in parts)
         out.resumed_from_line = min(p.resumed_from_line for p in parts)
-        out.tally = Tally()
         for p in parts:
-            t = p.tally
-            out.tally.created += t.created
-            out.tally.edited += t.edited
-            out.tally.removed += t.removed
-            out.tally.duplicates += t.duplicates
-            for reason, n in t.rejected.items():
-                out.tally.rejected[reason] = out.tally.rejected.get(reason, 0) + n
+            out.tally.add(p.tally)
         before = [p.earlier for p in parts if p.earlier is not None]
         if before:
             out.earlier = Checkpoint(0, 0, sum(e.accepted for e in before), sum(e.duplicates for e in before),

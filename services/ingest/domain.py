@@ -135,6 +135,16 @@ class Tally:
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
 
+    def add(self, other: Tally) -> None:
+        """Add another tally's counts to this one (the shards of one import)."""
+        self.received += other.received
+        self.created += other.created
+        self.edited += other.edited
+        self.removed += other.removed
+        self.duplicates += other.duplicates
+        for reason, n in other.rejected.items():
+            self.rejected[reason] = self.rejected.get(reason, 0) + n
+
     def add_decisions(self, decisions: Iterable[Decision]) -> None:
         for d in decisions:
             if d.outcome is Outcome.duplicate:

@@ -113,6 +113,13 @@ class BulkPublisher:
             telemetry.PUBLISHED.labels(service=self.service, topic=topic).inc(n)
 
 
+async def detect_inline(texts: list[str]) -> list[str]:
+    """Languages detected in this process, the batch at once."""
+    from services.ingest.language import detect_languages
+
+    return detect_languages(texts)
+
+
 class Ingestor:
     """Stores what is new and publishes it; the same comment twice yields one message downstream."""
 
@@ -121,18 +128,15 @@ class Ingestor:
         rt: ServiceRuntime,
         clock: Callable[[], datetime],
         limits: Limits | None = None,
-        detect_many: Callable[[list[str]], list[str]] | None = None,
         publish_wait_s: float = 2.0,
     ) -> None:
-        from services.ingest.language import detect_languages
-
         self.rt = rt
         self.publisher = BulkPublisher(rt.settings, rt.service)
         self.clock = clock
         self.limits = limits or Limits()
-        self.detect_many = detect_many or detect_languages
-        # Set by a bulk import with worker processes: detection runs there while this process parses ahead.
-        self.detect_elsewhere: Callable[[list[str]], Awaitable[list[str]]] | None = None
+        # How languages are detected: inline here; a bulk import with worker processes swaps in its own, so
+        # detection runs there while this process parses ahead.
+        self.detect: Callable[[list[str]], Awaitable[list[str]]] = detect_inline
         self.publish_wait_s = publish_wait_s
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -170,11 +174,7 @@ class Ingestor:
             publish = [(item, d) for cid, ds in decided.items() for item, d in zip(groups[cid], ds, strict=True)
                        if d.outcome is not Outcome.duplicate]
             # Languages only for what is published, detected together (reposts cost nothing).
-            texts = [i.comment.text for i, _ in publish if domain.needs_language(i)]
-            if self.detect_elsewhere is not None and texts:
-                langs = iter(await self.detect_elsewhere(texts))
-            else:
-                langs = iter(self.detect_many(texts))
+            langs = iter(await self.detect([i.comment.text for i, _ in publish if domain.needs_language(i)]))
             out = [
                 OutMessage.of(topic, item.comment.community_id,
                               domain.to_message(item, d, now, next(langs) if domain.needs_language(item) else None))

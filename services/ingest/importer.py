@@ -283,7 +283,6 @@ class Importer:
     def __init__(self, ingestor: Any, on_progress: Callable[[Progress], None] | None = None) -> None:
         self.ingestor = ingestor
         self.on_progress = on_progress or (lambda _: None)
-        self._shard = (0, 1)
 
     async def run(self, path: Path, opts: ImportOptions) -> Progress:
         fmt = detect_format(path, opts.fmt)
@@ -292,7 +291,6 @@ class Importer:
         whole = file_key(path)
         # One checkpoint per shard: each resumes where its own last batch was committed.
         key = whole if opts.shards == 1 else f"{whole}#{opts.shard}/{opts.shards}"
-        self._shard = (opts.shard, opts.shards)
         rejects_path = opts.rejects or path.with_name(path.name + ".rejects.jsonl")
         pool: asyncpg.Pool = self.ingestor.rt.pool
         cp = other = None
@@ -311,8 +309,9 @@ class Importer:
         writes_rejects = opts.shard == 0
         executor = (ProcessPoolExecutor(opts.workers, mp_context=multiprocessing.get_context("spawn"))
                     if opts.workers > 0 else None)
+        own_detect = self.ingestor.detect
         if executor is not None:
-            self.ingestor.detect_elsewhere = functools.partial(_detect_in, executor, opts.workers)
+            self.ingestor.detect = functools.partial(_detect_in, executor, opts.workers)
         try:
             reject_file = rejects_path if writes_rejects else Path(os.devnull)
             with reject_file.open("a" if cp or other else "w", encoding="utf-8") as rejects:
@@ -323,7 +322,7 @@ class Importer:
                         # Batch N+1 is parsed while batch N is stored and published (and, with workers, while
                         # its new comments' languages are detected there): parsing yields between chunks, so
                         # the round trips to the database, the broker and the workers overlap it.
-                        ready = await self._prepare(batch, fmt)
+                        ready = await self._prepare(batch, fmt, opts)
                         if storing is not None:
                             await asyncio.shield(storing)  # a cancel stops the import, not this batch's commit
                             committed += 1
@@ -337,12 +336,13 @@ class Importer:
                     if storing is not None and not storing.done():
                         # A batch being stored is finished, not cut short, whatever stopped the import.
                         await asyncio.wait([storing])
-                        if not storing.cancelled() and storing.exception() is not None:
+                        failure = None if storing.cancelled() else storing.exception()
+                        if failure is not None:
                             log.warning("a batch failed to store while the import stopped",
-                                        extra={"error": type(storing.exception()).__name__})
+                                        extra={"error": type(failure).__name__})
         finally:
             if executor is not None:
-                self.ingestor.detect_elsewhere = None
+                self.ingestor.detect = own_detect
                 # Joins the worker processes: nothing is left running after an import, even an interrupted one.
                 executor.shutdown(wait=True, cancel_futures=True)
         if opts.shards == 1:
@@ -356,7 +356,7 @@ class Importer:
         self.on_progress(prog)
         return prog
 
-    async def _prepare(self, batch: list[RawRecord], fmt: str) -> Prepared:
+    async def _prepare(self, batch: list[RawRecord], fmt: str, opts: ImportOptions) -> Prepared:
         started = time.perf_counter()
         items: list[Incoming] = []
         rejected: list[Rejected] = []
@@ -373,13 +373,12 @@ class Importer:
                 got, refused, signals = parse_record(rec, fmt, self.ingestor.limits)
                 items += got
                 rejected += refused
-                if self._shard[0] == 0:  # counted once when shards read the same lines
+                if opts.shard == 0:  # counted once when shards read the same lines
                     for kind, n in signals.items():
                         metrics.META_SIGNALS.labels(kind=kind).inc(n)
-        shard, shards = self._shard
-        if shards > 1:
-            items = [i for i in items if shard_of(i, shards) == shard]
-            rejected = rejected if shard == 0 else []
+        if opts.shards > 1:
+            items = [i for i in items if shard_of(i, opts.shards) == opts.shard]
+            rejected = rejected if opts.shard == 0 else []
         return Prepared(items, rejected, batch[-1], started)
 
     async def _commit(self, batch: Prepared, key: str, prog: Progress, rejects: TextIO) -> None:

@@ -113,6 +113,9 @@ def personal_data(text: str) -> Flag | None:
 # --- text normalisation for the word lists -------------------------------------------------------------
 
 
+_STRETCHED = re.compile(r"(\w)\1{2,}")
+
+
 def normalise(text: str) -> list[str]:
     """Lower case, accents folded, typographic apostrophes made plain, and two spellings of stretched
     letters ("connnnard" → "connard", "tuuuuer" → "tuer") so the word lists need one spelling each."""
@@ -124,9 +127,6 @@ def normalise(text: str) -> list[str]:
     if _STRETCHED.search(folded) is None:
         return [folded]  # most texts: both spellings would be the same, and every pattern would read it twice
     return [_STRETCHED.sub(r"\1\1", folded), _STRETCHED.sub(r"\1", folded)]
-
-
-_STRETCHED = re.compile(r"(\w)\1{2,}")
 
 
 def _alternation(words: Iterable[str]) -> str:
