@@ -27,6 +27,7 @@ from terrain.contracts import (
     IncidentSnapshot,
     IncidentState,
     ScoredCommentMessage,
+    SentimentLabel,
 )
 from terrain.db import claim_new
 from terrain.kafka import Decoded, OutMessage, Rejection
@@ -112,8 +113,13 @@ class Escalator:
         with_spikes = sorted({*threads, *(repository.spike_key(c) for c in communities)})
         await repository.lock_threads(conn, with_spikes)
         policy = self.policies.community
+        # A thread's window is read only where a comment of the batch may complete a cascade: cascades are
+        # counted from sure negatives, and a sure negative is labelled negative. The batch's own comments are
+        # read wherever they fall (edits, redeliveries).
         thread_since: dict[domain.ThreadKey, datetime] = {}
         for m in fresh:
+            if m.sentiment.label is not SentimentLabel.negative:
+                continue
             k = (m.comment.community_id, m.comment.thread_id)
             at = m.comment.created_at - policy(k[0]).cascade.window
             thread_since[k] = min(at, thread_since.get(k, at))

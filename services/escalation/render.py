@@ -159,5 +159,20 @@ def reason(code: str, params: Mapping[str, str], lang: str | None) -> str:
     return _fill(templates[lang], params, lang) if templates else code
 
 
+# A comment's actions are the same objects in every version of its incident (the engine keeps them), and
+# each version is rendered when it is stored and when it is published: each is rendered once here.
+_RENDERED: dict[tuple[int, str | None], tuple[RecommendedAction, str]] = {}
+_RENDERED_MAX = 20_000
+
+
 def actions(items: list[RecommendedAction], lang: str | None) -> list[str]:
-    return [action(a, lang) for a in items]
+    out = []
+    for a in items:
+        key = (id(a), lang)
+        hit = _RENDERED.get(key)
+        if hit is None or hit[0] is not a:
+            if len(_RENDERED) >= _RENDERED_MAX:
+                _RENDERED.clear()
+            hit = _RENDERED[key] = (a, action(a, lang))
+        out.append(hit[1])
+    return out

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+from pydantic import TypeAdapter
 
 from services.escalation import render
 from services.escalation.domain import (
@@ -37,6 +38,12 @@ _INCIDENT_COLUMNS = """id, community_id, thread_id, level, reason, state, opened
     step_fence, field_requested_at, reopened, paged_step"""
 
 
+# Stored JSON columns are read and written by pydantic in one call each (a model per item cost more than the
+# rest of the row).
+_EVIDENCE: TypeAdapter[tuple[Evidence, ...]] = TypeAdapter(tuple[Evidence, ...])
+_ACTIONS: TypeAdapter[tuple[RecommendedAction, ...]] = TypeAdapter(tuple[RecommendedAction, ...])
+
+
 @functools.lru_cache(maxsize=256)
 def _policy(stored: str | None) -> CommunityPolicy:
     """Frozen policies repeat across incidents: parse each distinct one once."""
@@ -53,8 +60,8 @@ def _incident(row: asyncpg.Record) -> Incident:
         acknowledged_at=row["acknowledged_at"], resolved_at=row["resolved_at"],
         comment_count=row["comment_count"], negative_count=row["negative_count"],
         negatives_since_ack=row["negatives_since_ack"],
-        actions=tuple(RecommendedAction.model_validate(a) for a in json.loads(row["actions"])),
-        evidence=tuple(Evidence.model_validate(e) for e in json.loads(row["recent_evidence"])),
+        actions=_ACTIONS.validate_json(row["actions"]),
+        evidence=_EVIDENCE.validate_json(row["recent_evidence"]),
         place=row["place"], escalated_at=row["escalated_at"], ack_deadline=row["ack_deadline"],
         step=row["step"], step_fence=row["step_fence"], field_requested_at=row["field_requested_at"],
         reopened=row["reopened"], seq=row["seq"], paged_step=row["paged_step"],
@@ -140,11 +147,8 @@ async def attached(conn: asyncpg.Connection, comments: Sequence[CommentKey]) -> 
     return {(r["community_id"], r["comment_id"]): r["incident_id"] for r in rows}
 
 
-def _seen(r: asyncpg.Record) -> Seen:
-    return Seen(
-        r["community_id"], r["comment_id"], r["thread_id"], r["author_key"], r["created_at"],
-        r["sure_negative"], r["score"], r["removed"],
-    )
+# In the order of Seen's fields, so a row builds one positionally.
+_SEEN_COLUMNS = "community_id, comment_id, thread_id, author_key, created_at, sure_negative, score, removed"
 
 
 async def thread_comments(
@@ -152,20 +156,21 @@ async def thread_comments(
 ) -> dict[ThreadKey, dict[str, Seen]]:
     """Each thread's comments from `since` on, plus these comments wherever they fall (edits, redeliveries)."""
     out: dict[ThreadKey, dict[str, Seen]] = {}
-    if not since:
+    if not since and not comments:
         return out
     keys = list(since)
     rows = await conn.fetch(
-        """SELECT e.* FROM escalation_comments e
-           JOIN unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(c, t, s)
-             ON e.community_id = u.c AND e.thread_id = u.t AND e.created_at >= u.s
-           UNION
-           SELECT e.* FROM escalation_comments e
-           JOIN unnest($4::text[], $5::text[]) AS v(c, id) ON e.community_id = v.c AND e.comment_id = v.id""",
+        f"""SELECT {_SEEN_COLUMNS} FROM escalation_comments e
+            JOIN unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(c, t, s)
+              ON e.community_id = u.c AND e.thread_id = u.t AND e.created_at >= u.s
+            UNION
+            SELECT {_SEEN_COLUMNS} FROM escalation_comments e
+            JOIN unnest($4::text[], $5::text[]) AS v(c, id) ON e.community_id = v.c AND e.comment_id = v.id""",
         [c for c, _ in keys], [t for _, t in keys], [since[k] for k in keys], *_pairs(comments),
     )
     for r in rows:
-        out.setdefault((r["community_id"], r["thread_id"]), {})[r["comment_id"]] = _seen(r)
+        seen = Seen(*r)
+        out.setdefault((seen.community_id, seen.thread_id), {})[seen.comment_id] = seen
     return out
 
 
@@ -285,10 +290,10 @@ async def save_incidents(conn: asyncpg.Connection, incidents: Iterable[Incident]
             # The rendered actions only: a whole snapshot (a validated model) per incident cost more than the
             # rest of the row.
             json.dumps(render.actions(list(i.actions), i.language), ensure_ascii=False),
-            json.dumps([e.model_dump(mode="json") for e in i.evidence], ensure_ascii=False),
+            _EVIDENCE.dump_json(i.evidence).decode(),
             i.place, i.escalated_at, i.ack_deadline, i.seq, i.kind.value, _policy_json(i.policy),
             i.language, i.source, i.negatives_since_ack,
-            json.dumps([a.model_dump(mode="json") for a in i.actions], ensure_ascii=False),
+            _ACTIONS.dump_json(i.actions).decode(),
             i.step, i.step_fence, i.field_requested_at, i.reopened, i.paged_step,
         )
         for i in latest.values()
