@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
+from typing import Any
 
 import asyncpg
 
@@ -174,18 +175,26 @@ class Outbox:
         """Store messages in the outbox, inside the caller's transaction. Returns their outbox ids."""
         if not messages:
             return []
-        rows = await conn.fetch(
+        sql, args = self.enqueue_statement(messages)
+        return [r["id"] for r in await conn.fetch(sql, *args)]
+
+    def enqueue_statement(self, messages: Sequence[OutMessage]) -> tuple[str, list[Any]]:
+        """The INSERT ... RETURNING id that `enqueue` runs, for a caller that folds it into a statement of its own
+        (the rows it returns are the outbox ids, in the messages' order)."""
+        return (
             """INSERT INTO terrain_outbox (service, topic, key, value, headers)
                SELECT $1, t, k, v, h::jsonb
-               FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[]) AS u(t, k, v, h)
+               FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[]) WITH ORDINALITY AS u(t, k, v, h, n)
+               ORDER BY n
                RETURNING id""",
-            self.service,
-            [m.topic for m in messages],
-            [m.key for m in messages],
-            [m.value for m in messages],
-            [json.dumps(m.headers) for m in messages],
+            [
+                self.service,
+                [m.topic for m in messages],
+                [m.key for m in messages],
+                [m.value for m in messages],
+                [json.dumps(m.headers) for m in messages],
+            ],
         )
-        return [r["id"] for r in rows]
 
     async def flush(self, ids: Sequence[int], messages: Sequence[OutMessage] = ()) -> None:
         """Send messages this transaction committed to the outbox (with any older ones still pending).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -278,11 +279,53 @@ _SAVE_INCIDENTS = (
 )
 
 
+# A write as one SQL statement and its arguments, numbered from $1: `save_all` runs several as one.
+Part = tuple[str, list[Any]]
+
+
+async def _run(conn: asyncpg.Connection, part: Part | None) -> None:
+    if part is not None:
+        await conn.execute(part[0], *part[1])
+
+
+def _renumbered(sql: str, offset: int) -> str:
+    return re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + offset}", sql)
+
+
+async def save_all(conn: asyncpg.Connection, parts: Sequence[Part | None], returning: Part | None = None
+                   ) -> list[asyncpg.Record]:
+    """Run the writes as one statement (one round trip), each a data-modifying WITH query; `returning`, a
+    write with a RETURNING clause, gives the rows returned. The writes touch different tables, so none
+    needs to see another's rows (foreign keys are checked at the end of the statement)."""
+    present = [p for p in parts if p is not None]
+    if returning is None and not present:
+        return []
+    if returning is None and len(present) == 1:
+        await _run(conn, present[0])
+        return []
+    ctes: list[str] = []
+    args: list[Any] = []
+    for n, (sql, values) in enumerate(present):
+        ctes.append(f"w{n} AS ({_renumbered(sql, len(args))})")
+        args += values
+    if returning is not None:
+        ctes.append(f"r AS ({_renumbered(returning[0], len(args))})")
+        args += returning[1]
+    if returning is None:
+        await conn.execute(f"WITH {', '.join(ctes)} SELECT 1", *args)
+        return []
+    return list(await conn.fetch(f"WITH {', '.join(ctes)} SELECT * FROM r", *args))
+
+
 async def save_incidents(conn: asyncpg.Connection, incidents: Iterable[Incident]) -> None:
     """Insert or update the incidents in one set-based statement (the last version of an id wins)."""
+    await _run(conn, incidents_part(incidents))
+
+
+def incidents_part(incidents: Iterable[Incident]) -> Part | None:
     latest = {i.id: i for i in incidents}
     if not latest:
-        return
+        return None
     rows = [
         (
             i.id, i.community_id, i.thread_id, i.level.value, i.reason, i.state.value, i.opened_at,
@@ -298,13 +341,17 @@ async def save_incidents(conn: asyncpg.Connection, incidents: Iterable[Incident]
         )
         for i in latest.values()
     ]
-    await conn.execute(_SAVE_INCIDENTS, *(list(column) for column in zip(*rows, strict=True)))
+    return _SAVE_INCIDENTS, [list(column) for column in zip(*rows, strict=True)]
 
 
 async def save_attachments(conn: asyncpg.Connection, attachments: Sequence[Attachment], now: datetime) -> None:
+    await _run(conn, attachments_part(attachments, now))
+
+
+def attachments_part(attachments: Sequence[Attachment], now: datetime) -> Part | None:
     if not attachments:
-        return
-    await conn.execute(
+        return None
+    return (
         """INSERT INTO escalation_incident_comments
                (incident_id, comment_id, community_id, thread_id, external_id, label, score, flags,
                 is_evidence, comment_created_at, attached_at, message_id)
@@ -313,81 +360,102 @@ async def save_attachments(conn: asyncpg.Connection, attachments: Sequence[Attac
                        $7::float8[], $8::text[], $9::bool[], $10::timestamptz[], $12::text[])
                 AS u(i, c, cm, t, e, l, s, f, ev, ca, m)
            ON CONFLICT (incident_id, comment_id) DO NOTHING""",
-        [a.incident_id for a in attachments], [a.comment_id for a in attachments],
-        [a.community_id for a in attachments], [a.thread_id for a in attachments],
-        [a.external_id for a in attachments], [a.label for a in attachments], [a.score for a in attachments],
-        [chr(31).join(a.flags) if a.flags else None for a in attachments], [a.is_evidence for a in attachments],
-        [a.created_at for a in attachments], now, [a.message_id for a in attachments],
+        [[a.incident_id for a in attachments], [a.comment_id for a in attachments],
+         [a.community_id for a in attachments], [a.thread_id for a in attachments],
+         [a.external_id for a in attachments], [a.label for a in attachments], [a.score for a in attachments],
+         [chr(31).join(a.flags) if a.flags else None for a in attachments], [a.is_evidence for a in attachments],
+         [a.created_at for a in attachments], now, [a.message_id for a in attachments]],
     )
 
 
 async def save_steps(conn: asyncpg.Connection, steps: Sequence[Step]) -> None:
+    await _run(conn, steps_part(steps))
+
+
+def steps_part(steps: Sequence[Step]) -> Part | None:
     if not steps:
-        return
-    await conn.execute(
+        return None
+    return (
         """INSERT INTO escalation_incident_events (incident_id, seq, at, event, actor, detail)
            SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])""",
-        [s.incident.id for s in steps], [s.seq for s in steps], [s.at for s in steps], [s.event for s in steps],
-        [s.actor for s in steps], [s.detail for s in steps],
+        [[s.incident.id for s in steps], [s.seq for s in steps], [s.at for s in steps], [s.event for s in steps],
+         [s.actor for s in steps], [s.detail for s in steps]],
     )
 
 
 async def save_seen(conn: asyncpg.Connection, seen: Sequence[Seen]) -> None:
+    await _run(conn, seen_part(seen))
+
+
+def seen_part(seen: Sequence[Seen]) -> Part | None:
     if not seen:
-        return
-    await conn.execute(
+        return None
+    return (
         """INSERT INTO escalation_comments
                (community_id, comment_id, thread_id, author_key, created_at, sure_negative, score, removed)
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::bool[],
                                 $7::float8[], $8::bool[])
            ON CONFLICT (community_id, comment_id) DO UPDATE SET
                sure_negative = EXCLUDED.sure_negative, score = EXCLUDED.score, removed = EXCLUDED.removed""",
-        [s.community_id for s in seen], [s.comment_id for s in seen], [s.thread_id for s in seen],
-        [s.author_key for s in seen], [s.created_at for s in seen], [s.sure_negative for s in seen],
-        [s.score for s in seen], [s.removed for s in seen],
+        [[s.community_id for s in seen], [s.comment_id for s in seen], [s.thread_id for s in seen],
+         [s.author_key for s in seen], [s.created_at for s in seen], [s.sure_negative for s in seen],
+         [s.score for s in seen], [s.removed for s in seen]],
     )
 
 
 async def add_buckets(
     conn: asyncpg.Connection, deltas: Mapping[tuple[str, datetime], Bucket], sizes: Mapping[str, int]
 ) -> None:
+    await _run(conn, buckets_part(deltas, sizes))
+
+
+def buckets_part(deltas: Mapping[tuple[str, datetime], Bucket], sizes: Mapping[str, int]) -> Part | None:
     if not deltas:
-        return
+        return None
     keys = sorted(deltas)
-    await conn.execute(
+    return (
         """INSERT INTO escalation_buckets (community_id, bucket_s, bucket_start, comments, negatives, score_sum)
            SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::float8[])
            ON CONFLICT (community_id, bucket_s, bucket_start) DO UPDATE SET
                comments = escalation_buckets.comments + EXCLUDED.comments,
                negatives = escalation_buckets.negatives + EXCLUDED.negatives,
                score_sum = escalation_buckets.score_sum + EXCLUDED.score_sum""",
-        [c for c, _ in keys], [sizes[c] for c, _ in keys], [b for _, b in keys],
-        [deltas[k].comments for k in keys], [deltas[k].negatives for k in keys], [deltas[k].score_sum for k in keys],
+        [[c for c, _ in keys], [sizes[c] for c, _ in keys], [b for _, b in keys],
+         [deltas[k].comments for k in keys], [deltas[k].negatives for k in keys],
+         [deltas[k].score_sum for k in keys]],
     )
 
 
 async def save_first_seen(conn: asyncpg.Connection, first: Mapping[str, datetime]) -> None:
+    await _run(conn, first_seen_part(first))
+
+
+def first_seen_part(first: Mapping[str, datetime]) -> Part | None:
     if not first:
-        return
+        return None
     keys = sorted(first)
-    await conn.execute(
+    return (
         """INSERT INTO escalation_communities (community_id, first_seen)
            SELECT * FROM unnest($1::text[], $2::timestamptz[])
            ON CONFLICT (community_id) DO UPDATE
                SET first_seen = LEAST(escalation_communities.first_seen, EXCLUDED.first_seen)""",
-        keys, [first[k] for k in keys],
+        [keys, [first[k] for k in keys]],
     )
 
 
 async def save_timers(conn: asyncpg.Connection, timers: Sequence[Timer]) -> None:
+    await _run(conn, timers_part(timers))
+
+
+def timers_part(timers: Sequence[Timer]) -> Part | None:
     if not timers:
-        return
-    await conn.execute(
+        return None
+    return (
         """INSERT INTO escalation_timers (incident_id, kind, due_at, fence)
            SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[])
            ON CONFLICT (incident_id, kind, fence) DO NOTHING""",
-        [t.incident_id for t in timers], [t.kind.value for t in timers], [t.due_at for t in timers],
-        [t.fence for t in timers],
+        [[t.incident_id for t in timers], [t.kind.value for t in timers], [t.due_at for t in timers],
+         [t.fence for t in timers]],
     )
 
 

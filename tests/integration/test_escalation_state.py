@@ -10,7 +10,8 @@ from services.escalation import repository
 from services.escalation.domain import Attachment, Bucket, Incident, Seen
 from services.escalation.policy import CommunityPolicy, InhibitRule
 from terrain.contracts import Evidence, IncidentLevel, IncidentState, RecommendedAction
-from terrain.db import create_pool, migrate
+from terrain.db import Outbox, create_pool, migrate
+from terrain.kafka import OutMessage
 
 pytestmark = pytest.mark.integration
 
@@ -44,8 +45,10 @@ async def test_prune_deletes_only_old_state_in_bounded_batches(schema_url: str) 
     assert (left, left_buckets) == (2, 2)
 
 
-async def test_saved_state_is_read_back_as_a_batch_is_decided_against(schema_url: str) -> None:
-    """Incidents saved in one set-based statement, then every part of a batch's book read back as stored."""
+@pytest.mark.parametrize("one_statement", [False, True], ids=["each-write", "one-statement"])
+async def test_saved_state_is_read_back_as_a_batch_is_decided_against(schema_url: str, one_statement: bool) -> None:
+    """Incidents saved in one set-based statement, then every part of a batch's book read back as stored; the
+    same when every write (and outbox rows) goes in a single statement, as a batch's effects are stored."""
     now = datetime(2026, 11, 26, 12, tzinfo=UTC)
     policy = CommunityPolicy()
     ev = Evidence(comment_id="k1", external_id="x1", label="negative", score=-0.7, flags=["insult"], created_at=now)
@@ -70,27 +73,42 @@ async def test_saved_state_is_read_back_as_a_batch_is_decided_against(schema_url
     try:
         await migrate(pool, "kernel", "terrain")
         await migrate(pool, "escalation", "services.escalation")
+        # The same id twice in one call: the last version wins (one row, no conflict error).
+        incidents = [incident("i-open", "t1", comment_count=0), open_t1, resolved_t2, older_t2, stale_t3, field_c,
+                     elsewhere]
+        seen_rows = [
+            Seen("c", "k1", "t1", "a1", now - timedelta(minutes=5), True, -0.7),
+            Seen("c", "k0", "t1", "a1", now - timedelta(hours=3), True, -0.6),  # before the window
+            Seen("c", "k9", "t9", "a1", now - timedelta(days=2), True, -0.5),  # another thread, same author
+            Seen("c", "k8", "t9", "a1", now - timedelta(days=40), True, -0.5),  # before the author lookback
+            Seen("c", "k7", "t9", "a2", now - timedelta(days=1), True, -0.5, removed=True),
+        ]
+        attachments = [Attachment("i-open", "k1", "c", "t1", "x1", "negative", -0.7, ("insult",), True, now, "m1")]
+        deltas = {
+            ("c", now - timedelta(minutes=15)): Bucket(3, 2, -0.9), ("c", now - timedelta(days=3)): Bucket(1, 1, -1),
+        }
+        first_seen = {"c": now - timedelta(days=10)}
+        outbox_ids: list[int] = []
         async with pool.acquire() as conn, conn.transaction():
-            # The same id twice in one call: the last version wins (one row, no conflict error).
-            await repository.save_incidents(
-                conn, [incident("i-open", "t1", comment_count=0), open_t1, resolved_t2, older_t2, stale_t3,
-                       field_c, elsewhere],
-            )
-            await repository.save_seen(conn, [
-                Seen("c", "k1", "t1", "a1", now - timedelta(minutes=5), True, -0.7),
-                Seen("c", "k0", "t1", "a1", now - timedelta(hours=3), True, -0.6),  # before the window
-                Seen("c", "k9", "t9", "a1", now - timedelta(days=2), True, -0.5),  # another thread, same author
-                Seen("c", "k8", "t9", "a1", now - timedelta(days=40), True, -0.5),  # before the author lookback
-                Seen("c", "k7", "t9", "a2", now - timedelta(days=1), True, -0.5, removed=True),
-            ])
-            await repository.save_attachments(conn, [
-                Attachment("i-open", "k1", "c", "t1", "x1", "negative", -0.7, ("insult",), True, now, "m1"),
-            ], now)
-            await repository.add_buckets(conn, {
-                ("c", now - timedelta(minutes=15)): Bucket(3, 2, -0.9),
-                ("c", now - timedelta(days=3)): Bucket(1, 1, -1),
-            }, {"c": 900})
-            await repository.save_first_seen(conn, {"c": now - timedelta(days=10)})
+            if one_statement:
+                # The attachment's incident is written by a sibling part of the same statement.
+                rows = await repository.save_all(
+                    conn,
+                    [repository.attachments_part(attachments, now), repository.incidents_part(incidents),
+                     repository.seen_part(seen_rows), repository.buckets_part(deltas, {"c": 900}),
+                     repository.first_seen_part(first_seen)],
+                    returning=Outbox(pool, None, "state-test").enqueue_statement(  # type: ignore[arg-type]
+                        [OutMessage("t", "c", b"1"), OutMessage("t", "c", b"2")]
+                    ),
+                )
+                outbox_ids = [r["id"] for r in rows]
+            else:
+                await repository.save_incidents(conn, incidents)
+                await repository.save_seen(conn, seen_rows)
+                await repository.save_attachments(conn, attachments, now)
+                await repository.add_buckets(conn, deltas, {"c": 900})
+                await repository.save_first_seen(conn, first_seen)
+        stored = await pool.fetch("SELECT id, value FROM terrain_outbox WHERE service = 'state-test' ORDER BY id")
         threads = [("c", "t1"), ("c", "t2"), ("c", "t3")]
         async with pool.acquire() as conn, conn.transaction():
             await repository.lock_threads(conn, threads)
@@ -120,3 +138,6 @@ async def test_saved_state_is_read_back_as_a_batch_is_decided_against(schema_url
     assert buckets == {"c": {now - timedelta(minutes=15): Bucket(3, 2, -0.9)}}
     assert first == {"c": now - timedelta(days=10)}
     assert sorted(others) == ["i-field"]  # open, of this community, at the rule's source level
+    # The outbox rows' ids come back in the messages' order.
+    expected = [b"1", b"2"] if one_statement else []
+    assert [(r["id"], bytes(r["value"])) for r in stored] == list(zip(outbox_ids, expected, strict=True))
