@@ -140,23 +140,29 @@ class Escalator:
         authors = sorted({(m.comment.community_id, k) for m in fresh if (k := domain.author_key(m))})
         oldest = min(m.comment.created_at for m in fresh)
         lookback = max(policy(c).respond.regular_lookback for c in communities)
-        open_by_thread = await repository.load_open(conn, with_spikes)
+        comments = sorted({(m.comment.community_id, m.comment.comment_id) for m in fresh})
+        thread_set = set(threads)
+        # After the locks, two round trips: the incidents (the open ones row-locked), then every other part.
+        open_by_thread, resolved, others = await repository.load_incidents(
+            conn, with_spikes, now, communities, self.policies.inhibit
+        )
+        attached, seen, negatives, buckets, first_seen = await repository.fetch_all(conn, [
+            repository.attached_query(comments),
+            repository.thread_comments_query(thread_since, comments),
+            repository.author_negatives_query(authors, oldest - lookback),
+            repository.buckets_query(bucket_since),
+            repository.first_seen_query(communities),
+        ])
         return Book(
             open_by_thread=open_by_thread,
-            resolved_by_thread=await repository.load_recently_resolved(
-                conn, [t for t in threads if t not in open_by_thread], now
-            ),
-            attached=await repository.attached(
-                conn, sorted({(m.comment.community_id, m.comment.comment_id) for m in fresh})
-            ),
-            thread_comments=await repository.thread_comments(
-                conn, thread_since, sorted({(m.comment.community_id, m.comment.comment_id) for m in fresh})
-            ),
-            author_negatives=await repository.author_negatives(conn, authors, oldest - lookback),
-            buckets=await repository.buckets(conn, bucket_since),
-            first_seen=await repository.first_seen(conn, communities),
+            resolved_by_thread={k: i for k, i in resolved.items() if k in thread_set},
+            attached=repository.attached_of(attached),
+            thread_comments=repository.thread_comments_of(seen),
+            author_negatives=repository.author_negatives_of(negatives),
+            buckets=repository.buckets_of(buckets),
+            first_seen={r[0]: r[1] for r in first_seen},
             silences=await self._silences(conn, now),
-            others=await repository.load_inhibitors(conn, communities, self.policies.inhibit),
+            others=others,
         )
 
     async def _silences(self, conn: asyncpg.Connection, now: datetime) -> list[Silence]:

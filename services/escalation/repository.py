@@ -89,6 +89,84 @@ async def lock_threads(conn: asyncpg.Connection, threads: Sequence[ThreadKey]) -
     )
 
 
+# A read as one SQL query and its arguments, numbered from $1, whose rows a decoder turns into what the engine
+# takes: `fetch_all` runs several in one round trip, each query's rows coming back as an array of records.
+Query = tuple[str, list[Any]]
+
+
+async def _fetch(conn: asyncpg.Connection, query: Query | None) -> list[Any]:
+    return list(await conn.fetch(query[0], *query[1])) if query is not None else []
+
+
+async def fetch_all(conn: asyncpg.Connection, queries: Sequence[Query | None]) -> list[list[tuple[Any, ...]]]:
+    """The rows of each query (positional tuples), all read by one statement; an absent query reads nothing."""
+    present = [(n, q) for n, q in enumerate(queries) if q is not None]
+    out: list[list[tuple[Any, ...]]] = [[] for _ in queries]
+    if not present:
+        return out
+    columns: list[str] = []
+    args: list[Any] = []
+    for n, (sql, values) in present:
+        columns.append(f"ARRAY(SELECT ROW(q.*) FROM ({_renumbered(sql, len(args))}) AS q) AS r{n}")
+        args += values
+    row = await conn.fetchrow("SELECT " + ", ".join(columns), *args)
+    assert row is not None
+    for n, _ in present:
+        out[n] = list(row[f"r{n}"])
+    return out
+
+
+def incidents_query(threads: Sequence[ThreadKey], now: datetime, communities: Sequence[str],
+                    rules: Sequence[InhibitRule]) -> Query:
+    """In one statement: the in-progress incident of each thread, row-locked until the transaction ends (part 0);
+    each thread's latest incident resolved within the reopen lookback (part 1); and the open incidents of these
+    communities that match the source side of an inhibition rule (part 2)."""
+    levels = {r.source["level"] for r in rules if "level" in r.source}
+    kinds = {r.source["kind"] for r in rules if "kind" in r.source}
+    unfiltered = any("level" not in r.source and "kind" not in r.source for r in rules)
+    return (
+        f"""WITH o AS (
+                SELECT {_INCIDENT_COLUMNS} FROM escalation_incidents i
+                JOIN unnest($1::text[], $2::text[]) AS u(c, t) ON i.community_id = u.c AND i.thread_id = u.t
+                WHERE i.state <> 'resolved' ORDER BY i.id FOR UPDATE OF i
+            )
+            SELECT 0 AS part, * FROM o
+            UNION ALL
+            SELECT 1, * FROM (
+                SELECT DISTINCT ON (i.community_id, i.thread_id) {_INCIDENT_COLUMNS} FROM escalation_incidents i
+                JOIN unnest($1::text[], $2::text[]) AS u(c, t) ON i.community_id = u.c AND i.thread_id = u.t
+                WHERE i.state = 'resolved' AND i.resolved_at >= $3
+                ORDER BY i.community_id, i.thread_id, i.resolved_at DESC
+            ) AS resolved
+            UNION ALL
+            SELECT 2, {_INCIDENT_COLUMNS} FROM escalation_incidents
+            WHERE $8 AND community_id = ANY($4::text[]) AND state <> 'resolved'
+              AND ($5 OR level = ANY($6::text[]) OR kind = ANY($7::text[]))
+            ORDER BY part, id""",
+        [*_pairs(threads), now - REOPEN_LOOKBACK, list(communities), unfiltered, sorted(levels), sorted(kinds),
+         bool(communities and rules)],
+    )
+
+
+async def load_incidents(
+    conn: asyncpg.Connection, threads: Sequence[ThreadKey], now: datetime, communities: Sequence[str],
+    rules: Sequence[InhibitRule],
+) -> tuple[dict[ThreadKey, Incident], dict[ThreadKey, Incident], dict[str, Incident]]:
+    """Open incidents by thread (locked), recently resolved ones of the threads with none open, and inhibitors."""
+    opened: dict[ThreadKey, Incident] = {}
+    resolved: dict[ThreadKey, Incident] = {}
+    others: dict[str, Incident] = {}
+    for r in await _fetch(conn, incidents_query(threads, now, communities, rules)):
+        inc = _incident(r)
+        if r["part"] == 0:
+            opened[(inc.community_id, inc.thread_id)] = inc
+        elif r["part"] == 1:
+            resolved[(inc.community_id, inc.thread_id)] = inc
+        else:
+            others[inc.id] = inc
+    return opened, {k: i for k, i in resolved.items() if k not in opened}, others
+
+
 async def load_open(conn: asyncpg.Connection, threads: Sequence[ThreadKey]) -> dict[ThreadKey, Incident]:
     """The in-progress incident of each thread, row-locked until the transaction ends."""
     if not threads:
@@ -136,59 +214,99 @@ async def load_inhibitors(
     return {r["id"]: _incident(r) for r in rows}
 
 
-async def attached(conn: asyncpg.Connection, comments: Sequence[CommentKey]) -> dict[CommentKey, str]:
-    """Which of these comments are already attached to an incident (any state), and to which."""
+def attached_query(comments: Sequence[CommentKey]) -> Query | None:
     if not comments:
-        return {}
-    rows = await conn.fetch(
+        return None
+    return (
         """SELECT a.community_id, a.comment_id, a.incident_id FROM escalation_incident_comments a
            JOIN unnest($1::text[], $2::text[]) AS u(c, id) ON a.community_id = u.c AND a.comment_id = u.id""",
-        *_pairs(comments),
+        [*_pairs(comments)],
     )
-    return {(r["community_id"], r["comment_id"]): r["incident_id"] for r in rows}
+
+
+def attached_of(rows: Iterable[Sequence[Any]]) -> dict[CommentKey, str]:
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
+async def attached(conn: asyncpg.Connection, comments: Sequence[CommentKey]) -> dict[CommentKey, str]:
+    """Which of these comments are already attached to an incident (any state), and to which."""
+    return attached_of(await _fetch(conn, attached_query(comments)))
 
 
 # In the order of Seen's fields, so a row builds one positionally.
 _SEEN_COLUMNS = "community_id, comment_id, thread_id, author_key, created_at, sure_negative, score, removed"
 
 
-async def thread_comments(
-    conn: asyncpg.Connection, since: Mapping[ThreadKey, datetime], comments: Sequence[CommentKey]
-) -> dict[ThreadKey, dict[str, Seen]]:
-    """Each thread's comments from `since` on, plus these comments wherever they fall (edits, redeliveries)."""
-    out: dict[ThreadKey, dict[str, Seen]] = {}
+def thread_comments_query(since: Mapping[ThreadKey, datetime], comments: Sequence[CommentKey]) -> Query | None:
     if not since and not comments:
-        return out
+        return None
     keys = list(since)
-    rows = await conn.fetch(
+    return (
         f"""SELECT {_SEEN_COLUMNS} FROM escalation_comments e
             JOIN unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(c, t, s)
               ON e.community_id = u.c AND e.thread_id = u.t AND e.created_at >= u.s
             UNION
             SELECT {_SEEN_COLUMNS} FROM escalation_comments e
             JOIN unnest($4::text[], $5::text[]) AS v(c, id) ON e.community_id = v.c AND e.comment_id = v.id""",
-        [c for c, _ in keys], [t for _, t in keys], [since[k] for k in keys], *_pairs(comments),
+        [[c for c, _ in keys], [t for _, t in keys], [since[k] for k in keys], *_pairs(comments)],
     )
+
+
+def thread_comments_of(rows: Iterable[Sequence[Any]]) -> dict[ThreadKey, dict[str, Seen]]:
+    out: dict[ThreadKey, dict[str, Seen]] = {}
     for r in rows:
         seen = Seen(*r)
         out.setdefault((seen.community_id, seen.thread_id), {})[seen.comment_id] = seen
     return out
 
 
-async def author_negatives(
-    conn: asyncpg.Connection, authors: Sequence[tuple[str, str]], since: datetime
-) -> dict[tuple[str, str], dict[str, datetime]]:
+async def thread_comments(
+    conn: asyncpg.Connection, since: Mapping[ThreadKey, datetime], comments: Sequence[CommentKey]
+) -> dict[ThreadKey, dict[str, Seen]]:
+    """Each thread's comments from `since` on, plus these comments wherever they fall (edits, redeliveries)."""
+    return thread_comments_of(await _fetch(conn, thread_comments_query(since, comments)))
+
+
+def author_negatives_query(authors: Sequence[tuple[str, str]], since: datetime) -> Query | None:
     if not authors:
-        return {}
-    rows = await conn.fetch(
+        return None
+    return (
         """SELECT e.community_id, e.author_key, e.comment_id, e.created_at FROM escalation_comments e
            JOIN unnest($1::text[], $2::text[]) AS u(c, a) ON e.community_id = u.c AND e.author_key = u.a
            WHERE e.sure_negative AND NOT e.removed AND e.created_at >= $3""",
-        *_pairs(authors), since,
+        [*_pairs(authors), since],
     )
+
+
+def author_negatives_of(rows: Iterable[Sequence[Any]]) -> dict[tuple[str, str], dict[str, datetime]]:
     out: dict[tuple[str, str], dict[str, datetime]] = {}
     for r in rows:
-        out.setdefault((r["community_id"], r["author_key"]), {})[r["comment_id"]] = r["created_at"]
+        out.setdefault((r[0], r[1]), {})[r[2]] = r[3]
+    return out
+
+
+async def author_negatives(
+    conn: asyncpg.Connection, authors: Sequence[tuple[str, str]], since: datetime
+) -> dict[tuple[str, str], dict[str, datetime]]:
+    return author_negatives_of(await _fetch(conn, author_negatives_query(authors, since)))
+
+
+def buckets_query(since: Mapping[str, tuple[int, datetime]]) -> Query | None:
+    if not since:
+        return None
+    keys = list(since)
+    return (
+        """SELECT b.community_id, b.bucket_start, b.comments, b.negatives, b.score_sum FROM escalation_buckets b
+           JOIN unnest($1::text[], $2::int[], $3::timestamptz[]) AS u(c, s, f)
+             ON b.community_id = u.c AND b.bucket_s = u.s AND b.bucket_start >= u.f""",
+        [keys, [since[k][0] for k in keys], [since[k][1] for k in keys]],
+    )
+
+
+def buckets_of(rows: Iterable[Sequence[Any]]) -> dict[str, dict[datetime, Bucket]]:
+    out: dict[str, dict[datetime, Bucket]] = {}
+    for r in rows:
+        out.setdefault(r[0], {})[r[1]] = Bucket(r[2], r[3], r[4])
     return out
 
 
@@ -196,27 +314,20 @@ async def buckets(
     conn: asyncpg.Connection, since: Mapping[str, tuple[int, datetime]]
 ) -> dict[str, dict[datetime, Bucket]]:
     """Per community, its buckets of the given size from the given start on."""
-    out: dict[str, dict[datetime, Bucket]] = {}
-    if not since:
-        return out
-    keys = list(since)
-    rows = await conn.fetch(
-        """SELECT b.community_id, b.bucket_start, b.comments, b.negatives, b.score_sum FROM escalation_buckets b
-           JOIN unnest($1::text[], $2::int[], $3::timestamptz[]) AS u(c, s, f)
-             ON b.community_id = u.c AND b.bucket_s = u.s AND b.bucket_start >= u.f""",
-        keys, [since[k][0] for k in keys], [since[k][1] for k in keys],
+    return buckets_of(await _fetch(conn, buckets_query(since)))
+
+
+def first_seen_query(communities: Sequence[str]) -> Query | None:
+    if not communities:
+        return None
+    return (
+        "SELECT community_id, first_seen FROM escalation_communities WHERE community_id = ANY($1::text[])",
+        [list(communities)],
     )
-    for r in rows:
-        out.setdefault(r["community_id"], {})[r["bucket_start"]] = Bucket(r["comments"], r["negatives"], r["score_sum"])
-    return out
 
 
 async def first_seen(conn: asyncpg.Connection, communities: Sequence[str]) -> dict[str, datetime]:
-    rows = await conn.fetch(
-        "SELECT community_id, first_seen FROM escalation_communities WHERE community_id = ANY($1::text[])",
-        list(communities),
-    )
-    return {r["community_id"]: r["first_seen"] for r in rows}
+    return {r[0]: r[1] for r in await _fetch(conn, first_seen_query(communities))}
 
 
 async def active_silences(conn: asyncpg.Connection | asyncpg.Pool, now: datetime) -> list[Silence]:

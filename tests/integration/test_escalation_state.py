@@ -121,9 +121,19 @@ async def test_saved_state_is_read_back_as_a_batch_is_decided_against(schema_url
             negatives = await repository.author_negatives(conn, [("c", "a1"), ("c", "a2")], now - timedelta(days=30))
             buckets = await repository.buckets(conn, {"c": (900, now - timedelta(hours=1))})
             first = await repository.first_seen(conn, ["c"])
-            others = await repository.load_inhibitors(
-                conn, ["c"], [InhibitRule(source={"level": "field"}, target={"level": "respond"})]
-            )
+            rules = [InhibitRule(source={"level": "field"}, target={"level": "respond"})]
+            others = await repository.load_inhibitors(conn, ["c"], rules)
+            # The same reads as a batch makes them: the incidents in one statement, the rest in another.
+            together = await repository.load_incidents(conn, threads, now, ["c"], rules)
+            parts = await repository.fetch_all(conn, [
+                repository.attached_query([("c", "k0"), ("c", "k1"), ("c", "new")]),
+                repository.thread_comments_query(
+                    {("c", "t1"): now - timedelta(minutes=30)}, [("c", "k0"), ("c", "new")]
+                ),
+                repository.author_negatives_query([("c", "a1"), ("c", "a2")], now - timedelta(days=30)),
+                repository.buckets_query({"c": (900, now - timedelta(hours=1))}),
+                None,
+            ])
     finally:
         await pool.close()
     assert list(open_by_thread) == [("c", "t1")]
@@ -138,6 +148,12 @@ async def test_saved_state_is_read_back_as_a_batch_is_decided_against(schema_url
     assert buckets == {"c": {now - timedelta(minutes=15): Bucket(3, 2, -0.9)}}
     assert first == {"c": now - timedelta(days=10)}
     assert sorted(others) == ["i-field"]  # open, of this community, at the rule's source level
+    assert together == (open_by_thread, resolved, others)
+    assert repository.attached_of(parts[0]) == attached
+    assert repository.thread_comments_of(parts[1]) == seen
+    assert repository.author_negatives_of(parts[2]) == negatives
+    assert repository.buckets_of(parts[3]) == buckets
+    assert parts[4] == []
     # The outbox rows' ids come back in the messages' order.
     expected = [b"1", b"2"] if one_statement else []
     assert [(r["id"], bytes(r["value"])) for r in stored] == list(zip(outbox_ids, expected, strict=True))
