@@ -88,6 +88,28 @@ async def test_outbox_relay_sends_what_a_crash_left(settings_kwargs, topic_overr
     assert left == 0
 
 
+async def test_outbox_flush_sends_older_leftovers_first_then_its_own(settings_kwargs, topic_overrides, kafka_bootstrap):
+    # A relay that only takes rows older than a minute: the flush alone must find the leftover.
+    settings = TerrainSettings(**{**settings_kwargs, "outbox_relay_min_age_s": 60.0})
+    rt = ServiceRuntime("kerneltest", settings, topic_overrides=topic_overrides)
+    await rt.start()
+    try:
+        topic = topic_overrides[COMMENTS_SCORED.name]
+        left = OutMessage(topic, "k", b'{"n": 0}')
+        mine = [OutMessage(topic, "k", b'{"n": 1}'), OutMessage(topic, "k", b'{"n": 2}')]
+        async with rt.pool.acquire() as conn, conn.transaction():
+            await rt.outbox.enqueue(conn, [left])  # committed, never sent: a failed send, a crashed replica
+        async with rt.pool.acquire() as conn, conn.transaction():
+            ids = await rt.outbox.enqueue(conn, mine)
+        await rt.outbox.flush(ids, mine)
+        got = await consume(kafka_bootstrap, topic, expect=3, timeout_s=20, settle_s=1.0)
+        depth = await rt.outbox.depth()
+    finally:
+        await rt.stop()
+    assert [r.value for r in sorted(got, key=lambda r: r.offset)] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+    assert depth == 0
+
+
 async def test_claims_make_redelivery_a_noop_and_roll_back_with_the_transaction(schema_url):
     pool = await db.create_pool(schema_url)
     try:
