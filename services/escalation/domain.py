@@ -429,6 +429,15 @@ def _comment_actions(
     return found
 
 
+def may_cascade(incident: Incident | None) -> bool:
+    """Whether a sure negative in the thread of `incident` (None: nothing in progress there) may still take it
+    to a person by a cascade: not acknowledged, nobody paged yet, below the human level."""
+    return incident is None or (
+        incident.state is not IncidentState.acknowledged and not incident.step
+        and LEVEL_RANK[incident.level] < LEVEL_RANK[IncidentLevel.human]
+    )
+
+
 def _step(inc: Incident, event: str, publish: IncidentEventType | None, detail: str, now: datetime,
           actor: str = SYSTEM_ACTOR) -> tuple[Incident, Step]:
     advanced = evolve(inc, seq=inc.seq + 1, updated_at=now)
@@ -879,7 +888,7 @@ class Engine:
                 return self._field(inc, "grew_after_ack", {"count": str(inc.negatives_since_ack)}, now, book, fx,
                                    community)
             return inc
-        if inc.step or LEVEL_RANK[inc.level] >= LEVEL_RANK[IncidentLevel.human] or not sure:
+        if not sure or not may_cascade(inc):
             return inc
         thread = book.thread_comments.get((c.community_id, c.thread_id), {})
         params = self._cascade(inc, thread, c.created_at, book)

@@ -119,16 +119,6 @@ class Escalator:
         with_spikes = sorted({*threads, *(repository.spike_key(c) for c in communities)})
         await repository.lock_threads(conn, with_spikes)
         policy = self.policies.community
-        # A thread's window is read only where a comment of the batch may complete a cascade: cascades are
-        # counted from sure negatives, and a sure negative is labelled negative. The batch's own comments are
-        # read wherever they fall (edits, redeliveries).
-        thread_since: dict[domain.ThreadKey, datetime] = {}
-        for m in fresh:
-            if m.sentiment.label is not SentimentLabel.negative:
-                continue
-            k = (m.comment.community_id, m.comment.thread_id)
-            at = m.comment.created_at - policy(k[0]).cascade.window
-            thread_since[k] = min(at, thread_since.get(k, at))
         bucket_since: dict[str, tuple[int, datetime]] = {}
         for m in fresh:
             p = policy(m.comment.community_id).spike
@@ -146,6 +136,17 @@ class Escalator:
         open_by_thread, resolved, others = await repository.load_incidents(
             conn, with_spikes, now, communities, self.policies.inhibit
         )
+        # A thread's window is read only where a comment of the batch may complete a cascade: one labelled
+        # negative (only those can be sure negatives), in a thread whose incident may still cascade. A busy
+        # thread already escalated is not read again with every batch. The batch's own comments are read
+        # wherever they fall (edits, redeliveries).
+        thread_since: dict[domain.ThreadKey, datetime] = {}
+        for m in fresh:
+            k = (m.comment.community_id, m.comment.thread_id)
+            if m.sentiment.label is not SentimentLabel.negative or not domain.may_cascade(open_by_thread.get(k)):
+                continue
+            at = m.comment.created_at - policy(k[0]).cascade.window
+            thread_since[k] = min(at, thread_since.get(k, at))
         attached, seen, negatives, buckets, first_seen = await repository.fetch_all(conn, [
             repository.attached_query(comments),
             repository.thread_comments_query(thread_since, comments),
