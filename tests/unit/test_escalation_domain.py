@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -19,8 +20,10 @@ from services.escalation.domain import (
     TimerKind,
     bucket_start,
     coalesce,
+    evolve,
     incident_message,
     inhibited_by,
+    may_cascade,
     sure_negative,
 )
 from services.escalation.policy import CommunityPolicy, InhibitRule, PolicyFile, parse_policy
@@ -304,6 +307,28 @@ def escalated_incident() -> tuple[Incident, Book]:
     fx, book = run(*[scored(f"c{i}", at=at(i)) for i in range(3)])
     (inc,) = fx.incidents.values()
     return inc, book
+
+
+def test_only_an_incident_nobody_was_paged_for_may_still_cascade():
+    # The handler reads a thread's window only where this holds: it must be true wherever the engine cascades.
+    fx, _ = run(scored("c0", at=at(0)))
+    (opened,) = fx.incidents.values()
+    assert may_cascade(None) and may_cascade(opened)
+    inc, _ = escalated_incident()
+    assert inc.step == 1 and not may_cascade(inc)
+    acked = ENGINE.transition(opened, IncidentEventType.acknowledged, "claire", None, NOW)
+    assert not isinstance(acked, Refusal) and not may_cascade(acked.incident)
+    assert not may_cascade(evolve(opened, level=IncidentLevel.human))
+
+
+def test_evolve_changes_only_what_it_is_given_and_refuses_unknown_fields():
+    fx, _ = run(scored("c0", at=at(0)))
+    (inc,) = fx.incidents.values()
+    grown = evolve(inc, comment_count=inc.comment_count + 5)
+    assert grown.comment_count == inc.comment_count + 5 and grown is not inc
+    assert dataclasses.replace(grown, comment_count=inc.comment_count) == inc
+    with pytest.raises(TypeError, match="no field"):
+        evolve(inc, comments=3)
 
 
 def test_growing_after_acknowledgement_asks_for_the_field():
