@@ -1086,16 +1086,15 @@ def incident_message(step: Step) -> IncidentMessage:
 
 
 def coalesce(steps: Sequence[Step]) -> list[Step]:
-    """The published steps of a batch; several `updated` steps of one incident in a row keep only the last."""
-    out: list[Step] = []
-    for s in steps:
+    """The published steps of a batch. An incident's `updated` step followed, in this batch, by another `updated`
+    of the same incident is dropped: the later snapshot holds all of it. Other steps are all kept, in order,
+    whatever other incidents' steps come between (a busy batch interleaves many threads)."""
+    kept: list[Step] = []
+    later: dict[str, IncidentEventType] = {}
+    for s in reversed(steps):
         if s.publish is None:
             continue
-        if (
-            out and s.publish is IncidentEventType.updated and out[-1].publish is IncidentEventType.updated
-            and out[-1].incident.id == s.incident.id
-        ):
-            out[-1] = s
-            continue
-        out.append(s)
-    return out
+        if not (s.publish is IncidentEventType.updated and later.get(s.incident.id) is IncidentEventType.updated):
+            kept.append(s)
+        later[s.incident.id] = s.publish
+    return kept[::-1]

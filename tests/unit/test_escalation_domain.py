@@ -496,6 +496,20 @@ def test_lifecycle_messages_have_stable_ids_and_updates_coalesce():
     assert ids == [incident_message(s).message_id for s in coalesce(fx_again.steps)]
 
 
+def test_updates_coalesce_per_incident_when_threads_interleave():
+    # Two threads' comments alternate in one batch: after each opening negative, insulting replies (evidence,
+    # each an update, but no cascade). Each incident publishes its opening and its last update only.
+    insult = (("insult", 0.9),)
+    comments = [scored("a0", thread="t1", at=at(0)), scored("b0", thread="t2", at=at(0))]
+    for i in range(1, 5):
+        comments += [scored(f"a{i}", POS, flags=insult, thread="t1", at=at(i)),
+                     scored(f"b{i}", POS, flags=insult, thread="t2", at=at(i))]
+    fx, _ = run(*comments, now=NOW)
+    published = [(s.incident.thread_id, s.publish.value if s.publish else "", s.incident.comment_count)
+                 for s in coalesce(fx.steps)]
+    assert published == [("t1", "opened", 1), ("t2", "opened", 1), ("t1", "updated", 5), ("t2", "updated", 5)]
+
+
 def test_render_every_action_and_reason_in_both_languages():
     from terrain.contracts import RecommendedAction
 
