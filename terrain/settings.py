@@ -67,6 +67,12 @@ class TerrainSettings(BaseSettings):
         description="The relay leaves younger rows to the transaction that wrote them (it sends them itself).",
     )
 
+    gc_young_threshold: int = Field(
+        default=50_000, ge=0,
+        description="Allocations between two collections of Python's youngest generation (0: Python's own 700). "
+        "A batch allocates objects by the hundred thousand, nearly all freed by reference counting.",
+    )
+
     kafka_start_timeout_s: float = Field(
         default=120.0, gt=0, description="How long a starting service waits for an unreachable broker."
     )

@@ -281,3 +281,21 @@ async def test_a_consumer_behind_without_progress_turns_not_ready_and_ready_agai
     broker.committed_offset = 10
     await consumer.refresh_lag()
     assert health.ready()
+
+
+def test_a_service_process_tunes_its_collector_and_a_test_run_does_not():
+    import gc
+    import subprocess
+    import sys
+
+    from terrain import runtime
+
+    # Only `serve` (a service's own process) turns it on; a runtime started inside a test leaves it alone.
+    assert runtime._OWN_PROCESS is False
+    code = (
+        "import gc; from terrain.runtime import tune_gc; before = gc.get_threshold(); tune_gc(50000); "
+        "after = gc.get_threshold(); print(before[0], after[0], after[1:] == before[1:], gc.get_freeze_count() > 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["700", "50000", "True", "True"]
+    assert gc.get_threshold()[0] != 50000  # this process untouched
