@@ -92,11 +92,23 @@ def refusal_response(status: int, what: str, refusals: Sequence[Refusal]) -> JSO
     return JSONResponse(status_code=status, content={"detail": f"{what}: {summary}", "errors": errors})
 
 
-def parse_json(body: bytes) -> Any | JSONResponse:
-    """The decoded body, or a 400 that says where the JSON breaks (line and column)."""
+def parse_json(body: bytes, content_type: str | None = None) -> Any | JSONResponse:
+    """The decoded body, or a 400 that says where the JSON breaks (line and column).
+
+    A body that is not JSON and says it is something else (a form, as `curl -d` sends by default) gets a 415
+    naming the header instead: the body was not broken JSON, it was never meant to be JSON. A JSON body is
+    read whatever its Content-Type says.
+    """
     try:
         return json.loads(body)
     except json.JSONDecodeError as exc:
+        media = (content_type or "").split(";")[0].strip().lower()
+        if media and media != "application/json" and not media.endswith("+json"):
+            return JSONResponse(
+                status_code=415,
+                content={"detail": f"the body must be JSON (Content-Type: application/json); it was sent as "
+                                   f"{media} and does not read as JSON"},
+            )
         return JSONResponse(
             status_code=400,
             content={"detail": f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
@@ -161,7 +173,7 @@ def build_app(
             body = await read_body(request, max_body)
         except BodyTooLarge:
             return too_large("http")
-        decoded = parse_json(body)
+        decoded = parse_json(body, request.headers.get("content-type"))
         if isinstance(decoded, JSONResponse):
             metrics.REJECTED.labels(channel="http", reason=Reason.malformed_json.value).inc()
             return decoded

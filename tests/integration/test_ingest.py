@@ -79,6 +79,15 @@ async def test_http_errors_name_the_line_or_the_field(settings_kwargs, topic_ove
         listed = await client.post("/v1/comments", json=[comment("a"), comment("b", text="")])
         unknown = await client.post("/v1/comments", json=comment(source="myspace"))
         scalar = await client.post("/v1/comments", json=42)
+        # What `curl -d 'a=b'` sends: a form. And a JSON body under the form's header is still read.
+        form = await client.post("/v1/comments", content=b"a=b",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+        json_as_form = await client.post("/v1/comments", content=json.dumps(comment("f")).encode(),
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert form.status_code == 415
+    assert "Content-Type: application/json" in form.json()["detail"]
+    assert "application/x-www-form-urlencoded" in form.json()["detail"]
+    assert json_as_form.status_code == 202
     assert broken.status_code == 400
     assert (broken.json()["line"], broken.json()["column"]) == (2, 11)
     assert "line 2, column 11" in broken.json()["detail"]
