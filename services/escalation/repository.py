@@ -116,14 +116,23 @@ async def fetch_all(conn: asyncpg.Connection, queries: Sequence[Query | None]) -
     return out
 
 
+# Open incidents of some communities matching the source side of some inhibition rules ($1-$4 as below).
+_INHIBITORS = """community_id = ANY($1::text[]) AND state <> 'resolved'
+    AND ($2 OR level = ANY($3::text[]) OR kind = ANY($4::text[]))"""
+
+
+def _inhibitor_args(communities: Sequence[str], rules: Sequence[InhibitRule]) -> list[Any]:
+    levels = {r.source["level"] for r in rules if "level" in r.source}
+    kinds = {r.source["kind"] for r in rules if "kind" in r.source}
+    unfiltered = any("level" not in r.source and "kind" not in r.source for r in rules)
+    return [list(communities), unfiltered, sorted(levels), sorted(kinds)]
+
+
 def incidents_query(threads: Sequence[ThreadKey], now: datetime, communities: Sequence[str],
                     rules: Sequence[InhibitRule]) -> Query:
     """In one statement: the in-progress incident of each thread, row-locked until the transaction ends (part 0);
     each thread's latest incident resolved within the reopen lookback (part 1); and the open incidents of these
     communities that match the source side of an inhibition rule (part 2)."""
-    levels = {r.source["level"] for r in rules if "level" in r.source}
-    kinds = {r.source["kind"] for r in rules if "kind" in r.source}
-    unfiltered = any("level" not in r.source and "kind" not in r.source for r in rules)
     return (
         f"""WITH o AS (
                 SELECT {_INCIDENT_COLUMNS} FROM escalation_incidents i
@@ -140,11 +149,9 @@ def incidents_query(threads: Sequence[ThreadKey], now: datetime, communities: Se
             ) AS resolved
             UNION ALL
             SELECT 2, {_INCIDENT_COLUMNS} FROM escalation_incidents
-            WHERE $8 AND community_id = ANY($4::text[]) AND state <> 'resolved'
-              AND ($5 OR level = ANY($6::text[]) OR kind = ANY($7::text[]))
+            WHERE $8 AND {_renumbered(_INHIBITORS, 3)}
             ORDER BY part, id""",
-        [*_pairs(threads), now - REOPEN_LOOKBACK, list(communities), unfiltered, sorted(levels), sorted(kinds),
-         bool(communities and rules)],
+        [*_pairs(threads), now - REOPEN_LOOKBACK, *_inhibitor_args(communities, rules), bool(communities and rules)],
     )
 
 
@@ -167,49 +174,15 @@ async def load_incidents(
     return opened, {k: i for k, i in resolved.items() if k not in opened}, others
 
 
-async def load_open(conn: asyncpg.Connection, threads: Sequence[ThreadKey]) -> dict[ThreadKey, Incident]:
-    """The in-progress incident of each thread, row-locked until the transaction ends."""
-    if not threads:
-        return {}
-    rows = await conn.fetch(
-        f"""SELECT {_INCIDENT_COLUMNS} FROM escalation_incidents i
-            JOIN unnest($1::text[], $2::text[]) AS u(c, t) ON i.community_id = u.c AND i.thread_id = u.t
-            WHERE i.state <> 'resolved' ORDER BY i.id FOR UPDATE OF i""",
-        *_pairs(threads),
-    )
-    return {(r["community_id"], r["thread_id"]): _incident(r) for r in rows}
-
-
-async def load_recently_resolved(
-    conn: asyncpg.Connection, threads: Sequence[ThreadKey], now: datetime
-) -> dict[ThreadKey, Incident]:
-    """Each thread's latest incident resolved within the reopen lookback (it may flare up again)."""
-    if not threads:
-        return {}
-    rows = await conn.fetch(
-        f"""SELECT DISTINCT ON (i.community_id, i.thread_id) {_INCIDENT_COLUMNS} FROM escalation_incidents i
-            JOIN unnest($1::text[], $2::text[]) AS u(c, t) ON i.community_id = u.c AND i.thread_id = u.t
-            WHERE i.state = 'resolved' AND i.resolved_at >= $3
-            ORDER BY i.community_id, i.thread_id, i.resolved_at DESC""",
-        *_pairs(threads), now - REOPEN_LOOKBACK,
-    )
-    return {(r["community_id"], r["thread_id"]): _incident(r) for r in rows}
-
-
 async def load_inhibitors(
     conn: asyncpg.Connection, communities: Sequence[str], rules: Sequence[InhibitRule]
 ) -> dict[str, Incident]:
     """Open incidents of these communities that match the source side of an inhibition rule."""
     if not communities or not rules:
         return {}
-    levels = {r.source["level"] for r in rules if "level" in r.source}
-    kinds = {r.source["kind"] for r in rules if "kind" in r.source}
-    unfiltered = any("level" not in r.source and "kind" not in r.source for r in rules)
     rows = await conn.fetch(
-        f"""SELECT {_INCIDENT_COLUMNS} FROM escalation_incidents
-            WHERE community_id = ANY($1::text[]) AND state <> 'resolved'
-              AND ($2 OR level = ANY($3::text[]) OR kind = ANY($4::text[]))""",
-        list(communities), unfiltered, sorted(levels), sorted(kinds),
+        f"SELECT {_INCIDENT_COLUMNS} FROM escalation_incidents WHERE {_INHIBITORS}",
+        *_inhibitor_args(communities, rules),
     )
     return {r["id"]: _incident(r) for r in rows}
 

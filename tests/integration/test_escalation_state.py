@@ -112,8 +112,6 @@ async def test_saved_state_is_read_back_as_a_batch_is_decided_against(schema_url
         threads = [("c", "t1"), ("c", "t2"), ("c", "t3")]
         async with pool.acquire() as conn, conn.transaction():
             await repository.lock_threads(conn, threads)
-            open_by_thread = await repository.load_open(conn, threads)
-            resolved = await repository.load_recently_resolved(conn, threads[1:], now)
             attached = await repository.attached(conn, [("c", "k0"), ("c", "k1"), ("c", "new")])
             seen = await repository.thread_comments(
                 conn, {("c", "t1"): now - timedelta(minutes=30)}, [("c", "k0"), ("c", "new")]
@@ -122,9 +120,10 @@ async def test_saved_state_is_read_back_as_a_batch_is_decided_against(schema_url
             buckets = await repository.buckets(conn, {"c": (900, now - timedelta(hours=1))})
             first = await repository.first_seen(conn, ["c"])
             rules = [InhibitRule(source={"level": "field"}, target={"level": "respond"})]
-            others = await repository.load_inhibitors(conn, ["c"], rules)
-            # The same reads as a batch makes them: the incidents in one statement, the rest in another.
-            together = await repository.load_incidents(conn, threads, now, ["c"], rules)
+            # The incidents in one statement, as a batch reads them; the inhibitors alone, as the timers do.
+            open_by_thread, resolved, others = await repository.load_incidents(conn, threads, now, ["c"], rules)
+            inhibitors = await repository.load_inhibitors(conn, ["c"], rules)
+            # The rest of a batch's reads in another statement.
             parts = await repository.fetch_all(conn, [
                 repository.attached_query([("c", "k0"), ("c", "k1"), ("c", "new")]),
                 repository.thread_comments_query(
@@ -148,7 +147,7 @@ async def test_saved_state_is_read_back_as_a_batch_is_decided_against(schema_url
     assert buckets == {"c": {now - timedelta(minutes=15): Bucket(3, 2, -0.9)}}
     assert first == {"c": now - timedelta(days=10)}
     assert sorted(others) == ["i-field"]  # open, of this community, at the rule's source level
-    assert together == (open_by_thread, resolved, others)
+    assert inhibitors == others
     assert repository.attached_of(parts[0]) == attached
     assert repository.thread_comments_of(parts[1]) == seen
     assert repository.author_negatives_of(parts[2]) == negatives
