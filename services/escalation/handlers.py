@@ -161,7 +161,7 @@ class Escalator:
             thread_comments=repository.thread_comments_of(seen),
             author_negatives=repository.author_negatives_of(negatives),
             buckets=repository.buckets_of(buckets),
-            first_seen={r[0]: r[1] for r in first_seen},
+            first_seen=repository.first_seen_of(first_seen),
             silences=await self._silences(conn, now),
             others=others,
         )

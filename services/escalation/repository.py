@@ -299,8 +299,12 @@ def first_seen_query(communities: Sequence[str]) -> Query | None:
     )
 
 
+def first_seen_of(rows: Iterable[Sequence[Any]]) -> dict[str, datetime]:
+    return {r[0]: r[1] for r in rows}
+
+
 async def first_seen(conn: asyncpg.Connection, communities: Sequence[str]) -> dict[str, datetime]:
-    return {r[0]: r[1] for r in await _fetch(conn, first_seen_query(communities))}
+    return first_seen_of(await _fetch(conn, first_seen_query(communities)))
 
 
 async def active_silences(conn: asyncpg.Connection | asyncpg.Pool, now: datetime) -> list[Silence]:
