@@ -162,6 +162,11 @@ async def prune_processed(pool: asyncpg.Pool, service: str, retention_s: float, 
     return total
 
 
+def _stored_message(row: asyncpg.Record) -> OutMessage:
+    """An outbox row as the message it holds."""
+    return OutMessage(row["topic"], row["key"], bytes(row["value"]), json.loads(row["headers"]))
+
+
 class Outbox:
     """Messages written in a business transaction, published after it commits, relayed if a crash intervened."""
 
@@ -232,7 +237,7 @@ class Outbox:
                        WHERE service = $1 AND id < $2 ORDER BY id FOR UPDATE SKIP LOCKED""",
                     self.service, min(ids),
                 )
-                older = [OutMessage(r["topic"], r["key"], bytes(r["value"]), json.loads(r["headers"])) for r in rows]
+                older = [_stored_message(r) for r in rows]
                 await self.publisher.publish(older + ours)
                 await conn.execute("DELETE FROM terrain_outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
             elif ours:
@@ -269,7 +274,7 @@ class Outbox:
             if not rows:
                 return 0
             await self.publisher.publish(
-                [OutMessage(r["topic"], r["key"], bytes(r["value"]), json.loads(r["headers"])) for r in rows]
+                [_stored_message(r) for r in rows]
             )
             await conn.execute("DELETE FROM terrain_outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
         if upto is None:
