@@ -94,6 +94,28 @@ class ProcUsage:
 
 
 @dataclass
+class BatchStats:
+    """One consumer's batches during the latency phase, from its service's /metrics."""
+
+    service: str
+    topic: str
+    batches: int
+    messages: int
+    seconds: float
+    # Batches per histogram bucket: (upper bound in s, count in that bucket alone).
+    buckets: list[tuple[float, int]] = field(default_factory=list)
+
+    def quantile(self, q: float) -> float:
+        """Upper bound of the bucket holding quantile q of batch times (inf past the last bound)."""
+        need, seen = q * self.batches, 0
+        for bound, count in self.buckets:
+            seen += count
+            if seen >= need:
+                return bound
+        return float("inf")
+
+
+@dataclass
 class BenchResult:
     config: BenchConfig
     startup_s: float = 0.0
@@ -105,6 +127,7 @@ class BenchResult:
     end_to_end: float = 0.0
     end_to_end_s: float = 0.0
     latency: dict[str, list[float]] = field(default_factory=dict)
+    batches: list[BatchStats] = field(default_factory=list)
     offered: float = 0.0
     usage: list[ProcUsage] = field(default_factory=list)
     # CPU seconds of each process during the throughput phase alone (per comment: divide by n).
@@ -121,6 +144,8 @@ class BenchResult:
             "latency_ms": {k: {"p50": pct(v, 0.5), "p95": pct(v, 0.95), "p99": pct(v, 0.99), "n": len(v)}
                            for k, v in self.latency.items()},
             "offered_per_s": self.offered,
+            "latency_batches": [{"service": b.service, "topic": b.topic, "batches": b.batches,
+                                 "messages": b.messages, "seconds": b.seconds} for b in self.batches],
             "usage": [{"name": u.name, "cpu_s": u.cpu_s, "peak_mb": u.peak_mb,
                        "throughput_cpu_ms_per_comment": 1000 * self.throughput_cpu.get(u.name, 0.0) / self.config.n}
                       for u in self.usage],
@@ -372,6 +397,54 @@ async def _read_since(
     return iter(out)
 
 
+async def _scrape_batches(ports: dict[str, int]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each service's consumer counters from /metrics: {(service, topic): {"count", "sum", "messages", "le"}}."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    async with httpx.AsyncClient(timeout=5) as client:
+        for name, port in ports.items():
+            try:
+                text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            except httpx.HTTPError:
+                continue  # a service without metrics leaves its row out, it does not stop the run
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    labels = sample.labels
+                    if "topic" not in labels or labels.get("service") not in (None, name):
+                        continue
+                    row = out.setdefault((name, labels["topic"]), {"count": 0, "sum": 0.0, "messages": 0, "le": {}})
+                    if sample.name == "terrain_consumer_batch_seconds_count":
+                        row["count"] = int(sample.value)
+                    elif sample.name == "terrain_consumer_batch_seconds_sum":
+                        row["sum"] = float(sample.value)
+                    elif sample.name == "terrain_consumer_batch_seconds_bucket":
+                        row["le"][float(labels["le"])] = int(sample.value)
+                    elif sample.name == "terrain_consumer_messages_total":
+                        row["messages"] += int(sample.value)
+    return out
+
+
+def _batch_stats(before: dict[tuple[str, str], dict[str, Any]],
+                 after: dict[tuple[str, str], dict[str, Any]]) -> list[BatchStats]:
+    """What each consumer did between two scrapes; consumers with no batch in between are left out."""
+    stats: list[BatchStats] = []
+    empty: dict[str, Any] = {"count": 0, "sum": 0.0, "messages": 0, "le": {}}
+    for key in sorted(after):
+        a, b = after[key], before.get(key, empty)
+        batches = a["count"] - b["count"]
+        if batches <= 0:
+            continue
+        cumulative = [(bound, a["le"][bound] - b["le"].get(bound, 0)) for bound in sorted(a["le"])]
+        buckets, last = [], 0
+        for bound, total in cumulative:
+            buckets.append((bound, total - last))
+            last = total
+        stats.append(BatchStats(key[0], key[1], batches, a["messages"] - b["messages"], a["sum"] - b["sum"], buckets))
+    return stats
+
+
 async def _processed(conn: asyncpg.Connection, since: datetime) -> dict[str, tuple[int, float, float]]:
     rows = await conn.fetch(
         """SELECT consumer, count(*) AS n, extract(epoch FROM min(processed_at)) AS first,
@@ -494,7 +567,8 @@ def run(cfg: BenchConfig, say: Callable[[str], None] = print) -> BenchResult:
             pids[name] = p.pid
         procs[LOAD_GENERATOR] = psutil.Process(os.getpid())  # its own time only: the stack is its children
         with Meter(procs, shared=["database"]) as meter:
-            asyncio.run(_measure(cfg, stack.bootstrap, stack.database_url, result, say, pids, meter))
+            asyncio.run(_measure(cfg, stack.bootstrap, stack.database_url, result, say, pids, meter,
+                                 dict(stack.ports)))
         result.usage = meter.usage()
         result.notes.append(f"machine: {psutil.cpu_count()} cores, load average at the end "
                             f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
@@ -553,7 +627,8 @@ def _start_replicas(stack: Any, extra: dict[str, int], services: Sequence[Any]) 
 
 
 async def _measure(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchResult,
-                   say: Callable[[str], None], service_pids: dict[str, int], meter: Meter) -> None:
+                   say: Callable[[str], None], service_pids: dict[str, int], meter: Meter,
+                   service_ports: dict[str, int] | None = None) -> None:
     run_id = uuid.uuid4().hex[:6]
     created_at = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     batch = [inbound_message(run_id, i, cfg, created_at) for i in range(cfg.n)]
@@ -617,11 +692,11 @@ async def _measure(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchR
         f"({result.end_to_end:,.0f}/s, {result.end_to_end / result.ceiling:.3f} of the ceiling)")
 
     # 3. Latency at a fixed offered rate.
-    await _latency(cfg, bootstrap, db_url, result, say)
+    await _latency(cfg, bootstrap, db_url, result, say, service_ports)
 
 
 async def _latency(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchResult,
-                   say: Callable[[str], None]) -> None:
+                   say: Callable[[str], None], service_ports: dict[str, int] | None = None) -> None:
     run_id = uuid.uuid4().hex[:6]
     total = int(cfg.rate * cfg.latency_seconds)
     if total <= 0:
@@ -630,6 +705,7 @@ async def _latency(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchR
     since = datetime.now(UTC) - timedelta(seconds=1)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     await producer.start()
+    metrics_before = await _scrape_batches(service_ports or {})
     sent_ext: dict[str, float] = {}
     sent_cid: dict[str, float] = {}
     rng = random.Random(7)
@@ -657,6 +733,7 @@ async def _latency(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchR
         await producer.stop()
     await _wait_stored(db_url, since, cfg.final_consumer, total, cfg.timeout_s)
     await asyncio.sleep(1.0)  # the outbox sends lifecycle messages after commit
+    result.batches = _batch_stats(metrics_before, await _scrape_batches(service_ports or {}))
     normalised = [
         (t - sent_ext[ext]) * 1000
         for t, ext in await _read_since(bootstrap, start, COMMENTS.name, _scored_external_id)
@@ -706,6 +783,13 @@ def render(result: BenchResult) -> list[Any]:
     for name, values in result.latency.items():
         lat.add_row(name, f"{len(values):,}", f"{pct(values, .5):.0f}", f"{pct(values, .95):.0f}",
                     f"{pct(values, .99):.0f}", f"{max(values):.0f}" if values else "")
+    batches = Table(title="Batches in the latency phase (each service's /metrics)")
+    for col in ("consumer", "batches", "mean size", "mean ms", "p50 ms <=", "p99 ms <="):
+        batches.add_column(col, justify="right" if col != "consumer" else "left")
+    for b in result.batches:
+        batches.add_row(f"{b.service}: {b.topic}", f"{b.batches:,}", f"{b.messages / b.batches:.1f}",
+                        f"{1000 * b.seconds / b.batches:.1f}", f"{1000 * b.quantile(0.5):g}",
+                        f"{1000 * b.quantile(0.99):g}")
     use = Table(title="Processes: CPU over the whole run and in the throughput phase, peak memory")
     use.add_column("process")
     use.add_column("CPU s, whole run", justify="right")
@@ -715,4 +799,4 @@ def render(result: BenchResult) -> list[Any]:
     for u in result.usage:
         phase = result.throughput_cpu.get(u.name, 0.0)
         use.add_row(u.name, f"{u.cpu_s:.1f}", f"{phase:.1f}", f"{1000 * phase / cfg.n:.2f}", f"{u.peak_mb:.0f}")
-    return [rates, lat, use, *result.notes]
+    return [rates, lat, *([batches] if result.batches else []), use, *result.notes]

@@ -21,6 +21,9 @@ from terrain.topics import TopicSpec, all_topic_names
 
 log = logging.getLogger("terrain.runtime")
 
+# At stop: how long the broker client (its consumers and its producer) may take to close.
+STOP_BROKER_S = 20.0
+
 
 class ServiceRuntime:
     """Owns a service's connections. `lifespan` starts them (database, topics, broker) and stops them in reverse."""
@@ -212,8 +215,14 @@ class ServiceRuntime:
                 log.exception("stop hook failed")
         if self._outbox is not None:
             await self._outbox.stop_relay()
-        with contextlib.suppress(Exception):
-            await self.broker.stop()
+        try:
+            # Bounded: a consumer paused by the dead-letter bound, or a broker gone, must not hang the stop.
+            await asyncio.wait_for(self.broker.stop(), STOP_BROKER_S)
+        except TimeoutError:
+            log.error("broker client did not stop within %.0f s; stopping without it", STOP_BROKER_S,
+                      extra={"service": self.service})
+        except Exception as exc:
+            log.warning("broker client stopped with an error: %s", type(exc).__name__, extra={"service": self.service})
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

@@ -31,6 +31,12 @@ def test_bench_tiny_run(tmp_path: Path):
     stages = {s["name"]: s["count"] for s in got["stages"]}
     assert stages["escalation stored"] == 300
     assert got["latency_ms"]["inbound -> scored"]["n"] == 200
+    # Each hop's batches in the latency phase, read from the services' own /metrics.
+    batches = {(b["service"], b["topic"]): b for b in got["latency_batches"]}
+    inbound = batches[("ingest", "terrain.comments.inbound.v1")]
+    assert inbound["batches"] >= 1 and inbound["messages"] == 200 and inbound["seconds"] > 0
+    assert batches[("escalation", "terrain.comments.scored.v1")]["messages"] == 200
+    assert "Batches in the latency phase" in proc.stdout
     names = {u["name"] for u in got["usage"]}
     assert {"broker", "database", "ingest", "sentiment", "escalation", "events"} <= names
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]

@@ -299,3 +299,27 @@ def test_a_service_process_tunes_its_collector_and_a_test_run_does_not():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["700", "50000", "True", "True"]
     assert gc.get_threshold()[0] != 50000  # this process untouched
+
+
+async def test_a_broker_client_that_never_stops_does_not_hang_the_service_stop(monkeypatch, caplog):
+    import asyncio
+    import logging
+    import time
+
+    from terrain import runtime
+    from terrain.settings import TerrainSettings
+
+    rt = runtime.ServiceRuntime("stoptest", TerrainSettings(), use_database=False)
+    stopped = {"asked": False}
+
+    async def never() -> None:  # a consumer paused by the dead-letter bound once did this
+        stopped["asked"] = True
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(rt.broker, "stop", never)
+    monkeypatch.setattr(runtime, "STOP_BROKER_S", 0.3)
+    caplog.set_level(logging.ERROR, logger="terrain.runtime")
+    began = time.monotonic()
+    await rt.stop()
+    assert stopped["asked"] and time.monotonic() - began < 5
+    assert any("did not stop within" in r.getMessage() for r in caplog.records)
