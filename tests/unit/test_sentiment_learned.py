@@ -94,6 +94,45 @@ def test_column_of_matches_the_hashing_vectorizer() -> None:
         assert reference.transform([[token]]).indices.tolist() == [featurizer.column_of(token)]
 
 
+def _sklearn_features(config: FeatureConfig, docs: list[tuple[list[str], str]]):  # type: ignore[no-untyped-def]
+    """The matrix as sklearn's own vectorizers build it, for the hand-built one to be checked against."""
+    import scipy.sparse as sp
+
+    words = HashingVectorizer(analyzer=lambda d: d, n_features=1 << config.word_bits, alternate_sign=False,
+                              norm="l2").transform([d[0] for d in docs])
+    chars = HashingVectorizer(analyzer="char_wb", ngram_range=(config.char_ngram_min, config.char_ngram_max),
+                              n_features=1 << config.char_bits, alternate_sign=False, norm="l2",
+                              lowercase=False).transform([d[1] for d in docs])
+    return sp.hstack([words, chars * config.char_weight], format="csr")
+
+
+@pytest.mark.parametrize(
+    "config", [FeatureConfig(), FeatureConfig(char_ngram_min=2, char_ngram_max=4, char_weight=0.5)]
+)
+def test_features_are_sklearns_hashing_vectorizers_on_real_comments(config: FeatureConfig) -> None:
+    texts = _comment_texts()
+    assert len(texts) > 100
+    texts += ["", "a", "ab", "  deux  espaces\tet\nlignes ", "😡😡 NUL !!!", "x" * 3000, "n'est pas bon du tout"]
+    featurizer = Featurizer(config)
+    docs = [featurizer.tokens(t, "fr") for t in texts]
+    ours = featurizer.transform_tokens(docs)
+    again = featurizer.transform_tokens(docs)  # from the caches this time
+    theirs = _sklearn_features(config, docs)
+    assert ours.shape == theirs.shape and ours.nnz == theirs.nnz
+    assert abs(ours - theirs).max() < 1e-12 and abs(again - theirs).max() < 1e-12
+
+
+def _comment_texts() -> list[str]:
+    """Real comments shipped with the project: the demo's (the seed article's readers) and the brand smoke set."""
+    from datetime import UTC, datetime
+
+    from terrain.demo import demo_comments
+
+    smoke = Path(__file__).resolve().parents[2] / "bench" / "data" / "brand_smoke.jsonl"
+    rows = [json.loads(line) for line in smoke.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [c["text"] for c in demo_comments(datetime.now(UTC))] + [r["text"] for r in rows]
+
+
 def test_features_include_language_and_char_blocks() -> None:
     config = FeatureConfig(word_bits=10, char_bits=10)
     x = Featurizer(config).transform(["super", "super"], ["fr", "en"])

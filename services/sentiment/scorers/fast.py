@@ -4,8 +4,9 @@
   toward each row's argmax of probabilities that may come from another model (the cascade's).
 - Model file: `<name>.npz` (numeric arrays only, loaded with allow_pickle=False, so loading runs no code) and
   `<name>.json` beside it (version, date, feature config, training data and its terms, dev scores). The
-  features are hashed (sklearn's HashingVectorizer), so nothing but the config is stored for them; the
-  coefficient matrix keeps only the hashed columns that training used (float16).
+  features are hashed as sklearn's HashingVectorizer hashes them (built here from per-word caches), so nothing
+  but the config is stored for them; the coefficient matrix keeps only the hashed columns that training used
+  (float16).
 - Training lives in `services.sentiment.training.fast`; this module only loads and scores.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.preprocessing import normalize as sk_normalize
 from sklearn.utils import murmurhash3_32
 
 from services.sentiment.calibration import softmax
@@ -86,28 +87,45 @@ def word_features(words: list[str], n: int) -> list[str]:
     return words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
 
 
-def _identity(doc: Any) -> Any:
-    return doc
+
+def hashed_column(token: str, n: int) -> int:
+    """The column HashingVectorizer (no alternate sign) gives a feature: |murmurhash3_32| mod n, with its rule
+    for the one hash whose absolute value does not fit."""
+    h = murmurhash3_32(token, seed=0, positive=False)
+    return (2147483647 - (n - 1)) % n if h == -2147483648 else abs(h) % n
+
+
+def char_wb_ngrams(word: str, lo: int, hi: int) -> list[str]:
+    """One word's character n-grams as HashingVectorizer's `char_wb` analyzer makes them: the word padded with
+    a space each side, every n-gram of each length; a padded word no longer than n is counted once."""
+    padded = f" {word} "
+    size = len(padded)
+    out: list[str] = []
+    for n in range(lo, hi + 1):
+        if size <= n:
+            out.append(padded[:n])
+            break
+        out.extend(padded[i:i + n] for i in range(size - n + 1))
+    return out
 
 
 class Featurizer:
-    """Stateless: texts and languages to a sparse matrix, from a FeatureConfig alone."""
+    """Stateless: texts and languages to a sparse matrix, from a FeatureConfig alone.
+
+    The matrix is the one sklearn's HashingVectorizer builds (word block, then char_wb block, each row of each
+    block L2-normalised; a test compares them), built from per-token caches: words repeat from comment to
+    comment, so each word's column and each word's char n-gram columns are hashed once, not once per use.
+    """
+
+    # Entries per cache; a long-running service sees endless new words, so a full cache starts again. A word's
+    # char n-gram columns take ~250 bytes with their key: 100,000 words are ~25 MB.
+    WORD_CACHE_LIMIT = 500_000
+    CHAR_CACHE_LIMIT = 100_000
 
     def __init__(self, config: FeatureConfig) -> None:
         self.config = config
-        # alternate_sign off so that a word's column is simply |murmurhash(word)| mod 2**bits (see column_of).
-        self._words = HashingVectorizer(
-            analyzer=_identity, n_features=1 << config.word_bits, alternate_sign=False, norm="l2"
-        )
-        self._chars = (
-            HashingVectorizer(
-                analyzer="char_wb", ngram_range=(config.char_ngram_min, config.char_ngram_max),
-                n_features=1 << config.char_bits, alternate_sign=False, norm="l2", lowercase=False,
-            )
-            if config.char_ngram_max
-            else None
-        )
         self._column_cache: dict[str, int] = {}
+        self._char_cache: dict[str, np.ndarray] = {}
 
     def tokens(self, text: str, lang: str) -> tuple[list[str], str]:
         norm = normalize(text[:MAX_CHARS], self.config.norm)
@@ -121,10 +139,23 @@ class Featurizer:
         return self.transform_tokens(docs)
 
     def transform_tokens(self, docs: Sequence[tuple[list[str], str]]) -> sp.csr_matrix:
-        words = self._words.transform([d[0] for d in docs])
-        if self._chars is None:
-            return words.tocsr()
-        chars = self._chars.transform([d[1] for d in docs])
+        column = self.column_of
+        word_columns = np.fromiter((column(t) for d in docs for t in d[0]), dtype=np.int32)
+        words = _block(word_columns, [len(d[0]) for d in docs], 1 << self.config.word_bits)
+        if not self.config.char_ngram_max:
+            return words
+        char_columns = self._char_columns
+        parts: list[np.ndarray] = []
+        lengths: list[int] = []
+        for _, text in docs:
+            n = 0
+            for w in text.split():
+                cols = char_columns(w)
+                parts.append(cols)
+                n += len(cols)
+            lengths.append(n)
+        indices = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+        chars = _block(indices, lengths, 1 << self.config.char_bits)
         if self.config.char_weight != 1.0:
             chars = chars * self.config.char_weight
         return sp.hstack([words, chars], format="csr")
@@ -133,13 +164,33 @@ class Featurizer:
         """The word-block column a word feature hashes to (as HashingVectorizer computes it)."""
         col = self._column_cache.get(token)
         if col is None:
-            h = murmurhash3_32(token, seed=0, positive=False)
-            n = 1 << self.config.word_bits
-            col = (2147483647 - (n - 1)) % n if h == -2147483648 else abs(h) % n
-            if len(self._column_cache) > 500_000:  # bounded: a long-running service sees endless new words
+            col = hashed_column(token, 1 << self.config.word_bits)
+            if len(self._column_cache) >= self.WORD_CACHE_LIMIT:
                 self._column_cache.clear()
             self._column_cache[token] = col
         return col
+
+    def _char_columns(self, word: str) -> np.ndarray:
+        cols = self._char_cache.get(word)
+        if cols is None:
+            n = 1 << self.config.char_bits
+            c = self.config
+            grams = char_wb_ngrams(word, c.char_ngram_min, c.char_ngram_max)
+            cols = np.fromiter((hashed_column(g, n) for g in grams), dtype=np.int32, count=len(grams))
+            if len(self._char_cache) >= self.CHAR_CACHE_LIMIT:
+                self._char_cache.clear()
+            self._char_cache[word] = cols
+        return cols
+
+
+def _block(indices: np.ndarray, lengths: Sequence[int], n_features: int) -> sp.csr_matrix:
+    """Rows of hashed columns (row i holds the next lengths[i] of `indices`) as counts, each row L2-normalised,
+    as float64 CSR: what HashingVectorizer makes of the same features."""
+    indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    m = sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(len(lengths), n_features))
+    m.sum_duplicates()
+    return sk_normalize(m, norm="l2", copy=False)
 
 
 # --- the model ----------------------------------------------------------------------------------------
