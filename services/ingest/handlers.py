@@ -2,15 +2,17 @@
 
 Every path ends in `Ingestor.accept`: one transaction per batch that locks the known comments, decides
 with set-based SQL, and writes what to publish. Two ways to publish, chosen per path:
-- **Write-ahead (outbox)** for the webhook, `POST /v1/comments` and the inbound topic: the messages are
-  written to the outbox in the same transaction as the dedup records, the caller is answered (or the
-  batch committed) once that transaction commits, and the messages are published right after. A broker
-  outage then costs latency, not an error: Meta keeps getting its 200 (it retries slow or failing
-  endpoints and disables those that keep failing), and the outbox relay sends what was left.
-- **Publish before commit** for `terrain import`: the batch is published (acks from all in-sync replicas)
-  inside the transaction, then the dedup records and the import checkpoint commit. A crash in between
-  republishes the same message ids on resume, which consumers drop; it saves the outbox's write and
-  delete per comment, which bulk imports feel most.
+- **Write-ahead (outbox)** for the webhook and `POST /v1/comments`: the messages are written to the outbox in
+  the same transaction as the dedup records, the caller is answered once that transaction commits, and the
+  messages are published right after. A broker outage then costs latency, not an error: Meta keeps getting
+  its 200 (it retries slow or failing endpoints and disables those that keep failing), and the outbox relay
+  sends what was left.
+- **Publish before commit** for the inbound topic and `terrain import`: the batch is published (acks from all
+  in-sync replicas) inside the transaction, then the dedup records (and an import's checkpoint) commit. A
+  crash in between republishes the same message ids on redelivery or resume, which consumers drop. It
+  saves the outbox's write and its delete per batch: at 1,000 comments/s an inbound batch took 11 ms
+  instead of 14.5 (bench/README). A broker that is down stops the inbound topic's consumer anyway, so the
+  outbox would buy that path nothing.
 """
 
 from __future__ import annotations
@@ -324,7 +326,7 @@ class Ingestor:
                 items.append(r)
         self.refused("topic", refusals)
         if items:
-            await self.accept(items, "topic", received_at=started)
+            await self.accept(items, "topic", received_at=started, direct=True)
         return rejections
 
 
