@@ -30,6 +30,8 @@ def test_bench_tiny_run(tmp_path: Path):
     assert got["scorer"] == "fast"
     stages = {s["name"]: s["count"] for s in got["stages"]}
     assert stages["escalation stored"] == 300
+    # The topic stages count this phase's comments only, never a warm-up record the broker's offsets let in.
+    assert stages["ingest -> comments"] == 300 and stages["sentiment -> scored"] == 300
     assert got["latency_ms"]["inbound -> scored"]["n"] == 200
     # Each hop's batches in the latency phase, read from the services' own /metrics.
     batches = {(b["service"], b["topic"]): b for b in got["latency_batches"]}
