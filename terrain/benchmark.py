@@ -799,8 +799,12 @@ def render(result: BenchResult) -> list[Any]:
     use.add_column("CPU s, whole run", justify="right")
     use.add_column("CPU s, throughput", justify="right")
     use.add_column("CPU ms per comment", justify="right")
+    # A service process runs on one core at most: this is the rate it could reach with that core to itself.
+    use.add_column("comments/s on one core", justify="right")
     use.add_column("peak memory MB", justify="right")
     for u in result.usage:
         phase = result.throughput_cpu.get(u.name, 0.0)
-        use.add_row(u.name, f"{u.cpu_s:.1f}", f"{phase:.1f}", f"{1000 * phase / cfg.n:.2f}", f"{u.peak_mb:.0f}")
+        one_core = f"{cfg.n / phase:,.0f}" if phase > 0 and u.name != LOAD_GENERATOR else ""
+        use.add_row(u.name, f"{u.cpu_s:.1f}", f"{phase:.1f}", f"{1000 * phase / cfg.n:.2f}", one_core,
+                    f"{u.peak_mb:.0f}")
     return [rates, lat, *([batches] if result.batches else []), use, *result.notes]
