@@ -416,11 +416,15 @@ def _peak_rss_mb() -> float:
 
 def summary_line(prog: Progress) -> str:
     t = prog.tally
-    rate = (prog.line - prog.resumed_from_line) / max(1e-9, time.perf_counter() - prog.started)
+    elapsed = time.perf_counter() - prog.started
+    # A rate over less than a second is mostly start-up (a 3-line file read "5 lines/s"): say the time instead.
+    pace = f"in {elapsed:.1f} s"
+    if elapsed >= 1.0:
+        pace += f", {(prog.line - prog.resumed_from_line) / elapsed:,.0f} lines/s"
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(t.rejected.items()))
     line = (f"{t.accepted} accepted ({t.created} new, {t.edited} edits, {t.removed} removals), "
             f"{t.duplicates} duplicates, {t.rejected_total} rejected" + (f" ({rejected})" if rejected else "")
-            + f"; {prog.line} lines, {rate:,.0f} lines/s")
+            + f"; {prog.line} lines {pace}")
     if prog.earlier is not None:
         e = prog.earlier
         line += (f"; resumed at line {prog.resumed_from_line} (before: {e.accepted} accepted, "

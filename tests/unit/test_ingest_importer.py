@@ -117,3 +117,14 @@ def test_every_version_of_a_comment_falls_in_the_same_shard():
     for i in range(2000):
         counts[shard_of(item(str(i)), 2)] += 1
     assert min(counts) > 900  # an even share each
+
+
+def test_the_summary_gives_a_rate_only_for_an_import_that_lasted_a_second_or_more():
+    import time
+
+    from services.ingest.importer import Progress, summary_line
+
+    short = Progress(path="small.jsonl", total_bytes=300, line=3, started=time.perf_counter() - 0.4)
+    assert "3 lines in 0.4 s" in summary_line(short) and "lines/s" not in summary_line(short)
+    long = Progress(path="big.jsonl", total_bytes=9_000_000, line=45_000, started=time.perf_counter() - 5.0)
+    assert "45000 lines in 5.0 s, " in summary_line(long) and "lines/s" in summary_line(long)
