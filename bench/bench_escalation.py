@@ -6,7 +6,11 @@ Publishes scored comments on terrain.comments.scored.v1 at a fixed offered rate 
 Prints comments/s decided, incidents opened, and the p50/p95/p99
 latency from publishing a thread's opening comment to its `opened` lifecycle message (and to the
 cascade's `escalated` one). Usage:
-    python bench/bench_escalation.py [--rate 1000] [--seconds 10] [--batch-timeout-ms 20]
+    python bench/bench_escalation.py [--rate 1000] [--seconds 10] [--batch-timeout-ms 20] [--burst]
+
+`--burst`: a brand's worst evening instead: every comment on one community's 20 threads, each labelled
+negative but too unsure to count (confidence 0.36, below every rule of the respond policy), so no incident
+opens and no cascade can start: what it measures is the cost of deciding a flood that must page nobody.
 """
 
 from __future__ import annotations
@@ -36,7 +40,22 @@ from terrain.kafka import ensure_topics
 from terrain.topics import COMMENTS_SCORED, INCIDENTS, all_topic_names
 
 
-def message(run: str, i: int, now: datetime) -> tuple[str, bytes, str, str]:
+def burst_message(run: str, i: int, now: datetime) -> tuple[str, bytes, str, str, bool]:
+    """Comment i of a flood: one community, 20 threads, every comment an unsure negative."""
+    community, thread, ext = "brand", f"t{i % 20}", f"{run}-{i}"
+    msg = ScoredCommentMessage(
+        message_id=f"{run}-m{i}", occurred_at=now, producer="bench",
+        comment=Comment(source="facebook", external_id=ext, community_id=community, thread_id=thread, text="…",
+                        created_at=now, comment_id=comment_id_for("facebook", ext), lang="fr",
+                        author_id=f"a{i % 3000}"),
+        sentiment=Sentiment(label=SentimentLabel.negative, score=-0.15, confidence=0.36, lang="fr",
+                            model_version="bench"),
+        scored_at=now,
+    )
+    return community, msg.model_dump_json().encode(), msg.comment.comment_id, f"{community}/{thread}", False
+
+
+def message(run: str, i: int, now: datetime) -> tuple[str, bytes, str, str, bool]:
     """Comment i: 200 communities of 10 threads; in every fifth thread the first three comments are negative
     (a cascade), later comments are positive but for one in seven (lone complaints)."""
     community = f"c{i % 200}"
@@ -63,7 +82,7 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def run(rate: int, seconds: float, batch_timeout_ms: int) -> None:
+async def run(rate: int, seconds: float, batch_timeout_ms: int, burst: bool = False) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="terrain-bench-esc-"))
     broker = TansuBroker().start()
     pg = EmbeddedPostgres(tmp / "pg").start()
@@ -132,7 +151,7 @@ async def run(rate: int, seconds: float, batch_timeout_ms: int) -> None:
                 await asyncio.sleep(delay)
             futures = []
             for _ in range(min(per_tick, total - i)):
-                key, value, cid, thread, negative = message(run_id, i, now)
+                key, value, cid, thread, negative = (burst_message if burst else message)(run_id, i, now)
                 futures.append(await producer.send(COMMENTS_SCORED.name, value, key=key.encode()))
                 sent_at[cid] = time.perf_counter()
                 if negative:
@@ -164,7 +183,8 @@ async def run(rate: int, seconds: float, batch_timeout_ms: int) -> None:
         cpu = sum(psutil.Process(service.pid).cpu_times()[:2])
         open_lat = [(opened[c] - sent_at[c]) * 1000 for c in opened if c in sent_at]
         esc_lat = [(escalated[t] - third_negative_at[t]) * 1000 for t in escalated if t in third_negative_at]
-        print(f"offered {rate}/s for {seconds:g} s: {total} scored comments; batch timeout {batch_timeout_ms} ms")
+        print(f"offered {rate}/s for {seconds:g} s: {total} scored comments{' (burst)' if burst else ''}; "
+              f"batch timeout {batch_timeout_ms} ms")
         print(f"produced in {produced - started:.2f} s; all decided after {done - started:.2f} s "
               f"({total / (done - started):,.0f} comments/s end to end); escalation process: {cpu:.1f} CPU s, "
               f"{rss:.0f} MB resident")
@@ -187,8 +207,9 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--batch-timeout-ms", type=int, default=20)
+    ap.add_argument("--burst", action="store_true", help="a flood of unsure negatives on 20 threads (see above)")
     args = ap.parse_args()
-    asyncio.run(run(args.rate, args.seconds, args.batch_timeout_ms))
+    asyncio.run(run(args.rate, args.seconds, args.batch_timeout_ms, args.burst))
 
 
 if __name__ == "__main__":

@@ -355,6 +355,21 @@ def sure_negative(msg: ScoredCommentMessage, policy: CommunityPolicy, earlier_ne
     return False, f"negative but confidence {s.confidence:.2f} is below {r.min_confidence:.2f}"
 
 
+def may_be_sure(msg: ScoredCommentMessage, policy: CommunityPolicy) -> bool:
+    """Whether `sure_negative` could say yes for this comment, whatever the author's history: False means it
+    never will, so nothing the comment does needs its thread's window (only sure negatives cascade)."""
+    s = msg.sentiment
+    if s.label is not SentimentLabel.negative:
+        return False
+    r = policy.respond
+    return (
+        s.confidence >= r.min_confidence
+        or (reach(msg) >= r.reach_threshold and s.confidence >= r.reach_min_confidence)
+        # A regular complainer needs an author to have a history.
+        or (bool(msg.comment.author_id) and s.confidence >= r.regular_min_confidence)
+    )
+
+
 def _lang(policy: CommunityPolicy, msg: ScoredCommentMessage | None) -> str:
     if policy.language:
         return policy.language

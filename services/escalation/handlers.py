@@ -27,7 +27,6 @@ from terrain.contracts import (
     IncidentSnapshot,
     IncidentState,
     ScoredCommentMessage,
-    SentimentLabel,
 )
 from terrain.db import claim_new
 from terrain.kafka import Decoded, OutMessage, Rejection
@@ -136,14 +135,15 @@ class Escalator:
         open_by_thread, resolved, others = await repository.load_incidents(
             conn, with_spikes, now, communities, self.policies.inhibit
         )
-        # A thread's window is read only where a comment of the batch may complete a cascade: one labelled
-        # negative (only those can be sure negatives), in a thread whose incident may still cascade. A busy
-        # thread already escalated is not read again with every batch. The batch's own comments are read
-        # wherever they fall (edits, redeliveries).
+        # A thread's window is read only where a comment of the batch may complete a cascade: one that may be
+        # a sure negative (labelled negative, confident enough for some rule of the policy), in a thread whose
+        # incident may still cascade. A busy thread already escalated, or one flooded with negatives too
+        # unsure to count, is not read again with every batch. The batch's own comments are read wherever
+        # they fall (edits, redeliveries).
         thread_since: dict[domain.ThreadKey, datetime] = {}
         for m in fresh:
             k = (m.comment.community_id, m.comment.thread_id)
-            if m.sentiment.label is not SentimentLabel.negative or not domain.may_cascade(open_by_thread.get(k)):
+            if not domain.may_be_sure(m, policy(k[0])) or not domain.may_cascade(open_by_thread.get(k)):
                 continue
             at = m.comment.created_at - policy(k[0]).cascade.window
             thread_since[k] = min(at, thread_since.get(k, at))

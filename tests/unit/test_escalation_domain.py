@@ -23,6 +23,7 @@ from services.escalation.domain import (
     evolve,
     incident_message,
     inhibited_by,
+    may_be_sure,
     may_cascade,
     sure_negative,
 )
@@ -518,3 +519,20 @@ def test_render_every_action_and_reason_in_both_languages():
         fr, en = render.action(a, "fr"), render.action(a, "en")
         assert fr != en and "{" not in fr and "{" not in en
     assert render.action(RecommendedAction(code="future_code"), "fr") == "future_code"
+
+
+@pytest.mark.parametrize("label", [NEG, NEU, POS])
+@pytest.mark.parametrize("confidence", [0.34, 0.39, 0.4, 0.45, 0.5, 0.9])
+@pytest.mark.parametrize("likes", [0, 60])
+@pytest.mark.parametrize("author", [None, "a1"])
+def test_a_comment_that_may_not_be_sure_is_never_sure_whatever_its_authors_history(label, confidence, likes, author):
+    # The handler skips a thread's window for comments where may_be_sure is false: sure_negative must then be
+    # false for every history; and where it is true, some history makes the comment sure.
+    policy = CommunityPolicy()
+    msg = scored("c1", label, confidence=confidence, likes=likes, author=author)
+    # The engine counts earlier negatives by author: a comment without one has none.
+    sure_for = {earlier: sure_negative(msg, policy, earlier)[0] for earlier in (range(0, 6) if author else [0])}
+    if not may_be_sure(msg, policy):
+        assert not any(sure_for.values())
+    else:
+        assert any(sure_for.values())
