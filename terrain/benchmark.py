@@ -628,7 +628,7 @@ def _start_replicas(stack: Any, extra: dict[str, int], services: Sequence[Any]) 
 
 async def _measure(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchResult,
                    say: Callable[[str], None], service_pids: dict[str, int], meter: Meter,
-                   service_ports: dict[str, int] | None = None) -> None:
+                   service_ports: dict[str, int]) -> None:
     run_id = uuid.uuid4().hex[:6]
     created_at = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     batch = [inbound_message(run_id, i, cfg, created_at) for i in range(cfg.n)]
@@ -700,7 +700,7 @@ async def _measure(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchR
 
 
 async def _latency(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchResult,
-                   say: Callable[[str], None], service_ports: dict[str, int] | None = None) -> None:
+                   say: Callable[[str], None], service_ports: dict[str, int]) -> None:
     run_id = uuid.uuid4().hex[:6]
     total = int(cfg.rate * cfg.latency_seconds)
     if total <= 0:
@@ -709,7 +709,7 @@ async def _latency(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchR
     since = datetime.now(UTC) - timedelta(seconds=1)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     await producer.start()
-    metrics_before = await _scrape_batches(service_ports or {})
+    metrics_before = await _scrape_batches(service_ports)
     sent_ext: dict[str, float] = {}
     sent_cid: dict[str, float] = {}
     rng = random.Random(7)
@@ -737,7 +737,7 @@ async def _latency(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchR
         await producer.stop()
     await _wait_stored(db_url, since, cfg.final_consumer, total, cfg.timeout_s)
     await asyncio.sleep(1.0)  # the outbox sends lifecycle messages after commit
-    result.batches = _batch_stats(metrics_before, await _scrape_batches(service_ports or {}))
+    result.batches = _batch_stats(metrics_before, await _scrape_batches(service_ports))
     normalised = [
         (t - sent_ext[ext]) * 1000
         for t, ext in await _read_since(bootstrap, start, COMMENTS.name, _scored_external_id)

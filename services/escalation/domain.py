@@ -357,17 +357,11 @@ def sure_negative(msg: ScoredCommentMessage, policy: CommunityPolicy, earlier_ne
 
 def may_be_sure(msg: ScoredCommentMessage, policy: CommunityPolicy) -> bool:
     """Whether `sure_negative` could say yes for this comment, whatever the author's history: False means it
-    never will, so nothing the comment does needs its thread's window (only sure negatives cascade)."""
-    s = msg.sentiment
-    if s.label is not SentimentLabel.negative:
-        return False
-    r = policy.respond
-    return (
-        s.confidence >= r.min_confidence
-        or (reach(msg) >= r.reach_threshold and s.confidence >= r.reach_min_confidence)
-        # A regular complainer needs an author to have a history.
-        or (bool(msg.comment.author_id) and s.confidence >= r.regular_min_confidence)
-    )
+    never will, so nothing the comment does needs its thread's window (only sure negatives cascade). Asked
+    with the most favourable history: a regular complainer's count of earlier negatives for a comment with
+    an author (the engine counts none without one)."""
+    earlier = policy.respond.regular_negatives if msg.comment.author_id else 0
+    return sure_negative(msg, policy, earlier)[0]
 
 
 def _lang(policy: CommunityPolicy, msg: ScoredCommentMessage | None) -> str:

@@ -143,9 +143,10 @@ class Escalator:
         thread_since: dict[domain.ThreadKey, datetime] = {}
         for m in fresh:
             k = (m.comment.community_id, m.comment.thread_id)
-            if not domain.may_be_sure(m, policy(k[0])) or not domain.may_cascade(open_by_thread.get(k)):
+            rules = policy(k[0])
+            if not domain.may_be_sure(m, rules) or not domain.may_cascade(open_by_thread.get(k)):
                 continue
-            at = m.comment.created_at - policy(k[0]).cascade.window
+            at = m.comment.created_at - rules.cascade.window
             thread_since[k] = min(at, thread_since.get(k, at))
         attached, seen, negatives, buckets, first_seen = await repository.fetch_all(conn, [
             repository.attached_query(comments),

@@ -87,7 +87,6 @@ def word_features(words: list[str], n: int) -> list[str]:
     return words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
 
 
-
 def hashed_column(token: str, n: int) -> int:
     """The column HashingVectorizer (no alternate sign) gives a feature: |murmurhash3_32| mod n, with its rule
     for the one hash whose absolute value does not fit."""
@@ -110,7 +109,7 @@ def char_wb_ngrams(word: str, lo: int, hi: int) -> list[str]:
 
 
 class Featurizer:
-    """Stateless: texts and languages to a sparse matrix, from a FeatureConfig alone.
+    """Texts and languages to a sparse matrix, from a FeatureConfig alone (its caches change the speed only).
 
     The matrix is the one sklearn's HashingVectorizer builds (word block, then char_wb block, each row of each
     block L2-normalised; a test compares them), built from per-token caches: words repeat from comment to
@@ -173,10 +172,9 @@ class Featurizer:
     def _char_columns(self, word: str) -> np.ndarray:
         cols = self._char_cache.get(word)
         if cols is None:
-            n = 1 << self.config.char_bits
             c = self.config
             grams = char_wb_ngrams(word, c.char_ngram_min, c.char_ngram_max)
-            cols = np.fromiter((hashed_column(g, n) for g in grams), dtype=np.int32, count=len(grams))
+            cols = np.fromiter((hashed_column(g, 1 << c.char_bits) for g in grams), dtype=np.int32, count=len(grams))
             if len(self._char_cache) >= self.CHAR_CACHE_LIMIT:
                 self._char_cache.clear()
             self._char_cache[word] = cols
