@@ -6,8 +6,10 @@ files and scores the fifth it never saw, five times, so every training text gets
 sample ten times larger than dev, and never looked at while tuning.
 
 - lexicon: nothing is trained, so its "cross-validated" figure is simply its score on the training files.
-- fast: `train_fast` with the shipped model's settings on train_fr + train_en, 5 folds (no temperature fit
-  within a fold: it does not change a label). The out-of-fold probabilities are kept in the cache.
+- fast: `train_fast` with the shipped model's settings on train_fr + train_en, 5 folds, the static word-vector
+  head included (each fold fits both temperatures, as shipping does: they weigh the two heads' average). The
+  out-of-fold probabilities, of the whole tier and of its hashed model alone ("fast, hashed only"), are kept
+  in the cache. The static table's vocabulary was read from all of train_fr and train_en (words, no labels).
 - accurate: the e5 head (`fit_head`, the shipped settings but tweets only) on the train_fr tweets + a fixed
   1,500-row part of the shipped train_en sample, 5 folds over cached embeddings (`--cache DIR`; `--embed`
   fills it first: ~5 minutes on an idle core). Reviews are left out of this pool because they are long
@@ -50,6 +52,7 @@ DATA = Path("/work/shared/data/sentiment")
 BOOTSTRAP = 1000
 RESPOND_FLOOR = 0.5  # services/escalation/policy.py RespondRules.min_confidence
 EN_CV_ROWS = 1500
+AVERAGE = f"average (w={CascadePolicy().fast_weight})"
 
 
 def load(data: Path, name: str) -> list[dict[str, Any]]:
@@ -134,13 +137,14 @@ def embed_all(pools: Pools, cache: Path) -> None:
 
 
 def fast_fold_path(cache: Path, k: int, f: int) -> Path:
-    return cache / f"fast_fold{f}of{k}.npz"
+    return cache / f"fast2_fold{f}of{k}.npz"
 
 
 def fast_oof(pools: Pools, cache: Path | None, progress: bool = True) -> None:
     """Refit the fast tier once per fold and keep each fold's held-out probabilities in the cache (a fold
     already there is skipped, so an interrupted run resumes)."""
     from services.sentiment.scorers.fast import FastScorer
+    from services.sentiment.scorers.static import DEFAULT_TABLE, load_table
     from services.sentiment.training.fast import train_fast
 
     for f in range(pools.k):
@@ -148,27 +152,32 @@ def fast_oof(pools: Pools, cache: Path | None, progress: bool = True) -> None:
         if path is not None and path.exists():
             continue
         started = time.perf_counter()
-        texts, langs, labels = [], [], []
+        texts, langs, labels, sources = [], [], [], []
         for lang, rows in pools.train.items():
             for i, r in enumerate(rows):
                 if pools.fold[lang][i] != f:
                     texts.append(r["text"])
                     langs.append(lang)
                     labels.append(r["label"])
-        # No temperature fit inside a fold: it never changes the argmax, and it would double the cost.
-        scorer = FastScorer(model=train_fast(texts, langs, labels, calibration_share=0.0))
+                    sources.append(r["source"])
+        scorer = FastScorer(model=train_fast(texts, langs, labels, static_table=(DEFAULT_TABLE, load_table()),
+                                           sources=sources))
         held: dict[str, np.ndarray] = {}
         for lang, rows in pools.train.items():
             ix = [i for i in range(len(rows)) if pools.fold[lang][i] == f]
+            items = [ScoreInput(rows[i]["text"], lang) for i in ix]
             held[f"{lang}_idx"] = np.array(ix)
-            held[f"{lang}_proba"] = scorer.predict_proba([ScoreInput(rows[i]["text"], lang) for i in ix])
+            held[f"{lang}_proba"] = scorer.predict_proba(items)
+            held[f"{lang}_hashed"] = scorer.model.proba(scorer.featurizer.transform([x.text for x in items],
+                                                                                     [lang] * len(items)))
         if path is not None:
             np.savez(path, **held)
         if progress:
             print(f"  fast fold {f + 1}/{pools.k}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
 
-def fast_folds(pools: Pools, cache: Path | None) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+def fast_folds(pools: Pools, cache: Path | None, key: str = "proba"
+               ) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     """The fast tier's out-of-fold probabilities from the folds in the cache: (row indices, proba) per language;
     when only some folds are done, their held-out rows (a random part of the data) are what is measured."""
     if cache is None:
@@ -183,7 +192,7 @@ def fast_folds(pools: Pools, cache: Path | None) -> dict[str, tuple[np.ndarray, 
         for p in done:
             with np.load(p) as z:
                 ix.append(z[f"{lang}_idx"])
-                proba.append(z[f"{lang}_proba"])
+                proba.append(z[f"{lang}_{key}"])
         order = np.argsort(np.concatenate(ix))
         out[lang] = (np.concatenate(ix)[order], np.vstack(proba)[order])
     return out
@@ -235,10 +244,12 @@ def dev_proba(pools: Pools, cache: Path | None) -> dict[str, dict[str, np.ndarra
     from services.sentiment.scorers.lexicon import LexiconScorer
 
     fast, lexicon = FastScorer(), LexiconScorer()
-    out: dict[str, dict[str, np.ndarray]] = {"lexicon": {}, "fast": {}}
+    out: dict[str, dict[str, np.ndarray]] = {"lexicon": {}, "fast": {}, "fast, hashed only": {}}
     for lang, rows in pools.dev.items():
         items = [ScoreInput(r["text"], lang) for r in rows]
         out["fast"][lang] = fast.predict_proba(items)
+        out["fast, hashed only"][lang] = fast.model.proba(fast.featurizer.transform([r["text"] for r in rows],
+                                                                                    [lang] * len(rows)))
         out["lexicon"][lang] = one_hot(lexicon, items)
     if cache is not None and (cache / "dev_fr_tweets_p.npy").exists():
         # Dev French reviews are not embedded (see the module docstring): their rows get the fast tier's
@@ -287,7 +298,7 @@ def table(data: Path, cache: Path | None, k: int, with_fast: bool = True) -> lis
     policy = CascadePolicy()
     dev = dev_proba(pools, cache)
     if "accurate" in dev:
-        dev["average (w=0.3)"] = {lang: combine(dev["fast"][lang], dev["accurate"][lang], policy.fast_weight)
+        dev[AVERAGE] = {lang: combine(dev["fast"][lang], dev["accurate"][lang], policy.fast_weight)
                                   for lang in dev["accurate"]}
         dev["cascade"] = {lang: cascade_of(dev["fast"][lang], dev["accurate"][lang], policy)[0]
                           for lang in dev["accurate"]}
@@ -301,11 +312,12 @@ def table(data: Path, cache: Path | None, k: int, with_fast: bool = True) -> lis
     f_cv = fast_folds(pools, cache)
     if f_cv is not None:
         cv["fast"] = f_cv
+        cv["fast, hashed only"] = fast_folds(pools, cache, "hashed") or {}
     shares: dict[str, float] = {}
     if cache is not None and (cache / "train_fr_tweets_p.npy").exists():
         cv["accurate"] = accurate_oof(pools, cache)
     if f_cv is not None and "accurate" in cv:
-        cv["average (w=0.3)"], cv["cascade"] = {}, {}
+        cv[AVERAGE], cv["cascade"] = {}, {}
         for lang, (ix, p) in cv["accurate"].items():
             # The rows both tiers have an out-of-fold answer for.
             fast_ix, fast_p = f_cv[lang]
@@ -314,11 +326,11 @@ def table(data: Path, cache: Path | None, k: int, with_fast: bool = True) -> lis
             if not both:
                 continue
             fp = fast_p[[where[int(ix[j])] for j in both]]
-            cv["average (w=0.3)"][lang] = (ix[both], combine(fp, p[both], policy.fast_weight))
+            cv[AVERAGE][lang] = (ix[both], combine(fp, p[both], policy.fast_weight))
             mixed, shares[lang] = cascade_of(fp, p[both], policy)
             cv["cascade"][lang] = (ix[both], mixed)
     reliability: dict[str, str] = {}
-    for name in ("lexicon", "accurate"):
+    for name in ("lexicon", "fast", "accurate"):
         if name in cv:
             gold, stacked = [], []
             for lang, (ix, proba) in cv[name].items():
@@ -327,7 +339,7 @@ def table(data: Path, cache: Path | None, k: int, with_fast: bool = True) -> lis
                 stacked.append(proba[tweets])
             reliability[name] = negative_reliability(gold, np.vstack(stacked), RESPOND_FLOOR)
     results: list[dict[str, Any]] = [{"reliability": reliability}]
-    for name in ("lexicon", "fast", "accurate", "average (w=0.3)", "cascade"):
+    for name in ("lexicon", "fast, hashed only", "fast", "accurate", AVERAGE, "cascade"):
         for lang in ("fr", "en"):
             for subset, dev_rows in subsets(pools.dev[lang], lang).items():
                 row: dict[str, Any] = {"scorer": name, "subset": subset}
@@ -361,12 +373,12 @@ def print_reliability(results: list[dict[str, Any]]) -> None:
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    print(f"{'scorer':16s} {'subset':11s} {'dev macro-F1 [95% CI]':>26s} {'cross-validated [95% CI]':>28s}")
+    print(f"{'scorer':17s} {'subset':11s} {'dev macro-F1 [95% CI]':>26s} {'cross-validated [95% CI]':>28s}")
     for r in results:
         if "reliability" in r:
             continue
         extra = f"  (accurate tier on {r['escalated']:.0%})" if "escalated" in r else ""
-        print(f"{r['scorer']:16s} {r['subset']:11s} {fmt(r.get('dev')):>26s} {fmt(r.get('cv')):>28s}{extra}")
+        print(f"{r['scorer']:17s} {r['subset']:11s} {fmt(r.get('dev')):>26s} {fmt(r.get('cv')):>28s}{extra}")
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ BATCH = 1000
 # name -> "module:factory" (called with no argument, returns a SentimentScorer). Other rows go here.
 SCORERS: list[tuple[str, str]] = [
     ("lexicon", "services.sentiment.scorers.lexicon:LexiconScorer"),
+    ("fast, hashed only", "bench_sentiment_scorers:fast_hashed_only"),
     ("fast", "services.sentiment.scorers.fast:FastScorer"),
     # Accurate tier and cascades with the embedding cache off (this bench scores the same texts twice).
     ("accurate", "bench_sentiment_cascade:accurate_uncached"),
@@ -52,6 +53,15 @@ COLUMNS = [
     ("comments_per_s", "comments/s/core"),
     ("peak_rss_mb", "peak RSS MB"),
 ]
+
+
+def fast_hashed_only() -> object:
+    """The shipped fast model without its static word-vector head: what the static head adds, side by side."""
+    import dataclasses
+
+    from services.sentiment.scorers.fast import DEFAULT_MODEL_PATH, FastScorer, load_model
+
+    return FastScorer(model=dataclasses.replace(load_model(DEFAULT_MODEL_PATH), static=None))
 
 
 def load(data: Path, name: str) -> list[dict[str, str]]:
@@ -131,14 +141,14 @@ def main() -> None:
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"measured {name}", file=sys.stderr, flush=True)
     print(f"dev sets from {data}; one core; batches of {BATCH}; language detected")
-    header = f"{'scorer':<12} {'version':<22}" + "".join(f" {title:>15}" for _, title in COLUMNS)
+    header = f"{'scorer':<17} {'version':<22}" + "".join(f" {title:>15}" for _, title in COLUMNS)
     print(header)
     for row in rows:
         cells = []
         for key, _ in COLUMNS:
             value = float(row[key])  # type: ignore[arg-type]
             cells.append(f" {value:>15.0f}" if key in ("comments_per_s", "peak_rss_mb") else f" {value:>15.3f}")
-        print(f"{row['scorer']!s:<12} {row['model_version']!s:<22}" + "".join(cells))
+        print(f"{row['scorer']!s:<17} {row['model_version']!s:<22}" + "".join(cells))
     if with_cv:
         import bench_sentiment_cv
 

@@ -101,10 +101,14 @@ def train(
              "repeatable.")] = None,
     dev: Annotated[list[Path] | None, typer.Option(
         help="Labelled files to measure the trained model on; the scores go into its metadata. Repeatable.")] = None,
+    static: Annotated[bool, typer.Option(
+        help="Also fit a head on the shipped static word vectors (e5, one word at a time) and average it with "
+             "the hashed model: it knows words that training never showed. Needs all three labels.")] = True,
 ) -> None:
     """Train a fast model on labelled comments (yours, and optionally the shared research data)."""
     from services.sentiment.scorers.fast import FeatureConfig
     from services.sentiment.scorers.language import language_of
+    from services.sentiment.scorers.static import DEFAULT_TABLE, load_table
     from services.sentiment.training.fast import train_fast
 
     files: list[tuple[Path, str | None]] = [(p, None) for p in data or []]
@@ -154,6 +158,8 @@ def train(
                            config=FeatureConfig(word_bits=bits, char_bits=bits, char_ngram_min=char_min,
                                                 char_chars=char_chars),
                            metadata=metadata, sample_weight=sample_weight,
+                           static_table=(DEFAULT_TABLE, load_table()) if static else None,
+                           sources=[r["source"] for r in rows],
                            progress=lambda msg: status.update(f"training: {msg}…"))
     except ValueError as exc:
         status.stop()
@@ -164,8 +170,11 @@ def train(
     if dev:
         model.metadata["dev_scores"] = _dev_scores(FastScorer(model=model), dev)
     path = save_model(model, out)
+    head = (f", static head on {model.static.table_name}" if model.static is not None
+            else f", no static head ({model.metadata['training']['static_head']})"
+            if "static_head" in model.metadata["training"] else "")
     err.print(f"wrote {path} and {path.with_suffix('.json').name} (version {model.version}, "
-              f"{len(model.columns)} weighted features, temperature {model.temperature:.3f})")
+              f"{len(model.columns)} weighted features, temperature {model.temperature:.3f}{head})")
 
 
 def _dev_scores(scorer: Any, files: list[Path]) -> dict[str, Any]:

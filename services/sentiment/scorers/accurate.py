@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from services.sentiment.calibration import softmax
-from services.sentiment.scorers.base import CLASSES, ScoreInput, sentiment_from_proba
+from services.sentiment.scorers.base import CLASSES, ScoreInput, save_arrays_and_card, sentiment_from_proba
 from services.sentiment.scorers.language import language_of
 from services.sentiment.scorers.lexicon import lexicon_drivers
 from terrain.contracts import Sentiment, SentimentLabel
@@ -144,14 +144,10 @@ class LogisticHead:
 
     def save(self, path_stem: Path | str) -> tuple[Path, Path]:
         """Write `<stem>.npz` (arrays) and `<stem>.json` (everything else): no pickle anywhere."""
-        stem = Path(path_stem)
-        npz, card = stem.with_suffix(".npz"), stem.with_suffix(".json")
-        np.savez_compressed(npz, coef=self.coef.astype(np.float32), intercept=self.intercept.astype(np.float32))
-        body = {"classes": list(CLASSES), "temperature": self.temperature, "use_lang": self.use_lang,
-                "lang_buckets": list(LANG_BUCKETS), "prefix": self.prefix, "dim": int(self.coef.shape[1]),
-                **self.meta}
-        card.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        return npz, card
+        arrays = {"coef": self.coef.astype(np.float32), "intercept": self.intercept.astype(np.float32)}
+        return save_arrays_and_card(path_stem, arrays, {
+            "classes": list(CLASSES), "temperature": self.temperature, "use_lang": self.use_lang,
+            "lang_buckets": list(LANG_BUCKETS), "prefix": self.prefix, "dim": int(self.coef.shape[1]), **self.meta})
 
     @classmethod
     def load(cls, path_stem: Path | str) -> LogisticHead:

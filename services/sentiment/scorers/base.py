@@ -3,8 +3,10 @@ class probabilities. Pure; imports nothing heavier than numpy."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -66,3 +68,12 @@ def sentiment_from_proba(
         model_version=model_version,
         drivers=list(drivers)[:MAX_DRIVERS],
     )
+
+
+def save_arrays_and_card(stem: Path | str, arrays: dict[str, Any], card: dict[str, Any]) -> tuple[Path, Path]:
+    """Write `<stem>.npz` (plain arrays: loading them with allow_pickle=False runs no code) and `<stem>.json`."""
+    stem = Path(stem)
+    npz, card_path = stem.with_suffix(".npz"), stem.with_suffix(".json")
+    np.savez_compressed(npz, **arrays)
+    card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return npz, card_path

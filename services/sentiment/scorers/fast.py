@@ -26,15 +26,18 @@ from sklearn.preprocessing import normalize as sk_normalize
 from sklearn.utils import murmurhash3_32
 
 from services.sentiment.calibration import softmax
+from services.sentiment.scorers.accurate import LogisticHead
 from services.sentiment.scorers.base import CLASSES, MAX_DRIVERS, ScoreInput, sentiment_from_proba
 from services.sentiment.scorers.language import language_of
+from services.sentiment.scorers.static import MODELS_DIR as TABLES_DIR
+from services.sentiment.scorers.static import StaticTable
 from services.sentiment.textnorm import NEG_CUES, NEG_PREFIX, NormConfig, normalize, surface
 from terrain.contracts import Sentiment
 
 FORMAT = "terrain-sentiment-linear"
 FORMAT_VERSION = 1
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-DEFAULT_MODEL_NAME = "fast-fr-en-1"
+DEFAULT_MODEL_NAME = "fast-fr-en-2"
 DEFAULT_MODEL_PATH = MODELS_DIR / f"{DEFAULT_MODEL_NAME}.npz"
 # Texts longer than this are cut: the opening sets the tone, and char n-grams cost per character.
 MAX_CHARS = 2_000
@@ -194,9 +197,32 @@ def _block(indices: np.ndarray, lengths: Sequence[int], n_features: int) -> sp.c
 # --- the model ----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StaticPart:
+    """A second head, on static word vectors (see `scorers.static`), averaged with the hashed model's
+    probabilities: p = w·hashed + (1 − w)·static, w per language bucket (fr, en, other)."""
+
+    table_name: str
+    table: StaticTable
+    head: LogisticHead
+    hashed_weight: dict[str, float]
+
+    def weights_for(self, langs: Sequence[str]) -> np.ndarray:
+        default = self.hashed_weight.get("other", 0.5)
+        return np.array([self.hashed_weight.get(lang, default) for lang in langs], dtype=np.float64)[:, None]
+
+    def proba(self, docs: Sequence[tuple[list[str], str]], langs: Sequence[str]) -> np.ndarray:
+        return self.head.predict_proba(self.table.embed_tokens([words for words, _ in docs]), langs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"table": self.table_name, "temperature": self.head.temperature, "use_lang": self.head.use_lang,
+                "hashed_weight": dict(self.hashed_weight), **self.head.meta}
+
+
 @dataclass
 class LinearModel:
-    """A multinomial linear model over hashed features, with temperature calibration."""
+    """A multinomial linear model over hashed features, with temperature calibration, and optionally a static
+    word-vector head averaged with it."""
 
     config: FeatureConfig
     columns: np.ndarray  # (k,) int32: the feature columns with any non-zero weight
@@ -204,6 +230,7 @@ class LinearModel:
     intercept: np.ndarray  # (3,) float32
     temperature: float = 1.0
     metadata: dict[str, Any] = field(default_factory=dict)
+    static: StaticPart | None = None
 
     @property
     def version(self) -> str:
@@ -221,7 +248,17 @@ class LinearModel:
         return out
 
     def proba(self, x: sp.csr_matrix) -> np.ndarray:
+        """The hashed model's probabilities alone."""
         return softmax(self.logits(x) / self.temperature)
+
+    def predict(self, x: sp.csr_matrix, docs: Sequence[tuple[list[str], str]], langs: Sequence[str]) -> np.ndarray:
+        """The model's probabilities: the hashed model's, averaged with the static head's when there is one."""
+        hashed = self.proba(x)
+        if self.static is None:
+            return hashed
+        w = self.static.weights_for(langs)
+        out: np.ndarray = w * hashed + (1.0 - w) * self.static.proba(docs, langs)
+        return out
 
 
 def save_model(model: LinearModel, path: str | Path) -> Path:
@@ -230,16 +267,24 @@ def save_model(model: LinearModel, path: str | Path) -> Path:
     if path.suffix != ".npz":
         path = path.with_suffix(".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
+    static: dict[str, Any] = {}  # Any: numpy's stub would bind a ** of arrays to savez's allow_pickle
+    if model.static is not None:
+        static = {"static_coef": model.static.head.coef.astype(np.float32),
+                  "static_intercept": model.static.head.intercept.astype(np.float32)}
     np.savez_compressed(
         path,
         columns=model.columns.astype(np.int32),
         weights=model.weights.astype(np.float16),
         intercept=model.intercept.astype(np.float32),
         temperature=np.array([model.temperature], dtype=np.float32),
+        **static,
     )
     meta = dict(model.metadata)
+    meta.pop("static", None)
     meta.update({"format": FORMAT, "format_version": FORMAT_VERSION, "classes": list(CLASSES),
                  "features": model.config.to_json(), "temperature": model.temperature})
+    if model.static is not None:
+        meta["static"] = model.static.to_json()
     path.with_suffix(".json").write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return path
 
@@ -266,11 +311,39 @@ def load_model(path: str | Path) -> LinearModel:
         weights = arrays["weights"].astype(np.float32)
         intercept = arrays["intercept"].astype(np.float32)
         temperature = float(arrays["temperature"][0])
+        static_arrays = {k: arrays[k] for k in ("static_coef", "static_intercept") if k in arrays.files}
     if weights.shape != (len(columns), len(CLASSES)) or intercept.shape != (len(CLASSES),):
         raise ModelFileError(f"{path}: weights {weights.shape} do not match {len(columns)} columns")
     if len(columns) and (columns.min() < 0 or columns.max() >= config.n_features):
         raise ModelFileError(f"{path}: feature columns out of range for the stored config")
-    return LinearModel(config, columns, weights, intercept, temperature, meta)
+    static = _load_static(path, meta.get("static"), static_arrays) if "static" in meta else None
+    return LinearModel(config, columns, weights, intercept, temperature, meta, static)
+
+
+def _load_static(path: Path, card: dict[str, Any], arrays: dict[str, np.ndarray]) -> StaticPart:
+    """The static head of a model file: its arrays, and the table it names (beside the model, else shipped)."""
+    if set(arrays) != {"static_coef", "static_intercept"}:
+        raise ModelFileError(f"{path}: the card names a static head but its arrays are missing")
+    name = str(card.get("table", ""))
+    stem = next((d / name for d in (path.parent, TABLES_DIR) if (d / f"{name}.npz").is_file()), None)
+    if not name or stem is None:
+        raise ModelFileError(f"{path}: static word table {name!r} not found beside it nor in {TABLES_DIR}")
+    try:
+        table = _table(stem)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelFileError(f"{stem}: {exc}") from exc
+    extra = {k: v for k, v in card.items() if k not in ("table", "temperature", "use_lang", "hashed_weight")}
+    head = LogisticHead(coef=arrays["static_coef"].astype(np.float32),
+                        intercept=arrays["static_intercept"].astype(np.float32),
+                        temperature=float(card["temperature"]), use_lang=bool(card["use_lang"]), meta=extra)
+    if head.coef.shape != (len(CLASSES), table.dim + (3 if head.use_lang else 0)):
+        raise ModelFileError(f"{path}: static head of shape {head.coef.shape} does not fit table {name}")
+    return StaticPart(name, table, head, {k: float(v) for k, v in card["hashed_weight"].items()})
+
+
+@functools.cache
+def _table(stem: Path) -> StaticTable:
+    return StaticTable.load(stem)
 
 
 # --- the scorer ---------------------------------------------------------------------------------------
@@ -336,8 +409,8 @@ class FastScorer:
     def predict_proba(self, items: Sequence[ScoreInput]) -> np.ndarray:
         if not items:
             return np.zeros((0, len(CLASSES)))
-        _, docs = self._prepared(items)
-        return self.model.proba(self.featurizer.transform_tokens(docs))
+        langs, docs = self._prepared(items)
+        return self.model.predict(self.featurizer.transform_tokens(docs), docs, langs)
 
     def explain(self, items: Sequence[ScoreInput], proba: np.ndarray) -> list[list[str]]:
         """Drivers of each item toward the argmax of its row of `proba` (which may come from another model)."""
@@ -380,7 +453,7 @@ class FastScorer:
         if not items:
             return []
         langs, docs = self._prepared(items)
-        proba = self.model.proba(self.featurizer.transform_tokens(docs))
+        proba = self.model.predict(self.featurizer.transform_tokens(docs), docs, langs)
         drivers = self.drivers_batch([doc[0] for doc in docs], proba.argmax(axis=1).tolist(), langs)
         return [
             sentiment_from_proba(row, lang, self.model_version, found)

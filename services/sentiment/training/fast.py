@@ -10,7 +10,34 @@ import scipy.sparse as sp
 
 from services.sentiment.calibration import fit_temperature
 from services.sentiment.scorers.base import CLASSES
-from services.sentiment.scorers.fast import FeatureConfig, Featurizer, LinearModel
+from services.sentiment.scorers.fast import FeatureConfig, Featurizer, LinearModel, StaticPart
+from services.sentiment.scorers.static import StaticTable
+from services.sentiment.training.accurate import fit_head
+
+# The static head's share is 1 − these: French tweets gained most from it (few training tweets, where knowing
+# which words are alike matters most), English tweets from an even split (bench/README.md, static word vectors).
+HASHED_WEIGHT = {"fr": 0.3, "en": 0.5, "other": 0.5}
+STATIC_C = 8.0
+# Binary sources (reviews: no neutral) weigh this much in the static head's class balance (see static_groups).
+BINARY_SOURCE_WEIGHT = 0.3
+
+
+def static_groups(langs: Sequence[str], labels: Sequence[str], sources: Sequence[str] | None
+                  ) -> tuple[list[str], dict[str, float]]:
+    """The static head's balancing groups: language bucket x whether the row's source is binary (never says
+    neutral), binary groups weighted BINARY_SOURCE_WEIGHT. Balanced by language alone, the head learnt that
+    a short French text is neutral (the long binary reviews owned the other two classes), and French tweets
+    fell from 0.63 to 0.51 cross-validated; by source, 0.58; this grouping is what the fast tier was measured
+    with (bench/README.md, static word vectors)."""
+    from services.sentiment.scorers.accurate import lang_bucket
+
+    rows_sources = list(sources) if sources is not None else [""] * len(labels)
+    seen: dict[str, set[str]] = {}
+    for source, label in zip(rows_sources, labels, strict=True):
+        seen.setdefault(source, set()).add(label)
+    groups = [f"{lang_bucket(lang)}:{'binary' if 'neutral' not in seen[source] else 'three-class'}"
+              for lang, source in zip(langs, rows_sources, strict=True)]
+    return groups, {g: BINARY_SOURCE_WEIGHT for g in set(groups) if g.endswith(":binary")}
 
 
 def _fit_lr(x: sp.csr_matrix, y: np.ndarray, c: float, class_weight: Any, sample_weight: np.ndarray | None,
@@ -36,9 +63,18 @@ def train_fast(
     max_iter: int = 1000,
     metadata: dict[str, Any] | None = None,
     progress: Callable[[str], None] = lambda _msg: None,
+    static_table: tuple[str, StaticTable] | None = None,
+    hashed_weight: dict[str, float] | None = None,
+    static_c: float = STATIC_C,
+    sources: Sequence[str] | None = None,
 ) -> LinearModel:
     """Train on labelled texts: fit on (1 − share), fit the temperature on the held-out share, refit on all.
 
+    With `static_table` (its name and the table), a logistic head on the texts' static word vectors is trained
+    too (its own temperature on a held-out fifth, classes balanced per `static_groups`, from each row's
+    `sources` entry when given) and averaged with the hashed model at predict time, `hashed_weight` per
+    language; it needs all three classes, so on binary data the model is the hashed one alone (the metadata
+    says so).
     Labels must be in CLASSES; a class may be absent (binary data) but at least two must occur.
     """
     config = config or FeatureConfig()
@@ -70,8 +106,21 @@ def train_fast(
     meta["training"] = {**meta.get("training", {}), "examples": len(y), "c": c,
                         "class_weight": class_weight if isinstance(class_weight, str) else "custom",
                         "calibration_share": calibration_share if n_cal else 0.0}
+    static = None
+    if static_table is not None:
+        if len(set(y.tolist())) == len(CLASSES):
+            name, table = static_table
+            progress(f"fitting the static word-vector head ({name})")
+            docs = [featurizer.tokens(t, lang)[0] for t, lang in zip(texts, langs, strict=True)]
+            groups, group_weights = static_groups(langs, labels, sources)
+            head = fit_head(table.embed_tokens(docs), labels, langs, c=static_c, groups=groups,
+                            group_weights=group_weights, calibration_fraction=0.2 if len(y) >= 50 else 0.0, seed=seed,
+                            meta={"c": static_c, "binary_source_weight": BINARY_SOURCE_WEIGHT})
+            static = StaticPart(name, table, head, dict(hashed_weight or HASHED_WEIGHT))
+        else:
+            meta["training"]["static_head"] = "skipped: it needs examples of all three classes"
     return LinearModel(config, used, coef[used].astype(np.float32), intercept.astype(np.float32), temperature,
-                       meta)
+                       meta, static)
 
 
 def full_coef(clf: Any) -> tuple[np.ndarray, np.ndarray]:
