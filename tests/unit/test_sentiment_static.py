@@ -167,3 +167,14 @@ def test_featuriser_tokens_reach_the_same_vector_as_their_word_keys() -> None:
     table = random_table(["c'", "est", "pas", "bon", "troop"])
     tokens = ["c'", "est", "pas", "NEG_bon", "pas NEG_bon", "trooooop", "_lang_fr_"]
     np.testing.assert_array_equal(table.embed_tokens([tokens, tokens]), table.embed([word_keys(tokens)] * 2))
+
+
+def test_a_class_with_a_single_example_trains_a_static_head_without_a_temperature(tiny_table: StaticTable) -> None:
+    # 73 rows and one neutral: the held-out fifth cannot be stratified; before, training failed with
+    # scikit-learn's "The least populated classes in y have only 1 member".
+    rows = [(t, lab) for t, lab in tiny_rows() if lab != "neutral"] * 3 + [("horaires de la boutique ?", "neutral")]
+    assert len(rows) >= 50
+    model = train_fast([t for t, _ in rows], ["fr"] * len(rows), [lab for _, lab in rows], config=TINY_CONFIG,
+                       static_table=("tiny", tiny_table))
+    assert model.static is not None and model.static.head.temperature == 1.0
+    assert "single example" in model.static.head.meta["calibration"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,8 +54,14 @@ def fit_head(embeddings: np.ndarray, labels: Sequence[str], langs: Sequence[str]
 
     everything = np.arange(len(y))
     temperature = 1.0
-    if calibration_fraction > 0:
-        strata = [f"{g}:{label}" for g, label in zip(groups, labels, strict=True)]
+    notes: dict[str, Any] = {}
+    strata = [f"{g}:{label}" for g, label in zip(groups, labels, strict=True)]
+    smallest = min(Counter(strata).values())
+    if calibration_fraction > 0 and smallest < 2:
+        # A (group, class) cell of one example cannot sit on both sides of a stratified split, and a plain
+        # split may take a class away from the fit: no temperature rather than no model.
+        notes["calibration"] = "skipped: a (group, class) cell holds a single example"
+    elif calibration_fraction > 0:
         fit_idx, cal_idx = train_test_split(everything, test_size=calibration_fraction, random_state=seed,
                                             stratify=strata)
         held = fit(fit_idx)
@@ -62,7 +69,7 @@ def fit_head(embeddings: np.ndarray, labels: Sequence[str], langs: Sequence[str]
     model = fit(everything)
     return LogisticHead(coef=model.coef_.astype(np.float32), intercept=model.intercept_.astype(np.float32),
                         temperature=temperature, use_lang=use_lang, prefix=prefix,
-                        meta={"c": c, "trained_on": len(y), **(meta or {})})
+                        meta={"c": c, "trained_on": len(y), **notes, **(meta or {})})
 
 
 def train_head(texts: Sequence[str], labels: Sequence[str], langs: Sequence[str], *,
