@@ -170,11 +170,26 @@ def test_featuriser_tokens_reach_the_same_vector_as_their_word_keys() -> None:
 
 
 def test_a_class_with_a_single_example_trains_a_static_head_without_a_temperature(tiny_table: StaticTable) -> None:
-    # 73 rows and one neutral: the held-out fifth cannot be stratified; before, training failed with
+    # 169 rows and one neutral: the held-out fifth cannot be stratified; before, training failed with
     # scikit-learn's "The least populated classes in y have only 1 member".
-    rows = [(t, lab) for t, lab in tiny_rows() if lab != "neutral"] * 3 + [("horaires de la boutique ?", "neutral")]
-    assert len(rows) >= 50
+    rows = [(t, lab) for t, lab in tiny_rows() if lab != "neutral"] * 7 + [("horaires de la boutique ?", "neutral")]
+    assert len(rows) * 0.2 >= 30
     model = train_fast([t for t, _ in rows], ["fr"] * len(rows), [lab for _, lab in rows], config=TINY_CONFIG,
                        static_table=("tiny", tiny_table))
     assert model.static is not None and model.static.head.temperature == 1.0
     assert "single example" in model.static.head.meta["calibration"]
+
+
+def test_too_few_rows_to_hold_out_leave_both_temperatures_at_one(tiny_table: StaticTable) -> None:
+    # 108 rows: 16 held out for the hashed head, 21 for the static one, both under MIN_CALIBRATION_ROWS (30).
+    # Fitted on so few, a temperature had come out at 0.2, the grid's edge, making every label near-certain.
+    rows = tiny_rows() * 3
+    model = train_fast([t for t, _ in rows], ["fr"] * len(rows), [lab for _, lab in rows], config=TINY_CONFIG,
+                       static_table=("tiny", tiny_table))
+    assert model.temperature == 1.0 and model.metadata["training"]["calibration_share"] == 0.0
+    assert model.static is not None and model.static.head.temperature == 1.0
+    bigger = tiny_rows() * 7  # 252 rows: 37 and 50 held out
+    model = train_fast([t for t, _ in bigger], ["fr"] * len(bigger), [lab for _, lab in bigger],
+                       config=TINY_CONFIG, static_table=("tiny", tiny_table))
+    assert model.metadata["training"]["calibration_share"] == 0.15
+    assert model.temperature != 1.0 and model.static is not None and model.static.head.temperature != 1.0

@@ -20,6 +20,10 @@ HASHED_WEIGHT = {"fr": 0.3, "en": 0.5, "other": 0.5}
 STATIC_C = 8.0
 # Binary sources (reviews: no neutral) weigh this much in the static head's class balance (see static_groups).
 BINARY_SOURCE_WEIGHT = 0.3
+# Fewer held-out rows than this fit a temperature to noise (55 comments gave 8 rows and a temperature of 0.2,
+# the grid's edge: every label near-certain); below it the temperature stays 1.
+MIN_CALIBRATION_ROWS = 30
+STATIC_CALIBRATION = 0.2
 
 
 def static_groups(langs: Sequence[str], labels: Sequence[str], sources: Sequence[str] | None
@@ -90,7 +94,8 @@ def train_fast(
     x = featurizer.transform(texts, langs)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
-    n_cal = int(len(y) * calibration_share) if len(y) >= 50 else 0
+    n_cal = int(len(y) * calibration_share)
+    n_cal = n_cal if n_cal >= MIN_CALIBRATION_ROWS else 0
     temperature = 1.0
     if n_cal:
         cal, fit = order[:n_cal], order[n_cal:]
@@ -113,8 +118,9 @@ def train_fast(
             progress(f"fitting the static word-vector head ({name})")
             docs = [featurizer.tokens(t, lang)[0] for t, lang in zip(texts, langs, strict=True)]
             groups, group_weights = static_groups(langs, labels, sources)
+            share = STATIC_CALIBRATION if len(y) * STATIC_CALIBRATION >= MIN_CALIBRATION_ROWS else 0.0
             head = fit_head(table.embed_tokens(docs), labels, langs, c=static_c, groups=groups,
-                            group_weights=group_weights, calibration_fraction=0.2 if len(y) >= 50 else 0.0, seed=seed,
+                            group_weights=group_weights, calibration_fraction=share, seed=seed,
                             meta={"c": static_c, "binary_source_weight": BINARY_SOURCE_WEIGHT})
             static = StaticPart(name, table, head, dict(hashed_weight or HASHED_WEIGHT))
         else:
