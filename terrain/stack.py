@@ -133,13 +133,29 @@ class Stack:
     def state_file(self) -> Path:
         return self.home / "stack.json"
 
+    def home_token(self) -> str:
+        """The API token kept in the home, made on the first start and readable by its owner only, so an
+        exported header and a script keep working from one `terrain up` to the next on the same home (a
+        new token each start answered them 401)."""
+        path = self.home / "api-token"
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            token = ""
+        if not token:
+            token = secrets.token_urlsafe(18)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(token + "\n")
+        return token
+
     def start(self, ready_timeout_s: float = 90.0) -> None:
         t0 = time.monotonic()
         self.lock_home()
         for svc in discover_services():
             self.ports[svc.name] = int(self.env.get(svc.port_env, svc.default_port))
         self.check_ports()
-        self.token = self.env.get("TERRAIN_API_TOKEN") or secrets.token_urlsafe(18)
+        self.token = self.env.get("TERRAIN_API_TOKEN") or self.home_token()
         if self.env.get("TERRAIN_KAFKA_BOOTSTRAP_SERVERS"):
             self.bootstrap = self.env["TERRAIN_KAFKA_BOOTSTRAP_SERVERS"]
             self.say(f"broker      external at {self.bootstrap}")

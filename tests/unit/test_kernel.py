@@ -323,3 +323,18 @@ async def test_a_broker_client_that_never_stops_does_not_hang_the_service_stop(m
     await rt.stop()
     assert stopped["asked"] and time.monotonic() - began < 5
     assert any("did not stop within" in r.getMessage() for r in caplog.records)
+
+
+def test_the_api_token_is_kept_in_the_home_for_its_owner_only(tmp_path):
+    import stat
+
+    from terrain.stack import Stack
+
+    first = Stack(home=tmp_path, env={}).home_token()
+    assert len(first) >= 20
+    # The same home gives the same token on the next start: an exported header keeps working.
+    assert Stack(home=tmp_path, env={}).home_token() == first
+    assert stat.S_IMODE((tmp_path / "api-token").stat().st_mode) == 0o600
+    other = tmp_path / "other"
+    other.mkdir()
+    assert Stack(home=other, env={}).home_token() != first  # each home its own
