@@ -193,3 +193,16 @@ def test_too_few_rows_to_hold_out_leave_both_temperatures_at_one(tiny_table: Sta
                        config=TINY_CONFIG, static_table=("tiny", tiny_table))
     assert model.metadata["training"]["calibration_share"] == 0.15
     assert model.temperature != 1.0 and model.static is not None and model.static.head.temperature != 1.0
+
+
+def test_sample_weights_reach_the_static_head(tiny_table: StaticTable) -> None:
+    # The same rows, the negative ones weighted 20 times: the static head must lean further toward negative.
+    rows = tiny_rows() * 7
+    texts, labels = [t for t, _ in rows], [lab for _, lab in rows]
+    plain = train_fast(texts, ["fr"] * len(rows), labels, config=TINY_CONFIG, static_table=("tiny", tiny_table))
+    heavy = train_fast(texts, ["fr"] * len(rows), labels, config=TINY_CONFIG, static_table=("tiny", tiny_table),
+                       sample_weight=[20.0 if lab == "negative" else 1.0 for lab in labels])
+    assert plain.static is not None and heavy.static is not None
+    probe = [(["horaires", "super"], "")]
+    neg = CLASSES.index("negative")
+    assert heavy.static.proba(probe, ["fr"])[0, neg] > plain.static.proba(probe, ["fr"])[0, neg]

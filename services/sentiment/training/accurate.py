@@ -33,10 +33,12 @@ def cell_weights(labels: Sequence[str], groups: Sequence[str],
 def fit_head(embeddings: np.ndarray, labels: Sequence[str], langs: Sequence[str], *, c: float = 4.0,
              use_lang: bool = True, groups: Sequence[str] | None = None,
              group_weights: dict[str, float] | None = None, calibration_fraction: float = 0.2,
-             prefix: str = "passage", seed: int = 0, meta: dict[str, Any] | None = None) -> LogisticHead:
+             prefix: str = "passage", seed: int = 0, meta: dict[str, Any] | None = None,
+             sample_weight: Sequence[float] | None = None) -> LogisticHead:
     """Train the head on precomputed embeddings. `groups` name the kind of each example for the class
-    balancing (default: its language bucket; see cell_weights). The temperature is fitted on a held-out part
-    of the data with a head trained on the rest; the returned head is then refitted on everything."""
+    balancing (default: its language bucket; see cell_weights); `sample_weight` multiplies that balance row
+    by row (a user's `--source-weight`). The temperature is fitted on a held-out part of the data with a head
+    trained on the rest; the returned head is then refitted on everything."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 
@@ -44,6 +46,9 @@ def fit_head(embeddings: np.ndarray, labels: Sequence[str], langs: Sequence[str]
     x = features(embeddings, langs, use_lang)
     groups = list(groups) if groups is not None else [lang_bucket(g) for g in langs]
     w = cell_weights(labels, groups, group_weights)
+    if sample_weight is not None:
+        w = w * np.asarray(sample_weight, dtype=np.float64)
+        w *= len(w) / w.sum()
 
     def fit(idx: np.ndarray) -> LogisticRegression:
         model = LogisticRegression(C=c, max_iter=2000)

@@ -76,9 +76,9 @@ def train_fast(
 
     With `static_table` (its name and the table), a logistic head on the texts' static word vectors is trained
     too (its own temperature on a held-out fifth, classes balanced per `static_groups`, from each row's
-    `sources` entry when given) and averaged with the hashed model at predict time, `hashed_weight` per
-    language; it needs all three classes, so on binary data the model is the hashed one alone (the metadata
-    says so).
+    `sources` entry when given, times `sample_weight`) and averaged with the hashed model at predict time,
+    `hashed_weight` per language; it needs all three classes, so on binary data the model is the hashed one
+    alone (the metadata says so).
     Labels must be in CLASSES; a class may be absent (binary data) but at least two must occur.
     """
     config = config or FeatureConfig()
@@ -121,6 +121,7 @@ def train_fast(
             share = STATIC_CALIBRATION if len(y) * STATIC_CALIBRATION >= MIN_CALIBRATION_ROWS else 0.0
             head = fit_head(table.embed_tokens(docs), labels, langs, c=static_c, groups=groups,
                             group_weights=group_weights, calibration_fraction=share, seed=seed,
+                            sample_weight=weights,
                             meta={"c": static_c, "binary_source_weight": BINARY_SOURCE_WEIGHT})
             static = StaticPart(name, table, head, dict(hashed_weight or HASHED_WEIGHT))
         else:
