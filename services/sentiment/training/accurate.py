@@ -34,7 +34,7 @@ def fit_head(embeddings: np.ndarray, labels: Sequence[str], langs: Sequence[str]
              use_lang: bool = True, groups: Sequence[str] | None = None,
              group_weights: dict[str, float] | None = None, calibration_fraction: float = 0.2,
              prefix: str = "passage", seed: int = 0, meta: dict[str, Any] | None = None,
-             sample_weight: Sequence[float] | None = None) -> LogisticHead:
+             sample_weight: Sequence[float] | np.ndarray | None = None) -> LogisticHead:
     """Train the head on precomputed embeddings. `groups` name the kind of each example for the class
     balancing (default: its language bucket; see cell_weights); `sample_weight` multiplies that balance row
     by row (a user's `--source-weight`). The temperature is fitted on a held-out part of the data with a head
