@@ -27,10 +27,16 @@ from sklearn.utils import murmurhash3_32
 
 from services.sentiment.calibration import softmax
 from services.sentiment.scorers.accurate import LogisticHead
-from services.sentiment.scorers.base import CLASSES, MAX_DRIVERS, ScoreInput, sentiment_from_proba
+from services.sentiment.scorers.base import (
+    CLASSES,
+    MAX_DRIVERS,
+    ScoreInput,
+    save_arrays_and_card,
+    sentiment_from_proba,
+)
 from services.sentiment.scorers.language import language_of
 from services.sentiment.scorers.static import MODELS_DIR as TABLES_DIR
-from services.sentiment.scorers.static import StaticTable
+from services.sentiment.scorers.static import StaticTable, load_table_at
 from services.sentiment.textnorm import NEG_CUES, NEG_PREFIX, NormConfig, normalize, surface
 from terrain.contracts import Sentiment
 
@@ -267,25 +273,19 @@ def save_model(model: LinearModel, path: str | Path) -> Path:
     if path.suffix != ".npz":
         path = path.with_suffix(".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
-    static: dict[str, Any] = {}  # Any: numpy's stub would bind a ** of arrays to savez's allow_pickle
+    arrays = {"columns": model.columns.astype(np.int32), "weights": model.weights.astype(np.float16),
+              "intercept": model.intercept.astype(np.float32),
+              "temperature": np.array([model.temperature], dtype=np.float32)}
     if model.static is not None:
-        static = {"static_coef": model.static.head.coef.astype(np.float32),
-                  "static_intercept": model.static.head.intercept.astype(np.float32)}
-    np.savez_compressed(
-        path,
-        columns=model.columns.astype(np.int32),
-        weights=model.weights.astype(np.float16),
-        intercept=model.intercept.astype(np.float32),
-        temperature=np.array([model.temperature], dtype=np.float32),
-        **static,
-    )
+        arrays |= {"static_coef": model.static.head.coef.astype(np.float32),
+                   "static_intercept": model.static.head.intercept.astype(np.float32)}
     meta = dict(model.metadata)
     meta.pop("static", None)
     meta.update({"format": FORMAT, "format_version": FORMAT_VERSION, "classes": list(CLASSES),
                  "features": model.config.to_json(), "temperature": model.temperature})
     if model.static is not None:
         meta["static"] = model.static.to_json()
-    path.with_suffix(".json").write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    save_arrays_and_card(path, arrays, meta)
     return path
 
 
@@ -329,7 +329,7 @@ def _load_static(path: Path, card: dict[str, Any], arrays: dict[str, np.ndarray]
     if not name or stem is None:
         raise ModelFileError(f"{path}: static word table {name!r} not found beside it nor in {TABLES_DIR}")
     try:
-        table = _table(stem)
+        table = load_table_at(stem)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelFileError(f"{stem}: {exc}") from exc
     extra = {k: v for k, v in card.items() if k not in ("table", "temperature", "use_lang", "hashed_weight")}
@@ -339,11 +339,6 @@ def _load_static(path: Path, card: dict[str, Any], arrays: dict[str, np.ndarray]
     if head.coef.shape != (len(CLASSES), table.dim + (3 if head.use_lang else 0)):
         raise ModelFileError(f"{path}: static head of shape {head.coef.shape} does not fit table {name}")
     return StaticPart(name, table, head, {k: float(v) for k, v in card["hashed_weight"].items()})
-
-
-@functools.cache
-def _table(stem: Path) -> StaticTable:
-    return StaticTable.load(stem)
 
 
 # --- the scorer ---------------------------------------------------------------------------------------

@@ -156,7 +156,12 @@ class StaticTable:
         return cls(tuple(words), codes, scales, sif_weights(counts), dict(meta or {}))
 
 
-@functools.cache
 def load_table(name: str = DEFAULT_TABLE) -> StaticTable:
     """A shipped table by name (once per process)."""
-    return StaticTable.load(MODELS_DIR / name)
+    return load_table_at(MODELS_DIR / name)
+
+
+@functools.cache
+def load_table_at(stem: Path) -> StaticTable:
+    """The table stored at `<stem>.npz`/`.json`, loaded once per process whoever asks (training, a model file)."""
+    return StaticTable.load(stem)

@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from services.sentiment.calibration import fit_temperature
+from services.sentiment.scorers.accurate import lang_bucket
 from services.sentiment.scorers.base import CLASSES
 from services.sentiment.scorers.fast import FeatureConfig, Featurizer, LinearModel, StaticPart
 from services.sentiment.scorers.static import StaticTable
@@ -33,8 +34,6 @@ def static_groups(langs: Sequence[str], labels: Sequence[str], sources: Sequence
     a short French text is neutral (the long binary reviews owned the other two classes), and French tweets
     fell from 0.63 to 0.51 cross-validated; by source, 0.58; this grouping is what the fast tier was measured
     with (bench/README.md, static word vectors)."""
-    from services.sentiment.scorers.accurate import lang_bucket
-
     rows_sources = list(sources) if sources is not None else [""] * len(labels)
     seen: dict[str, set[str]] = {}
     for source, label in zip(rows_sources, labels, strict=True):
@@ -91,7 +90,8 @@ def train_fast(
     weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     featurizer = Featurizer(config)
     progress(f"featurising {len(texts)} texts")
-    x = featurizer.transform(texts, langs)
+    docs = [featurizer.tokens(t, lang) for t, lang in zip(texts, langs, strict=True)]
+    x = featurizer.transform_tokens(docs)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
     n_cal = int(len(y) * calibration_share)
@@ -116,10 +116,9 @@ def train_fast(
         if len(set(y.tolist())) == len(CLASSES):
             name, table = static_table
             progress(f"fitting the static word-vector head ({name})")
-            docs = [featurizer.tokens(t, lang)[0] for t, lang in zip(texts, langs, strict=True)]
             groups, group_weights = static_groups(langs, labels, sources)
             share = STATIC_CALIBRATION if len(y) * STATIC_CALIBRATION >= MIN_CALIBRATION_ROWS else 0.0
-            head = fit_head(table.embed_tokens(docs), labels, langs, c=static_c, groups=groups,
+            head = fit_head(table.embed_tokens([words for words, _ in docs]), labels, langs, c=static_c, groups=groups,
                             group_weights=group_weights, calibration_fraction=share, seed=seed,
                             sample_weight=weights,
                             meta={"c": static_c, "binary_source_weight": BINARY_SOURCE_WEIGHT})
