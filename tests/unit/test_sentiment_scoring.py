@@ -155,3 +155,36 @@ def test_french_set_phrases_do_not_mislead_the_lexicon(scorer: LexiconScorer, te
         assert s.label.value != not_label, s
     if label is not None:
         assert s.label.value == label, s
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        # Words whose lexicon valence was borrowed from an English look-alike now count for nothing.
+        ("C'est abusé, les prix ont encore augmenté", "negative"),  # "prix" is not "prize"
+        ("Une fois de plus, rien à signaler sur le parking", "neutral"),  # "fois", "sur"
+        ("Nouvelle adresse à partir de janvier, même équipe", "neutral"),
+        ("On sera là, sans faute", "neutral"),
+        # Praise the port took for an intensifier.
+        ("Super !", "positive"),
+        ("C'est super !!!", "positive"),
+        ("Un concert extra", "positive"),
+        # 🔥 is praise on a page, not a fire.
+        ("Trop hâte d'y être 🔥🔥", "neutral"),
+        ("This is 🔥", "neutral"),
+    ],
+)
+def test_borrowed_valences_and_praise(scorer: LexiconScorer, text: str, label: str):
+    lang = "en" if text.startswith("This") else "fr"
+    assert scorer.score_one(ScoreInput(text, lang)).label.value == label
+
+
+def test_punctuation_alone_does_not_make_french_negative(scorer: LexiconScorer):
+    # No word of it carries a feeling: exclamation marks, question marks and dots leave it neutral.
+    for text in ("Vivement l'an prochain !!", "Quoi ???", "On en reparle demain..."):
+        s = scorer.score_one(ScoreInput(text, "fr"))
+        assert (s.label, s.score) == (SentimentLabel.neutral, 0.0), (text, s)
+    # A text with a feeling keeps the port's emphasis: more marks, a stronger score.
+    plain = scorer.score_one(ScoreInput("C'est nul", "fr")).score
+    loud = scorer.score_one(ScoreInput("C'est nul !!!", "fr")).score
+    assert loud < plain < 0
