@@ -11,8 +11,8 @@ expected: nothing in it breaks a charter). Then every disagreement. Usage:
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -27,7 +27,13 @@ FLOOR = RespondRules().min_confidence
 
 
 def main() -> None:
-    names = sys.argv[1:] or list(SCORER_NAMES)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scorers", nargs="*", metavar="scorer",
+                        help=f"one of {', '.join(SCORER_NAMES)} (default: every scorer)")
+    names = parser.parse_args().scorers or list(SCORER_NAMES)
+    unknown = [n for n in names if n not in SCORER_NAMES]
+    if unknown:
+        parser.error(f"unknown scorer(s) {', '.join(unknown)}; known: {', '.join(SCORER_NAMES)}")
     rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
     kinds = sorted({r["kind"] for r in rows})
     calm = sum(r["label"] != "negative" for r in rows)

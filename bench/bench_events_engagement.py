@@ -10,10 +10,10 @@ embedded PostgreSQL in a temporary folder. Usage:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import random
-import sys
 import tempfile
 import time
 import uuid
@@ -100,8 +100,11 @@ async def run(url: str, n: int, batch: int) -> None:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
-    batch = int(sys.argv[2]) if len(sys.argv) > 2 else 500
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("n", nargs="?", type=int, default=20_000, help="rows (default: 20,000)")
+    parser.add_argument("batch", nargs="?", type=int, default=500, help="rows per batch (default: 500)")
+    args = parser.parse_args()
+    n, batch = args.n, args.batch
     url = os.environ.get("TERRAIN_DATABASE_URL")
     if url:
         asyncio.run(run(url, n, batch))

@@ -7,9 +7,9 @@ first post to the last scored message seen on terrain.comments.scored.v1). Usage
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 import uuid
@@ -55,7 +55,9 @@ async def count_scored(bootstrap: str, run: str, expect: int, timeout_s: float) 
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("n", nargs="?", type=int, default=5000, help="comments (default: 5,000)")
+    n = parser.parse_args().n
     env = {f"TERRAIN_{s.name.upper()}_PORT": str(free_port()) for s in SERVICES}
     env.update({"TERRAIN_TANSU_PORT": "0", "PATH": "/usr/bin:/bin"})
     import os

@@ -11,10 +11,11 @@ F0.5); the default policy's 0.5 is the lexicon scorer's. Usage:
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
+from services.sentiment.scorers import SCORER_NAMES
 from services.sentiment.scoring import ScoreInput, make_scorer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentiment"
@@ -43,7 +44,13 @@ def curve(scorer_name: str, rows: list[dict[str, str]]) -> list[tuple[float, flo
 
 
 def main() -> None:
-    names = sys.argv[1:] or ["lexicon", "fast"]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scorers", nargs="*", metavar="scorer",
+                        help=f"one of {', '.join(SCORER_NAMES)} (default: lexicon fast)")
+    names = parser.parse_args().scorers or ["lexicon", "fast"]
+    unknown = [n for n in names if n not in SCORER_NAMES]
+    if unknown:
+        parser.error(f"unknown scorer(s) {', '.join(unknown)}; known: {', '.join(SCORER_NAMES)}")
     sets = {"dev_fr": DATA / "dev_fr.jsonl", "dev_en": DATA / "dev_en.jsonl", "brand_smoke": SMOKE}
     missing = [str(p) for p in sets.values() if not p.exists()]
     if missing:

@@ -8,8 +8,8 @@ per-label F1. Also prints how often the insult/threat flags fire on the French h
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,7 +48,11 @@ def f1_per_label(gold: list[str], pred: list[str]) -> dict[str, float]:
 
 
 def main() -> None:
-    data = Path(sys.argv[1]) if len(sys.argv) > 1 else DATA
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", nargs="?", type=Path, default=DATA, help=f"labelled files (default: {DATA})")
+    data = parser.parse_args().data
+    if not (data / "dev_fr.jsonl").is_file():
+        parser.error(f"no dev_fr.jsonl in {data}")
     scorer = LexiconScorer()
     print(f"scorer {scorer.model_version}; best of {REPEATS} runs")
     for name in ("dev_fr.jsonl", "dev_en.jsonl"):

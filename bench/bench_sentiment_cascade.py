@@ -13,8 +13,8 @@ and a warm cache would report cache speed instead of model speed.
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +74,11 @@ def recall(gold: list[str], pred: list[str], label: str) -> float:
 
 
 def main() -> None:
-    data = Path(sys.argv[1]) if len(sys.argv) > 1 else DATA
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", nargs="?", type=Path, default=DATA, help=f"labelled files (default: {DATA})")
+    data = parser.parse_args().data
+    if not (data / "dev_fr.jsonl").is_file():
+        parser.error(f"no dev_fr.jsonl in {data}")
     fr, en = load(data, "dev_fr.jsonl"), load(data, "dev_en.jsonl")
     sets = {"frt": [r for r in fr if not is_review(r)], "frr": [r for r in fr if is_review(r)], "en": en}
     fast, accurate = FastScorer(), EmbeddingScorer()

@@ -114,6 +114,9 @@ def measure(name: str, factory_path: str, data: Path) -> dict[str, object]:
 
 def main() -> None:
     args = sys.argv[1:]
+    if {"-h", "--help"} & set(args):
+        print(__doc__)
+        return
     if args and args[0] == "--one":  # child mode
         name, data = args[1], Path(args[2])
         print(json.dumps(measure(name, dict(SCORERS)[name], data)))
