@@ -88,14 +88,22 @@ def _mask_iban(iban: str) -> str:
     return compact[:4] + "*" * (len(compact) - 7) + compact[-3:]
 
 
+# Cheap exact gates before the patterns, which scan the text from every position: a phone number, an IBAN or
+# an amount holds a digit, an e-mail address an "@", a link a "/" or "www". Most comments hold none.
+_DIGIT = re.compile(r"\d")
+
+
 def personal_data(text: str) -> Flag | None:
     """Phone numbers, e-mail addresses and (checksum-valid) IBANs; evidence masked."""
-    ibans = [m for m in _IBAN.finditer(text) if iban_is_valid(m.group())]
+    has_digit = _DIGIT.search(text) is not None
+    if not has_digit and "@" not in text:
+        return None
+    ibans = [m for m in _IBAN.finditer(text) if iban_is_valid(m.group())] if has_digit else []
     found = [(IBAN_CONFIDENCE, "IBAN " + _mask_iban(m.group())) for m in ibans]
     # An IBAN's digits can look like a phone number: drop phone matches inside a valid IBAN.
     spans = [m.span() for m in ibans]
     for pattern, confidence in ((_PHONE_FR, PHONE_FR_CONFIDENCE), (_PHONE_INTL, PHONE_INTL_CONFIDENCE)):
-        for m in pattern.finditer(text):
+        for m in pattern.finditer(text) if has_digit else ():
             if not any(a <= m.start() < b for a, b in spans):
                 found.append((confidence, "phone " + _mask_digits(m.group())))
     for m in _EMAIL.finditer(text):
@@ -135,14 +143,44 @@ def _alternation(words: Iterable[str]) -> str:
     return "|".join(sorted(escaped, key=len, reverse=True))
 
 
-def _terms(words: Iterable[str]) -> re.Pattern[str]:
-    return re.compile(r"(?<![\w])(?:" + _alternation(words) + r")(?![\w])")
+_WORD = re.compile(r"\w+")
 
 
-def _matches(pattern: re.Pattern[str], variants: list[str]) -> list[str]:
+@dataclass(frozen=True)
+class WordList:
+    """A word list's pattern, and a key word per term: the term's longest word. A term matches only where each
+    of its words stands whole in the text, so a text holding no key word is not scanned (most comments; the
+    scan, tried from every position of the text, cost more than the sentiment model's own arithmetic)."""
+
+    pattern: re.Pattern[str]
+    keys: frozenset[str]
+    terms: tuple[str, ...]
+
+
+def _terms(words: Iterable[str]) -> WordList:
+    words = list(words)
+    keys = {max(_WORD.findall(w), key=len, default="") for w in words}
+    if "" in keys:
+        raise ValueError("every term of a word list holds a letter or digit")
+    return WordList(re.compile(r"(?<![\w])(?:" + _alternation(words) + r")(?![\w])"), frozenset(keys), tuple(words))
+
+
+@functools.lru_cache(maxsize=1024)
+def _words_of(variant: str) -> frozenset[str]:
+    """The whole words of a normalised text, cached: each word list of the charter asks for them."""
+    return frozenset(_WORD.findall(variant))
+
+
+def _matches(pattern: re.Pattern[str] | WordList, variants: list[str]) -> list[str]:
     seen: dict[str, None] = {}
     for variant in variants:
-        for m in pattern.finditer(variant):
+        if isinstance(pattern, WordList):
+            if pattern.keys.isdisjoint(_words_of(variant)):
+                continue
+            regex = pattern.pattern
+        else:
+            regex = pattern
+        for m in regex.finditer(variant):
             seen.setdefault(re.sub(r"\s+", " ", m.group()), None)
     return list(seen)
 
@@ -177,9 +215,9 @@ def spam(text: str, variants: list[str] | None = None) -> Flag | None:
     (2 points → 0.6: a link and one scam word, or two scam words; 4 points → 0.9)."""
     variants = variants or normalise(text)
     terms = _matches(_SCAM_TERMS, variants)
-    has_link = bool(_LINK.search(text))
+    has_link = ("/" in text or "www" in text.lower()) and _LINK.search(text) is not None
     points = (1.0 if has_link else 0.0) + min(3, len(terms))
-    points += 0.5 if _MONEY.search(text) else 0.0
+    points += 0.5 if _DIGIT.search(text) and _MONEY.search(text) else 0.0
     repeated = bool(_REPEATED.search(text))
     points += 0.5 if repeated else 0.0
     if points < SPAM_MIN_POINTS:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from services.sentiment import charter
 from services.sentiment.charter import flags_for, iban_is_valid
 
 
@@ -150,3 +153,38 @@ def test_flags_are_one_per_kind_in_a_fixed_order():
     assert [f.kind for f in flags_for(text, hate_model=None)] == ["insult", "threat", "spam", "personal_data"]
     assert [f.kind for f in flags_for(text + " sale bougnoule", hate_model=None)] == [
         "insult", "hate", "threat", "spam", "personal_data"]
+
+
+# --- the cheap gates before the patterns change no answer -----------------------------------------------
+
+_LISTS = [charter._SCAM_TERMS, charter._SLURS, charter._INSULTS_STRONG, charter._INSULTS_MILD]
+_FILLERS = ["vous", "you", "ta", "sale", "de", "free", "06", "12", "@", "www", "/", ".", "!", "'", " ", "€"]
+
+
+def _ungated(wl: charter.WordList, variants: list[str]) -> list[str]:
+    return charter._matches(wl.pattern, variants)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([*_FILLERS, "connard", "ta gueule", "gagnez", "sales arabes", "f*ck you",
+                                  "piece of shit", "stupid", "click here", "vous avez gagne"]), max_size=12))
+def test_word_list_gate_finds_what_the_pattern_finds(parts: list[str]):
+    text = " ".join(parts)
+    variants = charter.normalise(text)
+    for wl in _LISTS:
+        assert charter._matches(wl, variants) == _ungated(wl, variants), (text, wl.pattern.pattern[:40])
+
+
+def test_every_term_passes_its_own_gate():
+    for wl in _LISTS:
+        for term in wl.terms:
+            assert charter._matches(wl, charter.normalise(f"oh {term} !")) == [term], term
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["ecris-moi: jeanne@example.org", "WWW.promo-cadeau.com/gagnez maintenant, gratuit", "gratuit 50€ cliquez",
+     "Appelez le 06 12 34 56 78"],
+)
+def test_gated_rules_still_fire(text: str):
+    assert {f.kind for f in flags_for(text)} & {"personal_data", "spam"}

@@ -57,13 +57,14 @@ def sentiment_from_proba(
 ) -> Sentiment:
     """A Sentiment from one row of class probabilities (CLASSES order): label = argmax, score = P(positive) −
     P(negative), confidence = the label's (calibrated) probability."""
-    row = np.asarray(proba_row, dtype=np.float64)
-    best = int(np.argmax(row))
-    score = float(np.clip(row[2] - row[0], -1.0, 1.0))
+    # Plain floats: numpy's argmax and clip on a 3-vector cost more than the arithmetic, once per comment.
+    row = [float(p) for p in proba_row]
+    best = max(range(len(row)), key=row.__getitem__)  # the first of equal maxima, as argmax
+    score = min(1.0, max(-1.0, row[2] - row[0]))
     return Sentiment(
         label=SentimentLabel(CLASSES[best]),
         score=round(score, 4),
-        confidence=round(float(np.clip(row[best], 0.0, 1.0)), 4),
+        confidence=round(min(1.0, max(0.0, row[best])), 4),
         lang=lang,
         model_version=model_version,
         drivers=list(drivers)[:MAX_DRIVERS],
