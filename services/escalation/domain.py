@@ -16,6 +16,7 @@ comments are recorded and counted but page nobody) and deadlines.
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -332,7 +333,13 @@ def charter_flags(msg: ScoredCommentMessage, policy: CommunityPolicy) -> tuple[s
 def author_key(msg: ScoredCommentMessage) -> str | None:
     """A pseudonymous key for the author within the community: history without keeping who it is."""
     c = msg.comment
-    return derived_id("author", c.community_id, c.source.lower(), c.author_id) if c.author_id else None
+    return _author_key(c.community_id, c.source.lower(), c.author_id) if c.author_id else None
+
+
+@functools.lru_cache(maxsize=65_536)
+def _author_key(community_id: str, source: str, author_id: str) -> str:
+    # A hash per call, twice per comment (loading the batch's state, then deciding), and authors repeat.
+    return derived_id("author", community_id, source, author_id)
 
 
 def reach(msg: ScoredCommentMessage) -> int:
