@@ -324,19 +324,29 @@ def _score_one_by_one(scorer: Any, items: list[Any], _first: Exception) -> list[
 
 @sentiment_app.command()
 def score(
+    texts: Annotated[list[str] | None, typer.Argument(
+        help="Texts to score, one answer line each; without any, JSON lines are read from stdin.",
+        show_default=False)] = None,
     scorer: Annotated[str, typer.Option(help=f"Scorer: {', '.join(SCORER_NAMES)}.")] = DEFAULT_SCORER,
     model: Annotated[Path | None, typer.Option(help="Model file for a learned scorer (default: shipped).")] = None,
     charter_models: Annotated[bool, typer.Option(
         help="Use the shipped hostility and identity-hate models for the insult and hate flags (research-only "
              "data terms); --no-charter-models: rules only.")] = True,
 ) -> None:
-    """Score JSON lines {"text", "lang"?} from stdin; one JSON line out per line in, in order: the sentiment
-    and its charter flags."""
+    """Score JSON lines {"text", "lang"?} from stdin, or the texts given as arguments; one JSON line out per
+    text, in order: the sentiment and its charter flags."""
     from services.sentiment import charter
 
     chosen = _make_scorer(scorer, model)
     models = charter.charter_models(charter_models)
-    errors = score_lines(chosen, sys.stdin, sys.stdout, lambda text: charter.flags_with(models, text))
+    if texts:
+        lines: Iterable[str] = [json.dumps({"text": t}, ensure_ascii=False) for t in texts]
+    else:
+        if sys.stdin.isatty():
+            err.print('reading JSON lines {"text": ..., "lang"?: ...} from stdin (Ctrl-D to end); '
+                      'or pass the texts as arguments')
+        lines = sys.stdin
+    errors = score_lines(chosen, lines, sys.stdout, lambda text: charter.flags_with(models, text))
     if errors:
         err.print(f"{errors} line(s) could not be scored (see their \"error\" field)")
         raise typer.Exit(1)

@@ -69,6 +69,17 @@ def test_score_with_the_lexicon_scorer() -> None:
     assert json.loads(result.stdout.splitlines()[0])["label"] == "positive"
 
 
+def test_score_takes_texts_as_arguments_in_order() -> None:
+    result = runner.invoke(app, ["sentiment", "score", "--scorer", "lexicon", "--no-charter-models",
+                                 "C'est super !", "Service déplorable, je suis furieux", "Appelez le 06 12 34 56 78"],
+                           input="")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["label"] for r in rows[:2]] == ["positive", "negative"]
+    assert [f["kind"] for f in rows[2]["flags"]] == ["personal_data"]
+    assert len(rows) == 3
+
+
 def test_eval_prints_macro_f1_and_by_source(trained: Path, tmp_path: Path) -> None:
     rows = [{"text": "génial la boutique", "label": "positive", "source": "a"},
             {"text": "arnaque la livraison", "label": "negative", "source": "a"},
