@@ -231,11 +231,11 @@ def serve(service: Annotated[str, typer.Argument(help="An installed service: ing
 
 @app.command()
 def bench(
-    n: Annotated[int, typer.Option("--n", "-n", help="Comments for the throughput phase.")] = 20_000,
-    rate: Annotated[int, typer.Option(help="Comments/s offered in the latency phase.")] = 1_000,
-    seconds: Annotated[float, typer.Option(help="Length of the latency phase (0: none).")] = 10.0,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Comments for the throughput phase.")] = 20_000,
+    rate: Annotated[int, typer.Option(min=1, help="Comments/s offered in the latency phase.")] = 1_000,
+    seconds: Annotated[float, typer.Option(min=0.0, help="Length of the latency phase (0: none).")] = 10.0,
     scorer: Annotated[str, typer.Option(help="The sentiment scorer the services use.")] = "fast",
-    partitions: Annotated[int, typer.Option(help="Partitions per topic.")] = 4,
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions per topic.")] = 4,
     setting: Annotated[
         list[str] | None, typer.Option("--set", help="A service setting, NAME=VALUE (TERRAIN_ prefix optional).")
     ] = None,
@@ -270,7 +270,11 @@ def bench(
         raise typer.BadParameter("needs py-spy on PATH (pip install py-spy)", param_hint="--profile")
     cfg = BenchConfig(n=n, rate=rate, latency_seconds=seconds, scorer=scorer, partitions=partitions,
                       service_env=env, profile_dir=profile, extra_replicas=extra)
-    result = run(cfg, say=lambda line: console.print(line, soft_wrap=True))
+    try:
+        result = run(cfg, say=lambda line: console.print(line, soft_wrap=True))
+    except RuntimeError as exc:  # a service that could not start has said why above
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
     for part in render(result):
         console.print(part)
     if json_out is not None:

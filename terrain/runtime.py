@@ -8,11 +8,12 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from terrain import db, telemetry
 from terrain.kafka import BatchConsumer, Publisher, ensure_topics, make_broker
@@ -253,6 +254,38 @@ def tune_gc(young: int) -> None:
     if young:
         _, older, oldest = gc.get_threshold()
         gc.set_threshold(young, older, oldest)
+
+
+T = TypeVar("T")
+CONFIG_EXIT_CODE = 2  # as a command line's usage error: fix the configuration, do not restart in a loop
+
+
+def _setting_error(err: Any) -> str:
+    """One pydantic error on a settings field, named as the environment variable that sets it."""
+    name = "TERRAIN_" + "_".join(str(part) for part in err["loc"]).upper() if err["loc"] else "settings"
+    given = err.get("input")
+    shown = f" (got {given!r})" if isinstance(given, str | int | float) else ""
+    return f"{name}: {err['msg']}{shown}"
+
+
+def _config_exit(service: str, reason: str) -> NoReturn:
+    import sys
+
+    print(f"{service}: cannot start: {reason}", file=sys.stderr, flush=True)
+    raise SystemExit(CONFIG_EXIT_CODE)
+
+
+def configured(service: str, make: Callable[[], T]) -> T:
+    """Run a start-up step of a service (reading its settings, loading its models, its policy file): a bad
+    setting or file ends the process with one line that names it, and exit code 2, not a traceback. The
+    traceback stays available in the debug log (TERRAIN_LOG_LEVEL=DEBUG)."""
+    try:
+        return make()
+    except ValidationError as exc:
+        _config_exit(service, "; ".join(_setting_error(e) for e in exc.errors(include_url=False)))
+    except (ValueError, OSError) as exc:
+        log.debug("start-up failed", exc_info=True)
+        _config_exit(service, str(exc) or type(exc).__name__)
 
 
 def serve(app: FastAPI, settings: TerrainSettings, port: int) -> None:

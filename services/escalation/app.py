@@ -337,8 +337,8 @@ def build_app(
 
 
 def main() -> None:
-    from terrain.runtime import serve
+    from terrain.runtime import configured, serve
 
-    settings = EscalationSettings()
+    settings = configured(SERVICE, EscalationSettings)
     telemetry.configure_logging(settings, SERVICE)
-    serve(build_app(settings), settings, settings.escalation_port)
+    serve(configured(SERVICE, lambda: build_app(settings)), settings, settings.escalation_port)

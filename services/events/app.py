@@ -219,8 +219,8 @@ def build_app(
 
 
 def main() -> None:
-    from terrain.runtime import serve
+    from terrain.runtime import configured, serve
 
-    settings = EventsSettings()
+    settings = configured(SERVICE, EventsSettings)
     telemetry.configure_logging(settings, SERVICE)
-    serve(build_app(settings), settings, settings.events_port)
+    serve(configured(SERVICE, lambda: build_app(settings)), settings, settings.events_port)

@@ -247,8 +247,8 @@ def build_app(
 
 
 def main() -> None:
-    from terrain.runtime import serve
+    from terrain.runtime import configured, serve
 
-    settings = IngestSettings()
+    settings = configured(SERVICE, IngestSettings)
     telemetry.configure_logging(settings, SERVICE)
-    serve(build_app(settings), settings, settings.ingest_port)
+    serve(configured(SERVICE, lambda: build_app(settings)), settings, settings.ingest_port)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
 from services.sentiment import charter, corrections, metrics, repository
 from services.sentiment.charter import Flag
@@ -50,6 +50,13 @@ class SentimentSettings(TerrainSettings):
         "past it a comment keeps the fast tier's result and its version). Default: no limit, so the same "
         "comment always gets the same score.",
     )
+
+    @field_validator("sentiment_scorer")
+    @classmethod
+    def _known_scorer(cls, value: str) -> str:
+        if value not in SCORER_NAMES:
+            raise ValueError(f"unknown scorer {value!r}; known: {', '.join(SCORER_NAMES)}")
+        return value
 
 
 class ScoreRequest(Contract):
@@ -155,8 +162,8 @@ def build_app(
 
 
 def main() -> None:
-    from terrain.runtime import serve
+    from terrain.runtime import configured, serve
 
-    settings = SentimentSettings()
+    settings = configured(SERVICE, SentimentSettings)
     telemetry.configure_logging(settings, SERVICE)
-    serve(build_app(settings), settings, settings.sentiment_port)
+    serve(configured(SERVICE, lambda: build_app(settings)), settings, settings.sentiment_port)

@@ -338,3 +338,31 @@ def test_the_api_token_is_kept_in_the_home_for_its_owner_only(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     assert Stack(home=other, env={}).home_token() != first  # each home its own
+
+
+def test_a_bad_setting_stops_a_service_with_one_line_naming_it(monkeypatch, capsys):
+    from services.sentiment.app import SentimentSettings
+    from terrain.runtime import CONFIG_EXIT_CODE, configured
+
+    monkeypatch.setenv("TERRAIN_SENTIMENT_PORT", "abc")
+    monkeypatch.setenv("TERRAIN_SENTIMENT_SCORER", "bogus")
+    with pytest.raises(SystemExit) as stopped:
+        configured("sentiment", SentimentSettings)
+    assert stopped.value.code == CONFIG_EXIT_CODE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("sentiment: cannot start: ")
+    assert "TERRAIN_SENTIMENT_PORT" in err and "(got 'abc')" in err
+    assert "TERRAIN_SENTIMENT_SCORER" in err and "known: lexicon" in err
+
+
+def test_a_start_up_step_that_fails_on_a_file_or_value_stops_with_its_reason(capsys):
+    from terrain.runtime import configured
+
+    def missing() -> None:
+        raise FileNotFoundError(2, "No such file or directory", "/etc/terrain/policy.yaml")
+
+    for failing, reason in ((missing, "policy.yaml"), (lambda: int("x"), "invalid literal")):
+        with pytest.raises(SystemExit):
+            configured("escalation", failing)
+        assert reason in capsys.readouterr().err
+    assert configured("escalation", lambda: 42) == 42
