@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn, TypeVar
@@ -269,8 +270,6 @@ def _setting_error(err: Any) -> str:
 
 
 def _config_exit(service: str, reason: str) -> NoReturn:
-    import sys
-
     print(f"{service}: cannot start: {reason}", file=sys.stderr, flush=True)
     raise SystemExit(CONFIG_EXIT_CODE)
 

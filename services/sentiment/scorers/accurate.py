@@ -31,13 +31,18 @@ from typing import Any
 import numpy as np
 
 from services.sentiment.calibration import softmax
-from services.sentiment.scorers.base import CLASSES, ScoreInput, save_arrays_and_card, sentiment_from_proba
+from services.sentiment.scorers.base import (
+    CLASSES,
+    MODELS_DIR,
+    ScoreInput,
+    save_arrays_and_card,
+    sentiment_from_proba,
+)
 from services.sentiment.scorers.language import language_of
 from services.sentiment.scorers.lexicon import lexicon_drivers
 from terrain.contracts import Sentiment, SentimentLabel
 
 LANG_BUCKETS = ("fr", "en", "other")
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_HEAD = "accurate-e5-1"
 EMBEDDING_DIM = 384
 # Enough for a busy page's repeated short comments; 384 float32 = 1.5 kB each, so 20k entries ≈ 31 MB.

@@ -15,6 +15,8 @@ from terrain.contracts import Sentiment, SentimentLabel
 CLASSES: tuple[str, str, str] = ("negative", "neutral", "positive")
 NEGATIVE = 0
 MAX_DRIVERS = 5
+# Where the shipped model files and the static word table live.
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
 class ScoreInput(NamedTuple):

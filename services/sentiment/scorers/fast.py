@@ -30,19 +30,18 @@ from services.sentiment.scorers.accurate import LogisticHead
 from services.sentiment.scorers.base import (
     CLASSES,
     MAX_DRIVERS,
+    MODELS_DIR,
     ScoreInput,
     save_arrays_and_card,
     sentiment_from_proba,
 )
 from services.sentiment.scorers.language import language_of
-from services.sentiment.scorers.static import MODELS_DIR as TABLES_DIR
 from services.sentiment.scorers.static import StaticTable, load_table_at
 from services.sentiment.textnorm import NEG_CUES, NEG_PREFIX, NormConfig, normalize, surface
 from terrain.contracts import Sentiment
 
 FORMAT = "terrain-sentiment-linear"
 FORMAT_VERSION = 1
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL_NAME = "fast-fr-en-2"
 DEFAULT_MODEL_PATH = MODELS_DIR / f"{DEFAULT_MODEL_NAME}.npz"
 # Texts longer than this are cut: the opening sets the tone, and char n-grams cost per character.
@@ -325,9 +324,9 @@ def _load_static(path: Path, card: dict[str, Any], arrays: dict[str, np.ndarray]
     if set(arrays) != {"static_coef", "static_intercept"}:
         raise ModelFileError(f"{path}: the card names a static head but its arrays are missing")
     name = str(card.get("table", ""))
-    stem = next((d / name for d in (path.parent, TABLES_DIR) if (d / f"{name}.npz").is_file()), None)
+    stem = next((d / name for d in (path.parent, MODELS_DIR) if (d / f"{name}.npz").is_file()), None)
     if not name or stem is None:
-        raise ModelFileError(f"{path}: static word table {name!r} not found beside it nor in {TABLES_DIR}")
+        raise ModelFileError(f"{path}: static word table {name!r} not found beside it nor in {MODELS_DIR}")
     try:
         table = load_table_at(stem)
     except (OSError, ValueError, KeyError) as exc:

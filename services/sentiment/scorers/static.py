@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from services.sentiment.scorers.base import save_arrays_and_card
+from services.sentiment.scorers.base import MODELS_DIR, save_arrays_and_card
 from services.sentiment.textnorm import NEG_PREFIX
 
 FORMAT = "terrain-static-words"
 FORMAT_VERSION = 1
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_TABLE = "static-e5-words-1"
 SIF_A = 1e-3
 # Featuriser tokens whose table row is remembered; a long-running service sees endless new words, so a full

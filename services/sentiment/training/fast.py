@@ -121,7 +121,7 @@ def train_fast(
             head = fit_head(table.embed_tokens([words for words, _ in docs]), labels, langs, c=static_c, groups=groups,
                             group_weights=group_weights, calibration_fraction=share, seed=seed,
                             sample_weight=weights,
-                            meta={"c": static_c, "binary_source_weight": BINARY_SOURCE_WEIGHT})
+                            meta={"binary_source_weight": BINARY_SOURCE_WEIGHT})
             static = StaticPart(name, table, head, dict(hashed_weight or HASHED_WEIGHT))
         else:
             meta["training"]["static_head"] = "skipped: it needs examples of all three classes"
