@@ -168,18 +168,12 @@ class Publisher:
         if not messages:
             return
         producer = self._kafka_producer()
-        if producer is None:
-            futures = [
+        if producer is None:  # FastStream's in-memory test broker: it delivers each one as it is published
+            for m in messages:
                 await self._broker.publish(
-                    m.value,
-                    topic=m.topic,
-                    key=m.key.encode(),
+                    m.value, topic=m.topic, key=m.key.encode(),
                     headers={"content-type": "application/json", **m.headers},
-                    no_confirm=True,
                 )
-                for m in messages
-            ]
-            await asyncio.gather(*futures)
         else:
             await self._publish_batches(producer, messages)
         counts = collections.Counter(m.topic for m in messages)
@@ -397,7 +391,8 @@ class BatchConsumer(Generic[M]):
 
         async def _on_batch(msg: KafkaMessage) -> None:
             raw = msg.raw_message
-            records = raw if isinstance(raw, tuple) else (raw,)
+            # A tuple of records from aiokafka; a list from FastStream's in-memory test broker.
+            records = tuple(raw) if isinstance(raw, (tuple, list)) else (raw,)
             consumer = getattr(msg, "consumer", None)
             if self.tripped is not None:
                 # Partitions newly assigned after a rebalance are not paused yet: pause them, keep the batch.
