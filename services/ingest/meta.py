@@ -152,17 +152,24 @@ def _read_change(
     return "other"
 
 
+# More digits than any Unix time in milliseconds has for ten thousand years: not a time (and int() of a
+# string of over 4,300 digits raises).
+_MAX_TIME_DIGITS = 15
+
+
 def _time(value: Any) -> datetime | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, str) and value.strip().isdecimal():  # not isdigit: int("²") raises
+        if len(value.strip()) > _MAX_TIME_DIGITS:
+            return None
         value = int(value)
     if isinstance(value, int | float):
-        seconds = value / 1000 if value > 100_000_000_000 else value  # milliseconds in some fields
         try:
+            seconds = value / 1000 if value > 100_000_000_000 else value  # milliseconds in some fields
             return datetime.fromtimestamp(seconds, UTC)
-        except (ValueError, OverflowError, OSError):  # NaN, or a year no calendar here holds: not a time
-            return None
+        except (ValueError, OverflowError, OSError):  # NaN, an integer too large for a float, or a year no
+            return None  # calendar here holds: not a time
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.strip())

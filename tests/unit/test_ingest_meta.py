@@ -89,6 +89,16 @@ def test_created_time_as_iso_string_and_missing_post_id():
     assert c.thread_id == post_id("903")  # derived from the comment id
 
 
+def test_created_time_that_is_no_time_falls_back_to_the_delivery_time():
+    # An integer too large for a float, digits past int()'s limit, more digits than any time in milliseconds:
+    # each once ended the delivery in a 500.
+    for bad in (10**400, "9" * 5000, "1" * 16, float("nan"), "2025-13-01T00:00:00"):
+        change = feed_comment("904", "8", "Bonjour", created_time=bad)  # type: ignore[arg-type]
+        parsed = parse_delivery(delivery("page", (PAGE, [change])), LIMITS)
+        assert not isinstance(parsed, Refusal), bad
+        assert parsed.items[0].comment.created_at == datetime.fromtimestamp(SENT_AT, UTC), bad
+
+
 def test_instagram_comments_and_replies_with_unicode():
     payload = delivery("instagram", (IG_ACCOUNT, [
         ig_comment("17865799348089039", "17918195224117851", "Trop bien 🎉🎉 l'apéro des blogueurs !"),
