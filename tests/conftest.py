@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import tempfile
 import uuid
@@ -25,6 +26,16 @@ from terrain.topics import all_topic_names
 settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", settings.get_profile("dev"), derandomize=True, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def run_seed(variable: str) -> int:
+    """The seed of a randomised run: `variable` replays one; else a new one on a developer's machine, and the
+    same one under HYPOTHESIS_PROFILE=ci (.ci/run), as the property tests' examples, so that a CI verdict
+    depends on the code alone. Print it where a failure is reported."""
+    given = os.environ.get(variable)
+    if given:
+        return int(given)
+    return 0 if os.environ.get("HYPOTHESIS_PROFILE") == "ci" else random.randrange(1_000_000)
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaProducer
 from terrain.devstack import free_port
 from terrain.stack import SERVICES, Stack
 from terrain.topics import COMMENTS_INBOUND
+from tests.conftest import run_seed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -189,7 +190,7 @@ def compare(clean: dict[str, Any], killed: dict[str, Any]) -> list[str]:
 
 
 def _check(n: int, kills: int, feed_s: float, timeout_s: float) -> None:
-    seed = int(os.environ.get("TERRAIN_FAULT_SEED", random.randrange(1_000_000)))
+    seed = run_seed("TERRAIN_FAULT_SEED")
     base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)  # the same comments in both runs
     # Not pytest's tmp_path, which keeps the last runs: two PostgreSQL folders of about 50 MB each.
     tmp = Path(tempfile.mkdtemp(prefix="terrain-kill-"))

@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 
 from terrain.stack import Stack
+from tests.conftest import run_seed
 from tests.hostile.conftest import META_SECRET, META_VERIFY, TOKEN, Rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -483,10 +484,7 @@ def test_ten_thousand_generated_hostile_requests_get_a_clear_answer_and_store_no
     wait_quiet(pipeline, rows)
     path_values = seed_targets(pipeline)
     ops = operations(pipeline)
-    # A new seed each run on a developer's machine; under HYPOTHESIS_PROFILE=ci (.ci/run) the same one every
-    # time, as for the property tests, so that a CI verdict depends on the code alone.
-    fixed = "0" if os.environ.get("HYPOTHESIS_PROFILE") == "ci" else None
-    seed = int(os.environ.get("TERRAIN_HOSTILE_SEED") or fixed or random.randrange(1_000_000))
+    seed = run_seed("TERRAIN_HOSTILE_SEED")
     t0 = time.monotonic()
     tallies = {s: Tally() for s in SERVICES}
     watches = {s: Watch(rows.count(WRITTEN_BY_HTTP[s])) for s in SERVICES}
