@@ -26,7 +26,11 @@ def _duration(value: Any) -> Any:
     if isinstance(value, str):
         m = _DURATION.match(value)
         if m:
-            return timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
+            try:
+                return timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
+            except OverflowError:  # "5000000000d": past what a duration can hold, a mistake in the file
+                shown = value.strip() if len(value.strip()) <= 30 else value.strip()[:30] + "..."
+                raise ValueError(f"{shown!r} is too long: durations may not exceed 999,999,999 days") from None
     return value
 
 

@@ -32,7 +32,8 @@ FAST = settings(max_examples=80)
 POLICY = Path(__file__).resolve().parents[2] / "docs" / "escalation-policy.example.yaml"
 
 HOSTILE = ["", " ", "\x00", "'; DROP TABLE x; --", "../../etc/passwd", "\u202e", "NaN", "-1", "1e400",
-           "99999999999999999999", "2026-13-45T99:99:99", "2026-11-25T10:00:00", "0", "_", "__", "true"]
+           "99999999999999999999", "2026-13-45T99:99:99", "2026-11-25T10:00:00", "0", "_", "__", "true",
+           "5000000000d", "99999999999999w"]
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20), st.sampled_from(HOSTILE),
