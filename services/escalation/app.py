@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Response
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from services.escalation import metrics
 from services.escalation.domain import Silence
@@ -19,6 +19,7 @@ from services.escalation.notifiers import EmailNotifier, NotificationLog, Notifi
 from services.escalation.policy import PolicyError, PolicyFile, load_policy
 from terrain import telemetry
 from terrain.contracts import IncidentEventType, IncidentLevel, IncidentSnapshot, IncidentState
+from terrain.contracts.base import AwareDatetime
 from terrain.runtime import ServiceRuntime
 from terrain.settings import TerrainSettings
 from terrain.topics import COMMENTS_SCORED

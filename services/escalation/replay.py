@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from services.escalation.domain import (
     LEVEL_RANK,
@@ -81,7 +81,7 @@ from terrain.contracts import (
     SentimentLabel,
     comment_id_for,
 )
-from terrain.contracts.base import derived_id
+from terrain.contracts.base import AwareDatetime, derived_id
 
 # The handler loads a thread's latest resolved incident this far back (repository.REOPEN_LOOKBACK).
 REOPEN_LOOKBACK = timedelta(days=7)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -40,9 +40,21 @@ def derived_id(*parts: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+# A comment, an incident or an event is of our time: an instant outside these years (UTC) is a mistake, and
+# near the ends of Python's calendar an offset or a window's arithmetic overflows (year 1 at +14:00 is in
+# year 0 in UTC, which PostgreSQL stores and no reader can load back).
+EARLIEST_YEAR, LATEST_YEAR = 1900, 2199
+
+
 def _require_tz(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("timestamp must carry a timezone offset, e.g. 2026-11-25T10:00:00Z")
+    try:
+        year = value.astimezone(UTC).year
+    except OverflowError:
+        year = 0
+    if not EARLIEST_YEAR <= year <= LATEST_YEAR:
+        raise ValueError(f"timestamp out of range: years {EARLIEST_YEAR} to {LATEST_YEAR} (UTC) are accepted")
     return value
 
 

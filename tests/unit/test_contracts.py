@@ -330,3 +330,17 @@ def test_comment_id_for_is_stable_across_releases() -> None:
     assert pinned == "df41cbfd-85d2-500b-bffa-bfafd764a74d"
     # The examples carry ids ingest would really compute.
     assert example(COMMENTS)["comment"]["comment_id"] == pinned
+
+
+@pytest.mark.parametrize(("when", "ok"), [
+    ("1900-01-01T00:00:00Z", True), ("2199-12-31T23:59:59Z", True), ("2026-11-25T10:00:00+14:00", True),
+    ("1899-12-31T23:59:59Z", False), ("1900-01-01T00:30:00+01:00", False),  # 1899 once in UTC
+    ("2200-01-01T00:00:00Z", False), ("0001-01-01T00:00:00+14:00", False), ("9999-12-31T23:59:59-14:00", False),
+])
+def test_timestamps_hold_an_offset_and_a_year_from_1900_to_2199_in_utc(when: str, ok: bool) -> None:
+    data = {"message_id": "m", "occurred_at": when, "producer": "p"}
+    if ok:
+        assert Envelope.model_validate(data).occurred_at == datetime.fromisoformat(when)
+    else:
+        with pytest.raises(ValidationError, match="years 1900 to 2199"):
+            Envelope.model_validate(data)

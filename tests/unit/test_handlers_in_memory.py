@@ -193,3 +193,31 @@ async def test_events_plan_one_visit_per_field_escalation_and_dead_letter_the_in
         ("field_visit", "requested", "Brasserie du Parc", "esc-f")]
     [(_, _, headers)] = dlq
     assert "target" in headers[DLQ_REASON]
+
+
+OUT_OF_RANGE = ["0001-01-01T00:00:00+14:00", "0001-01-01T00:00:00-14:00", "1899-12-31T23:59:59Z",
+                "2200-01-01T00:00:00Z", "9999-12-31T23:59:59Z"]
+
+
+async def test_timestamps_out_of_range_are_refused_with_a_422_not_stored_and_never_a_500(kwargs):
+    # Once, an event starting in year 1 was stored, then every list of its community failed (PostgreSQL gave
+    # back a time Python cannot hold), its impact raised OverflowError, and so did a silence ending in 9999.
+    refused: list[tuple[str, int, str]] = []
+    app = events_app(EventsSettings(**kwargs))
+    async with in_memory(app) as (_, client):
+        for when in OUT_OF_RANGE:
+            r = await client.post("/v1/events", json={
+                "community_id": COMMUNITY, "kind": "apero", "title": "Apéro", "starts_at": when, "location": "Lyon",
+                "outcome": {"attendees": 4, "result": "success"}})
+            refused.append(("event", r.status_code, r.text))
+        listed = await client.get("/v1/events", params={"community_id": COMMUNITY})
+    app = escalation_app(EscalationSettings(**kwargs))
+    async with in_memory(app) as (_, client):
+        for when in OUT_OF_RANGE:
+            r = await client.post("/v1/silences", json={"matchers": {"community_id": COMMUNITY}, "starts_at": when,
+                                                         "duration_minutes": 60, "created_by": "a", "comment": "c"})
+            refused.append(("silence", r.status_code, r.text))
+    assert listed.status_code == 200 and listed.json()["items"] == []
+    assert [(what, code) for what, code, _ in refused] == [(w, 422) for w in ("event", "silence")
+                                                            for _ in OUT_OF_RANGE]
+    assert all("starts_at" in text and "years 1900 to 2199" in text for _, _, text in refused)
