@@ -2,8 +2,9 @@
 
 A policy file (YAML or JSON) holds `defaults`, per-community overrides under `communities` (merged
 key by key over the defaults), named `channels` and `rotas`, and `inhibit` rules. Durations are
-written `90s`, `30m`, `2h`, `7d` or as seconds. `terrain policy check FILE` prints every error with
-its path; the service reloads the file when it changes and keeps the last good one on an error.
+written `90s`, `30m`, `2h`, `7d` or as seconds, from zero to 366 days. `terrain policy check FILE`
+prints every error with its path; the service reloads the file when it changes and keeps the last good
+one on an error.
 The policy of a community is frozen into each incident when it opens.
 """
 
@@ -16,10 +17,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+# The engine adds and subtracts durations from comment times: one of a million days passed validation and
+# then every comment failed with OverflowError (dead-lettered, nobody paged). No rule needs more than a year.
+MAX_DURATION = timedelta(days=366)
 
 
 def _duration(value: Any) -> Any:
@@ -28,13 +43,20 @@ def _duration(value: Any) -> Any:
         if m:
             try:
                 return timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
-            except OverflowError:  # "5000000000d": past what a duration can hold, a mistake in the file
-                shown = value.strip() if len(value.strip()) <= 30 else value.strip()[:30] + "..."
-                raise ValueError(f"{shown!r} is too long: durations may not exceed 999,999,999 days") from None
+            except OverflowError:  # "5000000000d": past what a timedelta holds
+                raise ValueError(f"a duration may not exceed {MAX_DURATION.days} days") from None
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
+def _bounded(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("a duration may not be negative")
+    if value > MAX_DURATION:
+        raise ValueError(f"a duration may not exceed {MAX_DURATION.days} days")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_bounded)]
 
 
 class _Strict(BaseModel):

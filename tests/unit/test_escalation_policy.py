@@ -44,9 +44,11 @@ ROTA = "rotas:\n  cm: {people: [camille], start: 2026-01-05}\n"
 BAD_FILES = [
     # A duration nobody can read: the path names the field.
     ("defaults:\n  horizon: soon\n", ["defaults.horizon", "timedelta"]),
-    # A duration past what one can hold (it was a traceback).
-    ("defaults:\n  cascade: {window: 5000000000d}\n",
-     ["defaults.cascade.window", "'5000000000d' is too long"]),
+    # Durations past a year: one past what Python can hold was a traceback, one of a million days passed and
+    # then made the engine dead-letter every comment.
+    ("defaults:\n  cascade: {window: 5000000000d}\n", ["defaults.cascade.window", "may not exceed 366 days"]),
+    ("defaults:\n  horizon: 999999999d\n", ["defaults.horizon", "may not exceed 366 days"]),
+    ("defaults:\n  repeat_interval: -60\n", ["defaults.repeat_interval", "may not be negative"]),
     # A step that pages a rota the file does not define.
     ("defaults:\n  steps:\n    - {notify: ['rota:nobody'], wait: 10m}\n" + PEOPLE + ROTA,
      ["defaults.steps.0.notify", "no rota 'nobody'"]),
