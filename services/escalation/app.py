@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import pydantic
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Response
 from pydantic import BaseModel, Field, model_validator
 
@@ -252,7 +253,8 @@ def build_app(
         community_id: Annotated[str | None, Query(max_length=200)] = None,
         state: IncidentState | None = None,
         level: IncidentLevel | None = None,
-        since: Annotated[AwareDatetime | None, Query(description="Updated at or after (ISO 8601).")] = None,
+        # A filter, not a stored time: any instant with an offset will do ("since 2999": nothing yet).
+        since: Annotated[pydantic.AwareDatetime | None, Query(description="Updated at or after (ISO 8601).")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> IncidentList:
