@@ -29,7 +29,7 @@ from faststream.middlewares import AckPolicy
 from pydantic import BaseModel, ValidationError
 
 from terrain import telemetry
-from terrain.contracts.base import Envelope
+from terrain.contracts.base import Envelope, error_message
 from terrain.settings import TerrainSettings
 from terrain.topics import TopicSpec, dlq_name
 
@@ -224,7 +224,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"]) or "(message)"
-        parts.append(f"{loc}: {err['msg']}")
+        parts.append(f"{loc}: {error_message(err)}")
     return "; ".join(parts)
 
 

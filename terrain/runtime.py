@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from terrain import db, telemetry
+from terrain.contracts.base import error_message
 from terrain.kafka import BatchConsumer, Publisher, ensure_topics, make_broker
 from terrain.settings import TerrainSettings
 from terrain.topics import TopicSpec, all_topic_names
@@ -266,7 +267,7 @@ def _setting_error(err: Any) -> str:
     name = "TERRAIN_" + "_".join(str(part) for part in err["loc"]).upper() if err["loc"] else "settings"
     given = err.get("input")
     shown = f" (got {given!r})" if isinstance(given, str | int | float) else ""
-    return f"{name}: {err['msg']}{shown}"
+    return f"{name}: {error_message(err)}{shown}"
 
 
 def _config_exit(service: str, reason: str) -> NoReturn:

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
+from terrain.contracts.base import error_message
 from terrain.settings import TerrainSettings
 
 # Kernel metrics; each service also declares its own domain metrics in its metrics.py.
@@ -254,7 +255,7 @@ def build_http_app(
         errors = []
         for err in exc.errors():
             loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-            errors.append({"field": ".".join(loc) or "(body)", "message": err.get("msg", "invalid")})
+            errors.append({"field": ".".join(loc) or "(body)", "message": error_message(err)})
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse(status_code=422, content={"detail": f"invalid request: {summary}", "errors": errors})
 

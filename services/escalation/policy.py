@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from terrain.contracts.base import error_message
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -354,7 +356,7 @@ def parse_policy(data: Any, source: str = "policy") -> PolicyFile:
 def _describe(err: Any, prefix: str | None = None) -> str:
     parts = [str(p) for p in err["loc"]]
     loc = ".".join([prefix, *parts] if prefix else parts) or "(file)"
-    msg = str(err["msg"]).removeprefix("Value error, ")
+    msg = error_message(err)
     return f"{loc}: {msg}"
 
 

@@ -81,7 +81,7 @@ from terrain.contracts import (
     SentimentLabel,
     comment_id_for,
 )
-from terrain.contracts.base import AwareDatetime, derived_id
+from terrain.contracts.base import AwareDatetime, derived_id, error_message
 
 # The handler loads a thread's latest resolved incident this far back (repository.REOPEN_LOOKBACK).
 REOPEN_LOOKBACK = timedelta(days=7)
@@ -294,7 +294,7 @@ def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
         errors = []
         for e in exc.errors(include_url=False):
             loc = ".".join(str(p) for p in e["loc"]) or "(file)"
-            errors.append(f"{loc}: {e['msg']}")
+            errors.append(f"{loc}: {error_message(e)}")
         raise ScenarioError(source, errors) from exc
     if scenario.policy is not None:
         try:

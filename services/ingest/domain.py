@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from terrain.contracts import Comment, CommentAction, CommentIn, CommentMessage, comment_id_for
-from terrain.contracts.base import Envelope, derived_id
+from terrain.contracts.base import Envelope, derived_id, error_message
 
 PRODUCER = "terrain-ingest"
 COMMENTS_TOPIC = "terrain.comments.v1"
@@ -194,7 +194,7 @@ def validation_refusals(exc: ValidationError, prefix: str = "") -> list[Refusal]
         path = prefix.rstrip(".")
         for part in loc:
             path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        out.append(Refusal(Reason.invalid, path or None, err["msg"]))
+        out.append(Refusal(Reason.invalid, path or None, error_message(err)))
     return out
 
 

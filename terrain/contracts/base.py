@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -59,6 +59,12 @@ def _require_tz(value: datetime) -> datetime:
 
 
 AwareDatetime = Annotated[datetime, AfterValidator(_require_tz)]
+
+
+def error_message(err: Any) -> str:
+    """One pydantic error's message for people: without the "Value error, " that pydantic puts before the
+    text of our own validators ("timestamp out of range: ..." reads better alone)."""
+    return str(err.get("msg", "invalid")).removeprefix("Value error, ")
 
 
 class Contract(BaseModel):
