@@ -67,8 +67,8 @@ def up(
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stack.stop()
-        console.print("stopped: services, broker and database")
+        if stack.stop():
+            console.print("stopped: services, broker and database")
     raise typer.Exit(code)
 
 

@@ -261,7 +261,9 @@ class Stack:
             self._spawn(svc)
             self._write_state()
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Stop what this runner started, services first; False when it had started nothing."""
+        started = bool(self.procs or self.broker or self.postgres)
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -279,3 +281,4 @@ class Stack:
         if self._lock_fd is not None:  # the state file is the lock owner's: never touch another runner's
             self.state_file.unlink(missing_ok=True)
         self.unlock_home()
+        return started

@@ -84,7 +84,9 @@ def test_up_comment_to_incident_and_clean_stop(tmp_path: Path):
             proc.kill()
             raise
         log.close()
-    assert proc.returncode == 0, (tmp_path / "up.log").read_text()[-3000:]
+    printed = (tmp_path / "up.log").read_text()
+    assert proc.returncode == 0, printed[-3000:]
+    assert printed.rstrip().endswith("stopped: services, broker and database"), printed[-500:]
     pids = [state["broker_pid"], *state["services"].values()]
     pg_pidfile = Path(state["postgres_datadir"]) / "postmaster.pid"
     assert not pg_pidfile.exists(), "PostgreSQL still running after stop"
@@ -120,7 +122,8 @@ def test_a_second_up_on_a_live_home_is_refused_and_touches_nothing(tmp_path: Pat
         second = Stack(home=home, say=lines.append, env={"TERRAIN_TANSU_PORT": "0"})
         with pytest.raises(HomeInUse, match=rf"pid {owner.pid}.*TERRAIN_HOME"):
             second.start(ready_timeout_s=5)
-        second.stop()  # what `terrain up` does on any error
+        # What `terrain up` does on any error; it says "stopped" only when stop() reports something stopped.
+        assert second.stop() is False
         assert second.broker is None and second.postgres is None and second.procs == {}
         assert (home / "postgres" / "postmaster.pid").exists(), "the live instance's PostgreSQL was stopped"
         assert (home / "stack.json").exists(), "the live instance's state file was removed"
@@ -148,7 +151,7 @@ def test_up_refuses_busy_ports_before_starting_anything(tmp_path: Path):
         stack = Stack(home=tmp_path / "home", say=lambda _: None, env=env)
         with pytest.raises(PortsInUse, match=rf"{port} \(ingest, TERRAIN_INGEST_PORT\)"):
             stack.start(ready_timeout_s=5)
-        stack.stop()
+        assert stack.stop() is False
         assert stack.broker is None and stack.postgres is None and stack.procs == {}
 
 
