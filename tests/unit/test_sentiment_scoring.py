@@ -188,3 +188,20 @@ def test_punctuation_alone_does_not_make_french_negative(scorer: LexiconScorer):
     plain = scorer.score_one(ScoreInput("C'est nul", "fr")).score
     loud = scorer.score_one(ScoreInput("C'est nul !!!", "fr")).score
     assert loud < plain < 0
+
+
+@pytest.mark.parametrize(
+    ("text", "lang", "label"),
+    [
+        # The negation of one clause does not reach the next one (both read positive before).
+        ("Toujours pas remboursé, inadmissible !", "fr", "negative"),
+        ("Not refunded yet, unacceptable!", "en", "negative"),
+        # Inside its clause a negation still works, whatever follows.
+        ("Ce n'est pas bon, vraiment.", "fr", "negative"),
+        ("It was not good. See you.", "en", "negative"),
+    ],
+)
+def test_a_negation_stays_in_its_clause(scorer: LexiconScorer, text: str, lang: str, label: str):
+    s = scorer.score_one(ScoreInput(text, lang))
+    assert s.label.value == label, s
+    assert all("\u00a6" not in d for d in s.drivers)  # the drivers read the text as given

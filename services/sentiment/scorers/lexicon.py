@@ -35,8 +35,9 @@ from terrain.contracts import Sentiment, SentimentLabel
 
 # 2: French set phrases neutralised (see _FRENCH_PHRASES). 3: French words with a borrowed valence and 🔥 count
 # for nothing (_FRENCH_NEUTRAL_WORDS, _NEUTRAL_EMOJI); punctuation alone no longer makes a French text negative;
-# "super", "extra" and "exceptionnel" count as praise, not as intensifiers.
-LEXICON_MODEL_VERSION = "lexicon-vader-3"
+# "super", "extra" and "exceptionnel" count as praise, not as intensifiers. 4: a negation or an intensifier
+# no longer reaches past the end of a clause (_clause_barriers), in both languages.
+LEXICON_MODEL_VERSION = "lexicon-vader-4"
 POSITIVE_AT = 0.05
 NEGATIVE_AT = -0.05
 # VADER's negation check is quadratic in the number of words (1 s for 20k characters): the opening of a
@@ -174,6 +175,26 @@ def _neutral_phrases(text: str) -> str:
     return _FRENCH_PHRASES.sub(" ", text)
 
 
+# VADER (and its port) looks up to three words back from a lexicon word for a negation or an intensifier,
+# across punctuation: in "Toujours pas remboursé, inadmissible !" the "pas" of the first clause negated the
+# "inadmissible" of the second, and the complaint read positive ("Not refunded yet, unacceptable!" too).
+# Three words that mean nothing after each clause's end (a comma, a semicolon, a colon, a full stop, an
+# exclamation or question mark, an ellipsis, before a space) keep the look-back inside its clause. They are
+# in no lexicon and no list of the analyser's, and hold a lowercase letter (the port counts a word with no
+# lowercase letter as shouting and amplifies the score), so they add nothing else; the drivers read the text
+# as given.
+_CLAUSE_END = re.compile(r"(?<=[,;:.!?\u2026])(?=\s)")
+_CLAUSE_BARRIER = " \u00a6q\u00a6" * 3
+
+
+def _clause_barriers(text: str) -> str:
+    # A text with no lowercase letter is left as it is: there the barriers would be the only words not in
+    # capitals, and both analysers would then read the capitals as shouting.
+    if not any(c.islower() for c in text):
+        return text
+    return _CLAUSE_END.sub(_CLAUSE_BARRIER, text)
+
+
 def _drivers(lex: Lexicon, text: str) -> list[str]:
     """Lexicon words and emoji of the text, strongest |valence| first (ties: first seen), at most 5."""
     found: dict[str, float] = {}
@@ -213,7 +234,7 @@ class LexiconScorer:
         text = item.text[:MAX_SCORED_CHARS].replace("’", "'")
         if lexicon_lang(lang) == "fr":
             text = _neutral_phrases(text)
-        compound = float(lex.analyzer.polarity_scores(text)["compound"]) if text.strip() else 0.0
+        compound = float(lex.analyzer.polarity_scores(_clause_barriers(text))["compound"]) if text.strip() else 0.0
         label = label_for(compound)
         return Sentiment(
             label=label,
