@@ -44,6 +44,37 @@ def state_dir() -> Path:
     return Path(platformdirs.user_data_dir("terrain", appauthor=False))
 
 
+def running_stack_env(home: Path, env: dict[str, str]) -> dict[str, str]:
+    """For a command run beside `terrain up` on the same home (`terrain import`): the broker and embedded
+    database of that live run, as TERRAIN_* variables, for those `env` does not set. Empty when no run is
+    live there (nobody holds the home's lock) or when both are set; an external database (TERRAIN_DATABASE_URL
+    given to `terrain up`) is never written down, so it is never offered."""
+    import fcntl
+
+    wanted = [k for k in ("TERRAIN_KAFKA_BOOTSTRAP_SERVERS", "TERRAIN_DATABASE_URL") if not env.get(k)]
+    if not wanted:
+        return {}
+    try:
+        fd = os.open(home / "terrain.lock", os.O_RDONLY)
+    except OSError:
+        return {}
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # taken: nobody holds the home, so no run is live
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return {}
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+    try:
+        state = json.loads((home / "stack.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    found = {"TERRAIN_KAFKA_BOOTSTRAP_SERVERS": state.get("bootstrap"),
+             "TERRAIN_DATABASE_URL": state.get("database_url")}
+    return {k: str(found[k]) for k in wanted if found[k]}
+
+
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     import socket
 
@@ -219,6 +250,8 @@ class Stack:
             "services": {name: p.pid for name, p in self.procs.items()},
             "ports": self.ports,
             "bootstrap": self.bootstrap,
+            # Only the embedded database's URL (no password in it): other commands on this home find it here.
+            "database_url": self.database_url if self.postgres else None,
         }
         self.state_file.write_text(json.dumps(state, indent=2))
 

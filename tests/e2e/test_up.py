@@ -137,6 +137,30 @@ def test_a_second_up_on_a_live_home_is_refused_and_touches_nothing(tmp_path: Pat
     third.unlock_home()
 
 
+def test_a_command_beside_a_live_up_finds_its_broker_and_database(tmp_path: Path):
+    import json
+
+    from terrain.stack import running_stack_env
+
+    home = tmp_path / "home"
+    home.mkdir()
+    state = {"bootstrap": "127.0.0.1:19092", "database_url": "postgresql://postgres@127.0.0.1:5999/terrain"}
+    (home / "stack.json").write_text(json.dumps(state))
+    assert running_stack_env(home, {}) == {}  # no lock file: nothing runs there
+    owner = _lock_holder(home)
+    try:
+        assert running_stack_env(home, {}) == {
+            "TERRAIN_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092",
+            "TERRAIN_DATABASE_URL": "postgresql://postgres@127.0.0.1:5999/terrain"}
+        # What the caller set wins; only the rest is offered.
+        assert running_stack_env(home, {"TERRAIN_DATABASE_URL": "postgresql://db.example/x"}) == {
+            "TERRAIN_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092"}
+    finally:
+        owner.kill()
+        owner.wait(10)
+    assert running_stack_env(home, {}) == {}  # the run is gone, its state file is stale
+
+
 def test_up_refuses_busy_ports_before_starting_anything(tmp_path: Path):
     import socket
 
