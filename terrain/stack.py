@@ -75,6 +75,26 @@ def running_stack_env(home: Path, env: dict[str, str]) -> dict[str, str]:
     return {k: str(found[k]) for k in wanted if found[k]}
 
 
+NO_DATABASE = (
+    "TERRAIN_DATABASE_URL is not set: say which PostgreSQL to use, e.g. "
+    "TERRAIN_DATABASE_URL=postgresql://terrain@db.example:5432/terrain (`terrain up` runs an embedded one for "
+    "local use, and a command run beside it on the same home uses that one)"
+)
+
+
+def database_for_command(say: Callable[[str], None]) -> bool:
+    """For a command run by hand that writes to the database (`terrain migrate`, `terrain import`): never
+    guess one. TERRAIN_DATABASE_URL if set; else, beside a live `terrain up` of this home, that run's broker
+    and embedded database (put in the environment, said); else False, and the caller refuses with
+    NO_DATABASE (before, such a command wrote its tables into whatever PostgreSQL listened on 5432)."""
+    found = running_stack_env(state_dir(), dict(os.environ))
+    if found:
+        os.environ.update(found)
+        where = ", ".join(f"{k.removeprefix('TERRAIN_').lower()} {v}" for k, v in found.items())
+        say(f"using the running `terrain up` of {state_dir()}: {where}")
+    return bool(os.environ.get("TERRAIN_DATABASE_URL"))
+
+
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     import socket
 

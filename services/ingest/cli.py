@@ -219,19 +219,6 @@ def auto_shards(path: Path) -> int:
     return max(1, min(cores, AUTO_SHARDS_MAX))
 
 
-def _use_running_stack() -> None:
-    """Beside a live `terrain up` of the same home, and with no TERRAIN_KAFKA_BOOTSTRAP_SERVERS or
-    TERRAIN_DATABASE_URL of its own, an import goes to that run's broker and database (before, it went to
-    PostgreSQL's default address, whatever listened there). The shard processes inherit the variables."""
-    from terrain.stack import running_stack_env, state_dir
-
-    found = running_stack_env(state_dir(), dict(os.environ))
-    if found:
-        os.environ.update(found)
-        where = ", ".join(f"{k.removeprefix('TERRAIN_').lower()} {v}" for k, v in found.items())
-        err.print(f"using the running `terrain up` of {state_dir()}: {where}", soft_wrap=True)
-
-
 def import_command(
     file: Annotated[Path, typer.Argument(help="JSONL or CSV in the inbound schema, or Meta deliveries one per line.",
                                          exists=True, dir_okay=False, readable=True)],
@@ -258,7 +245,11 @@ def import_command(
         raise typer.Exit(2)
     opts = ImportOptions(fmt=fmt, batch_size=batch_size, rejects=rejects, resume=not restart, workers=workers,
                          shards=shards or auto_shards(file))
-    _use_running_stack()
+    from terrain.stack import NO_DATABASE, database_for_command
+
+    if not database_for_command(lambda line: err.print(line, soft_wrap=True)):
+        err.print(f"[red]error:[/red] {NO_DATABASE}", soft_wrap=True)
+        raise typer.Exit(2)
     try:
         asyncio.run(import_file(file, opts, IngestSettings()))
     except KeyboardInterrupt:

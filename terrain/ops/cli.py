@@ -27,6 +27,11 @@ def migrate(
     wait: Annotated[float, typer.Option(help="With --check: wait up to this many seconds for none pending.")] = 0.0,
 ) -> None:
     """Apply every service's database migrations under the kernel's lock (the Job before a rollout)."""
+    from terrain.stack import NO_DATABASE, database_for_command
+
+    if not database_for_command(lambda line: console.print(line, soft_wrap=True)):
+        console.print(f"[red]error:[/red] {NO_DATABASE}", soft_wrap=True)
+        raise typer.Exit(2)
     settings = TerrainSettings()
     deadline = time.monotonic() + wait
     while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -92,3 +93,22 @@ def test_the_commands_exit_non_zero_while_work_is_pending(
     monkeypatch.setenv("TERRAIN_TOPIC_PARTITIONS", "2")
     report = runner.invoke(app, ["topics", "--check"])
     assert report.exit_code in (0, 1) and "topics:" in report.output
+
+
+def test_migrate_and_import_never_guess_a_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without TERRAIN_DATABASE_URL and with no `terrain up` live on the home, both refused with exit code 2
+    # and say what to set; before, they created Terrain's tables in whatever PostgreSQL listened on 5432.
+    from typer.testing import CliRunner
+
+    from terrain.cli import app
+
+    monkeypatch.delenv("TERRAIN_DATABASE_URL", raising=False)
+    monkeypatch.setenv("TERRAIN_HOME", str(tmp_path / "home"))
+    comments = tmp_path / "comments.jsonl"
+    comments.write_text('{"source": "facebook"}\n')
+    runner = CliRunner()
+    for args in (["migrate"], ["migrate", "--check"], ["import", str(comments)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "TERRAIN_DATABASE_URL is not set" in result.output, (args, result.output)
+    assert not (tmp_path / "comments.jsonl.rejects.jsonl").exists()
