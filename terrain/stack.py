@@ -44,6 +44,10 @@ def state_dir() -> Path:
     return Path(platformdirs.user_data_dir("terrain", appauthor=False))
 
 
+# In a home: the lock a live `terrain up` holds, and the state file it writes (pids, ports, addresses).
+LOCK_FILE, STATE_FILE = "terrain.lock", "stack.json"
+
+
 def running_stack_env(home: Path, env: dict[str, str]) -> dict[str, str]:
     """For a command run beside `terrain up` on the same home (`terrain import`): the broker and embedded
     database of that live run, as TERRAIN_* variables, for those `env` does not set. Empty when no run is
@@ -55,7 +59,7 @@ def running_stack_env(home: Path, env: dict[str, str]) -> dict[str, str]:
     if not wanted:
         return {}
     try:
-        fd = os.open(home / "terrain.lock", os.O_RDONLY)
+        fd = os.open(home / LOCK_FILE, os.O_RDONLY)
     except OSError:
         return {}
     try:
@@ -67,7 +71,7 @@ def running_stack_env(home: Path, env: dict[str, str]) -> dict[str, str]:
     finally:
         os.close(fd)
     try:
-        state = json.loads((home / "stack.json").read_text())
+        state = json.loads((home / STATE_FILE).read_text())
     except (OSError, ValueError):
         return {}
     found = {"TERRAIN_KAFKA_BOOTSTRAP_SERVERS": state.get("bootstrap"),
@@ -87,11 +91,12 @@ def database_for_command(say: Callable[[str], None]) -> bool:
     guess one. TERRAIN_DATABASE_URL if set; else, beside a live `terrain up` of this home, that run's broker
     and embedded database (put in the environment, said); else False, and the caller refuses with
     NO_DATABASE (before, such a command wrote its tables into whatever PostgreSQL listened on 5432)."""
-    found = running_stack_env(state_dir(), dict(os.environ))
+    home = state_dir()
+    found = running_stack_env(home, dict(os.environ))
     if found:
         os.environ.update(found)
         where = ", ".join(f"{k.removeprefix('TERRAIN_').lower()} {v}" for k, v in found.items())
-        say(f"using the running `terrain up` of {state_dir()}: {where}")
+        say(f"using the running `terrain up` of {home}: {where}")
     return bool(os.environ.get("TERRAIN_DATABASE_URL"))
 
 
@@ -137,7 +142,7 @@ class Stack:
 
     @property
     def lock_file(self) -> Path:
-        return self.home / "terrain.lock"
+        return self.home / LOCK_FILE
 
     def lock_home(self) -> None:
         """Hold an exclusive lock on the home for this runner's life: one `terrain up` per home.
@@ -182,7 +187,7 @@ class Stack:
 
     @property
     def state_file(self) -> Path:
-        return self.home / "stack.json"
+        return self.home / STATE_FILE
 
     def home_token(self) -> str:
         """The API token kept in the home, made on the first start and readable by its owner only, so an

@@ -161,9 +161,10 @@ def _time(value: Any) -> datetime | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, str) and value.strip().isdecimal():  # not isdigit: int("²") raises
-        if len(value.strip()) > _MAX_TIME_DIGITS:
+        digits = value.strip()
+        if len(digits) > _MAX_TIME_DIGITS:
             return None
-        value = int(value)
+        value = int(digits)
     if isinstance(value, int | float):
         try:
             seconds = value / 1000 if value > 100_000_000_000 else value  # milliseconds in some fields
