@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +14,7 @@ import typer
 from rich.console import Console
 
 from terrain.ops import dashboards, manifests, reference
-from terrain.ops.jobs import ensure_planned_topics, migrate_all
+from terrain.ops.jobs import Unreachable, ensure_planned_topics, migrate_all
 from terrain.ops.plan import topic_plans
 from terrain.settings import TerrainSettings
 
@@ -25,6 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 def migrate(
     check: Annotated[bool, typer.Option(help="Apply nothing: exit 1 when a migration is pending.")] = False,
     wait: Annotated[float, typer.Option(help="With --check: wait up to this many seconds for none pending.")] = 0.0,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for the database to take a connection (it may still be starting).")] = 60.0,
 ) -> None:
     """Apply every service's database migrations under the kernel's lock (the Job before a rollout)."""
     from terrain.stack import NO_DATABASE, database_for_command
@@ -35,7 +39,12 @@ def migrate(
     settings = TerrainSettings()
     deadline = time.monotonic() + wait
     while True:
-        done = asyncio.run(migrate_all(settings.database_url, check_only=check))
+        try:
+            done = asyncio.run(migrate_all(settings.database_url, check_only=check, connect_timeout_s=timeout))
+        except Unreachable as exc:
+            console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            console.print("check TERRAIN_DATABASE_URL (server, port, user, password, database)", soft_wrap=True)
+            raise typer.Exit(1) from None
         if not check:
             console.print(f"{len(done)} migration(s) applied" + (f": {', '.join(done)}" if done else ""))
             return
@@ -51,15 +60,41 @@ def migrate(
 
 def topics(
     check: Annotated[bool, typer.Option(help="Create nothing: exit 1 when a topic is missing.")] = False,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for the broker to answer (it may still be starting).")] = 60.0,
 ) -> None:
-    """Create the registry's topics and dead-letter twins with partitions and retention (a Job or init step)."""
+    """Create the registry's topics and dead-letter twins with partitions and retention (a Job or init step).
+
+    The broker is TERRAIN_KAFKA_BOOTSTRAP_SERVERS; unset, a live `terrain up` of the same home is used (and
+    said), else the default address."""
+    from terrain.stack import running_stack_env, state_dir
+
+    def say(line: str) -> None:
+        console.print(line, soft_wrap=True)
+
+    found = running_stack_env(state_dir(), dict(os.environ)).get("TERRAIN_KAFKA_BOOTSTRAP_SERVERS")
+    if found:
+        os.environ["TERRAIN_KAFKA_BOOTSTRAP_SERVERS"] = found
+        say(f"using the running `terrain up` of {state_dir()}: kafka_bootstrap_servers {found}")
     s = TerrainSettings()
     plans = topic_plans(s.topic_partitions)
     min_isr = max(1, s.topic_replication_factor - 1) if s.topic_replication_factor > 1 else None
-    report = asyncio.run(ensure_planned_topics(
-        s.kafka_bootstrap_servers, plans, replication_factor=s.topic_replication_factor,
-        min_insync_replicas=min_isr, check_only=check,
-    ))
+    # The client logs every failed connection attempt; while the broker starts, one "waiting" line says it.
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        report = asyncio.run(ensure_planned_topics(
+            s.kafka_bootstrap_servers, plans, replication_factor=s.topic_replication_factor,
+            min_insync_replicas=min_isr, check_only=check, timeout_s=timeout, on_wait=say,
+        ))
+    except Unreachable as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        say("set TERRAIN_KAFKA_BOOTSTRAP_SERVERS to your broker's host:port (beside a live `terrain up` of the "
+            "same home, its broker is found by itself)")
+        raise typer.Exit(1) from None
+    finally:
+        quiet.setLevel(level)
     verb = "missing" if check else "created"
     console.print(f"topics: {len(report.created)} {verb}, {len(report.present)} present")
     for name in report.created:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -18,6 +19,15 @@ from terrain.ops.plan import TopicPlan
 from terrain.stack import SERVICES
 
 log = logging.getLogger("terrain.ops")
+
+
+class Unreachable(RuntimeError):
+    """A start-up job's server did not take its connection in time, or refused it: one line says which and why."""
+
+
+def _reason(exc: BaseException) -> str:
+    name, text = type(exc).__name__, str(exc).strip()
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
 
 
 def migration_components() -> list[tuple[str, str]]:
@@ -44,8 +54,17 @@ async def pending_migrations(pool: asyncpg.Pool) -> list[str]:
 
 
 async def migrate_all(database_url: str, *, check_only: bool = False, connect_timeout_s: float = 60.0) -> list[str]:
-    """Apply (or, with `check_only`, list) every pending migration; each component under the kernel's lock."""
-    pool = await db.create_pool(database_url, min_size=1, max_size=2, timeout_s=connect_timeout_s)
+    """Apply (or, with `check_only`, list) every pending migration; each component under the kernel's lock.
+    Raises Unreachable when the database takes no connection within `connect_timeout_s` or refuses it."""
+    where = db.describe_url(database_url)
+    try:
+        pool = await db.create_pool(database_url, min_size=1, max_size=2, timeout_s=connect_timeout_s)
+    except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+            asyncpg.CannotConnectNowError) as exc:
+        raise Unreachable(f"PostgreSQL at {where} did not take a connection within {connect_timeout_s:g} s "
+                          f"({_reason(exc)})") from exc
+    except asyncpg.PostgresError as exc:  # refused at once: unknown user or database, wrong password
+        raise Unreachable(f"PostgreSQL at {where} refused the connection ({_reason(exc)})") from exc
     try:
         if check_only:
             return await pending_migrations(pool)
@@ -74,14 +93,18 @@ async def ensure_planned_topics(
     check_only: bool = False,
     timeout_s: float = 60.0,
     rename: dict[str, str] | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> TopicsReport:
     """Create the planned topics that are missing, with partitions and retention; report the ones present.
 
     Existing topics are never altered: changing partitions reshuffles keys, so it is an operator's decision.
-    `rename` maps a planned name to the one to create (tests use unique names).
+    `rename` maps a planned name to the one to create (tests use unique names). While the broker does not
+    answer, tries again every second for up to `timeout_s` (`on_wait` hears of it once), then raises
+    Unreachable.
     """
     rename = rename or {}
     deadline = time.monotonic() + timeout_s
+    waiting = False
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
         try:
@@ -112,8 +135,12 @@ async def ensure_planned_topics(
             return report
         except (KafkaConnectionError, OSError) as exc:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"Kafka at {bootstrap_servers} unreachable: {exc}") from exc
+                raise Unreachable(f"no Kafka broker answered at {bootstrap_servers} within {timeout_s:g} s "
+                                  f"({_reason(exc)})") from exc
             log.info("waiting for Kafka", extra={"bootstrap": bootstrap_servers})
+            if on_wait is not None and not waiting:
+                on_wait(f"waiting for Kafka at {bootstrap_servers} (up to {timeout_s:g} s)")
+            waiting = True
             await asyncio.sleep(1.0)
         finally:
             await admin.close()

@@ -112,3 +112,32 @@ def test_migrate_and_import_never_guess_a_database(tmp_path: Path, monkeypatch: 
         assert result.exit_code == 2, (args, result.output)
         assert "TERRAIN_DATABASE_URL is not set" in result.output, (args, result.output)
     assert not (tmp_path / "comments.jsonl.rejects.jsonl").exists()
+
+
+def test_the_jobs_give_up_in_one_line_when_their_server_does_not_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before, `terrain topics` printed the client's "Unable connect" once a second for a minute and both
+    # commands ended in a traceback; a Job's log should say in one line what was tried and what to check.
+    import socket
+
+    from typer.testing import CliRunner
+
+    from terrain.cli import app
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setenv("TERRAIN_HOME", str(tmp_path / "home"))  # no `terrain up` lives there
+    monkeypatch.setenv("TERRAIN_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{closed}")
+    monkeypatch.setenv("TERRAIN_DATABASE_URL", f"postgresql://terrain@127.0.0.1:{closed}/terrain")
+    runner = CliRunner()
+    topics = runner.invoke(app, ["topics", "--timeout", "1"])
+    assert topics.exit_code == 1 and isinstance(topics.exception, SystemExit), topics.output
+    assert f"waiting for Kafka at 127.0.0.1:{closed}" in topics.output
+    assert f"error: no Kafka broker answered at 127.0.0.1:{closed} within 1 s" in topics.output
+    assert "Traceback" not in topics.output and "Unable connect" not in topics.output
+    migrate = runner.invoke(app, ["migrate", "--timeout", "1"])
+    assert migrate.exit_code == 1 and isinstance(migrate.exception, SystemExit), migrate.output
+    assert f"PostgreSQL at postgresql://terrain@127.0.0.1:{closed}/terrain did not take a connection" in migrate.output
+    assert "Traceback" not in migrate.output and len(migrate.output.strip().splitlines()) == 2

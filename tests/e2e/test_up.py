@@ -56,6 +56,12 @@ def test_up_comment_to_incident_and_clean_stop(tmp_path: Path):
 
         _wait(all_ready, 120, "every service ready", proc)
         state = json.loads(state_file.read_text())
+        # The start-up jobs, run by hand beside it with nothing set, find its broker and database by the home.
+        for args, expected in ((["topics", "--check"], "missing"), (["migrate", "--check"], "up to date")):
+            done = subprocess.run([sys.executable, "-m", "terrain.cli", *args], env=env, capture_output=True,
+                                  text=True, timeout=120, check=False)
+            assert done.returncode == 0, (args, done.stdout, done.stderr)
+            assert "using the running `terrain up`" in done.stdout and expected in done.stdout, done.stdout
         comment = {
             "source": "facebook", "external_id": "e2e-1", "community_id": "resto-lyon", "thread_id": "post-9",
             "author_id": "u-1", "text": "Service déplorable et serveur très désagréable, je suis furieux !",
