@@ -31,18 +31,34 @@ _OUTBOX_LOCK = 0x6F75_7462  # "outb": with hashtext(service), one outbox sender 
 _MIGRATION_NAME = re.compile(r"^(\d{3,})_[a-z0-9_]+\.sql$")
 
 
+class DatabaseUnreachable(RuntimeError):
+    """PostgreSQL took no connection in time, or refused it; the message names the server (no password) and
+    the reason in one line, for a log or a terminal."""
+
+
+def reason(exc: BaseException) -> str:
+    """An exception as 'Type: message', once (some messages already start with their type)."""
+    name, text = type(exc).__name__, str(exc).strip()
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
+
+
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 5, timeout_s: float = 30.0) -> asyncpg.Pool:
-    """Connect, retrying while the server starts up (bounded by `timeout_s`)."""
+    """Connect, retrying while the server starts up (bounded by `timeout_s`). Raises DatabaseUnreachable."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=30)
             assert pool is not None
             return pool
-        except (OSError, asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.PostgresConnectionError):
+        except (OSError, TimeoutError, asyncpg.exceptions.CannotConnectNowError,
+                asyncpg.exceptions.PostgresConnectionError, asyncpg.exceptions.InterfaceError) as exc:
             if time.monotonic() > deadline:
-                raise
+                raise DatabaseUnreachable(f"PostgreSQL at {describe_url(url)} did not take a connection within "
+                                          f"{timeout_s:g} s ({reason(exc)})") from None
             await asyncio.sleep(0.5)
+        except asyncpg.exceptions.PostgresError as exc:  # refused at once: unknown role or database, password
+            raise DatabaseUnreachable(f"PostgreSQL at {describe_url(url)} refused the connection "
+                                      f"({reason(exc)})") from None
 
 
 def describe_url(url: str) -> str:

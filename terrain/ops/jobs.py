@@ -25,11 +25,6 @@ class Unreachable(RuntimeError):
     """A start-up job's server did not take its connection in time, or refused it: one line says which and why."""
 
 
-def _reason(exc: BaseException) -> str:
-    name, text = type(exc).__name__, str(exc).strip()
-    return text if text.startswith(name) else f"{name}: {text}" if text else name
-
-
 def migration_components() -> list[tuple[str, str]]:
     """(component, package) for the kernel and every service that ships migrations, in the order services use."""
     found = [("kernel", "terrain")]
@@ -56,15 +51,10 @@ async def pending_migrations(pool: asyncpg.Pool) -> list[str]:
 async def migrate_all(database_url: str, *, check_only: bool = False, connect_timeout_s: float = 60.0) -> list[str]:
     """Apply (or, with `check_only`, list) every pending migration; each component under the kernel's lock.
     Raises Unreachable when the database takes no connection within `connect_timeout_s` or refuses it."""
-    where = db.describe_url(database_url)
     try:
         pool = await db.create_pool(database_url, min_size=1, max_size=2, timeout_s=connect_timeout_s)
-    except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-            asyncpg.CannotConnectNowError) as exc:
-        raise Unreachable(f"PostgreSQL at {where} did not take a connection within {connect_timeout_s:g} s "
-                          f"({_reason(exc)})") from exc
-    except asyncpg.PostgresError as exc:  # refused at once: unknown user or database, wrong password
-        raise Unreachable(f"PostgreSQL at {where} refused the connection ({_reason(exc)})") from exc
+    except db.DatabaseUnreachable as exc:
+        raise Unreachable(str(exc)) from None
     try:
         if check_only:
             return await pending_migrations(pool)
@@ -136,7 +126,7 @@ async def ensure_planned_topics(
         except (KafkaConnectionError, OSError) as exc:
             if time.monotonic() > deadline:
                 raise Unreachable(f"no Kafka broker answered at {bootstrap_servers} within {timeout_s:g} s "
-                                  f"({_reason(exc)})") from exc
+                                  f"({db.reason(exc)})") from exc
             log.info("waiting for Kafka", extra={"bootstrap": bootstrap_servers})
             if on_wait is not None and not waiting:
                 on_wait(f"waiting for Kafka at {bootstrap_servers} (up to {timeout_s:g} s)")

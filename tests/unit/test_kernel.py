@@ -366,3 +366,21 @@ def test_a_start_up_step_that_fails_on_a_file_or_value_stops_with_its_reason(cap
             configured("escalation", failing)
         assert reason in capsys.readouterr().err
     assert configured("escalation", lambda: 42) == 42
+
+
+async def test_a_database_that_takes_no_connection_is_named_in_one_line():
+    # Before, a service or `terrain migrate` ended on asyncpg's own 40-line traceback; now the last line
+    # names the server (never its password) and the reason.
+    import socket
+
+    from terrain import db
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    with pytest.raises(db.DatabaseUnreachable) as caught:
+        await db.create_pool(f"postgresql://terrain:s3cret@127.0.0.1:{closed}/terrain", timeout_s=0.5)
+    message = str(caught.value)
+    assert message.startswith(f"PostgreSQL at postgresql://terrain@127.0.0.1:{closed}/terrain did not take")
+    assert "within 0.5 s (ConnectionRefusedError" in message and "s3cret" not in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
