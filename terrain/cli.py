@@ -37,7 +37,17 @@ class _Stop(Exception):
 
 
 def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    # The first signal stops the run; a second one (Ctrl-C pressed twice, a supervisor's TERM after the
+    # terminal's INT) must not break off that stop: it left a traceback and exit code 1 behind it.
+    _while_stopping()
     raise _Stop(signal.Signals(signum).name)
+
+
+def _while_stopping() -> None:
+    # A handler that does nothing rather than SIG_IGN: a signal already pending when the handler changes
+    # would otherwise be reported by Python as "ignored due to race condition", with a traceback.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: None)
 
 
 @app.command()
@@ -65,8 +75,7 @@ def up(
         console.print(f"[red]error:[/red] {exc}")
         code = 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _while_stopping()
         if stack.stop():
             console.print("stopped: services, broker and database")
     raise typer.Exit(code)

@@ -84,6 +84,7 @@ def test_up_comment_to_incident_and_clean_stop(tmp_path: Path):
         assert httpx.get(f"{escalation}/v1/incidents", headers={"Authorization": "Bearer wrong"}).status_code == 401
     finally:
         proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)  # a second signal while stopping must not break off the stop
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
@@ -93,6 +94,7 @@ def test_up_comment_to_incident_and_clean_stop(tmp_path: Path):
     printed = (tmp_path / "up.log").read_text()
     assert proc.returncode == 0, printed[-3000:]
     assert printed.rstrip().endswith("stopped: services, broker and database"), printed[-500:]
+    assert "Traceback" not in printed, printed[-3000:]
     pids = [state["broker_pid"], *state["services"].values()]
     pg_pidfile = Path(state["postgres_datadir"]) / "postmaster.pid"
     assert not pg_pidfile.exists(), "PostgreSQL still running after stop"
