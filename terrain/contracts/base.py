@@ -49,6 +49,8 @@ EARLIEST_YEAR, LATEST_YEAR = 1900, 2199
 def _require_tz(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("timestamp must carry a timezone offset, e.g. 2026-11-25T10:00:00Z")
+    if EARLIEST_YEAR < value.year < LATEST_YEAR:  # an offset (under a day) moves the year by one at most
+        return value
     try:
         year = value.astimezone(UTC).year
     except OverflowError:
