@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 # The schema version Terrain's producers write. Readers accept any later one on the same topic: see
 # `Envelope.schema_version` and docs/contracts/README.md (schema evolution).
@@ -61,6 +61,11 @@ def _require_tz(value: datetime) -> datetime:
 
 
 AwareDatetime = Annotated[datetime, AfterValidator(_require_tz)]
+
+# An id in a message (source, community, thread, author...). Surrounding spaces are stripped; the pattern (a
+# character that is not a space) puts in the published schema what the stripping implies: a blank identifier
+# is refused, not only an empty one.
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True, pattern=r"\S")]
 
 
 def error_message(err: Any) -> str:

@@ -7,9 +7,8 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from terrain.contracts.base import AwareDatetime, Contract, Envelope, derived_id
+from terrain.contracts.base import AwareDatetime, Contract, Envelope, Identifier, derived_id
 
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 Lang = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")]
 
 

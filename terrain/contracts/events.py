@@ -7,9 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, model_validator
 
-from terrain.contracts.base import AwareDatetime, Contract, Envelope
-
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+from terrain.contracts.base import AwareDatetime, Contract, Envelope, Identifier
 
 # What kind of in-real-life event it was; the first five are v1's original values.
 EVENT_KINDS = ("meetup", "apero", "field_visit", "workshop", "other", "ambassador_event", "conference")
