@@ -62,6 +62,11 @@ def _require_tz(value: datetime) -> datetime:
 
 AwareDatetime = Annotated[datetime, AfterValidator(_require_tz)]
 
+# The largest count or version a message may carry: what the services' integer columns hold. The schemas say it
+# (`maximum`), so a number the consumers cannot store is refused by the schema as by the model, not
+# dead-lettered after a producer checked it (JSON Schema also counts 1e21 as an integer).
+MAX_COUNT = 2**31 - 1
+
 # An id in a message (source, community, thread, author...). Surrounding spaces are stripped; the pattern (a
 # character that is not a space) puts in the published schema what the stripping implies: a blank identifier
 # is refused, not only an empty one.
@@ -93,6 +98,7 @@ class Envelope(Contract):
     schema_version: int = Field(
         default=SCHEMA_VERSION,
         ge=1,
+        le=MAX_COUNT,
         description=(
             "Minor version of this topic's schema. Within a topic (whose name carries the major, `.v1`) "
             "versions only add optional fields, so consumers read any version >= 1 and ignore what they "

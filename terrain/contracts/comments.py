@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from terrain.contracts.base import AwareDatetime, Contract, Envelope, Identifier, derived_id
+from terrain.contracts.base import MAX_COUNT, AwareDatetime, Contract, Envelope, Identifier, derived_id
 
 Lang = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")]
 
@@ -18,9 +18,9 @@ def comment_id_for(source: str, external_id: str) -> str:
 
 
 class CommentMetrics(Contract):
-    likes: int = Field(default=0, ge=0)
-    replies: int = Field(default=0, ge=0)
-    shares: int = Field(default=0, ge=0)
+    likes: int = Field(default=0, ge=0, le=MAX_COUNT)
+    replies: int = Field(default=0, ge=0, le=MAX_COUNT)
+    shares: int = Field(default=0, ge=0, le=MAX_COUNT)
 
 
 class CommentAction(StrEnum):
@@ -57,7 +57,7 @@ class Comment(CommentIn):
     """A normalised comment with its stable Terrain id."""
 
     comment_id: str = Field(description="Stable id derived from source + external id.")
-    revision: int = Field(default=1, ge=1, description="1 for the first version; each edit adds one.")
+    revision: int = Field(default=1, ge=1, le=MAX_COUNT, description="1 for the first version; each edit adds one.")
     action: CommentAction = CommentAction.created
     text_truncated: bool = Field(
         default=False, description="True when the source's text was longer than ingest's limit and was cut to it."

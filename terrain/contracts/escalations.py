@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from terrain.contracts.base import AwareDatetime, Envelope
+from terrain.contracts.base import MAX_COUNT, AwareDatetime, Envelope
 from terrain.contracts.incidents import Evidence, IncidentLevel, RecommendedAction
 
 
@@ -31,7 +31,7 @@ class EscalationMessage(Envelope):
         description="What set it off: cascade, spike, ack_timeout, persisted, grew_after_ack, place, policy_end.",
     )
     step: int | None = Field(
-        default=None, ge=1, description="The escalation policy step (1 = first) a human page belongs to."
+        default=None, ge=1, le=MAX_COUNT, description="The escalation policy step (1 = first) a human page belongs to."
     )
     recipients: list[str] = Field(
         default_factory=list, description="Names of the people and channels notified (never addresses)."

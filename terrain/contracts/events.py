@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, model_validator
 
-from terrain.contracts.base import AwareDatetime, Contract, Envelope, Identifier
+from terrain.contracts.base import MAX_COUNT, AwareDatetime, Contract, Envelope, Identifier
 
 # What kind of in-real-life event it was; the first five are v1's original values.
 EVENT_KINDS = ("meetup", "apero", "field_visit", "workshop", "other", "ambassador_event", "conference")
@@ -32,8 +32,8 @@ class EventStatus(StrEnum):
 
 
 class EventOutcome(Contract):
-    attendees: int | None = Field(default=None, ge=0)
-    ambassadors_met: int | None = Field(default=None, ge=0)
+    attendees: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    ambassadors_met: int | None = Field(default=None, ge=0, le=MAX_COUNT)
     result: Annotated[str, StringConstraints(pattern=_one_of(EVENT_RESULTS))] = Field(
         default=PENDING,
         description=(

@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from terrain.contracts.base import AwareDatetime, Contract, Envelope
+from terrain.contracts.base import MAX_COUNT, AwareDatetime, Contract, Envelope
 
 
 class IncidentLevel(StrEnum):
@@ -71,8 +71,8 @@ class IncidentSnapshot(Contract):
     updated_at: AwareDatetime
     acknowledged_at: AwareDatetime | None = None
     resolved_at: AwareDatetime | None = None
-    comment_count: int = Field(ge=0)
-    negative_count: int = Field(ge=0)
+    comment_count: int = Field(ge=0, le=MAX_COUNT)
+    negative_count: int = Field(ge=0, le=MAX_COUNT)
     recommended_actions: list[str] = Field(default_factory=list)
     evidence: list[Evidence] = Field(default_factory=list, description="The most recent comments, newest last.")
     kind: IncidentKind = Field(

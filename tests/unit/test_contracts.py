@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 
 from terrain import contract_docs
 from terrain.contracts import comment_id_for
-from terrain.contracts.base import Envelope
+from terrain.contracts.base import EARLIEST_YEAR, LATEST_YEAR, Envelope
 from terrain.kafka import Record, Rejection, dead_letter, decode
 from terrain.topics import ALL_TOPICS, COMMENTS, TopicSpec
 
@@ -28,11 +29,25 @@ TOPIC_IDS = [spec.name for spec in ALL_TOPICS]
 FORMATS = jsonschema.FormatChecker()
 
 
+# RFC 3339's date-time (what the schemas' "date-time" means): Python's fromisoformat alone also takes other
+# ISO 8601 shapes ("0001-01-01000-0000") that no consumer reads.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
 @FORMATS.checks("date-time", raises=ValueError)
 def _is_aware_datetime(value: object) -> bool:
     if not isinstance(value, str):
         return True
-    return datetime.fromisoformat(value).tzinfo is not None
+    if _RFC3339.fullmatch(value) is None:
+        return False
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        return False
+    # The rule docs/contracts/README.md adds to the format (JSON Schema cannot say it): years 1900-2199 in UTC.
+    try:
+        return EARLIEST_YEAR <= parsed.astimezone(UTC).year <= LATEST_YEAR
+    except OverflowError:
+        return False
 
 
 def load(path: Path) -> Any:
