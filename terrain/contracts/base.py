@@ -60,7 +60,11 @@ def _require_tz(value: datetime) -> datetime:
     return value
 
 
-AwareDatetime = Annotated[datetime, AfterValidator(_require_tz)]
+# The years in the published schemas, as a pattern on the text (JSON Schema has no date ranges): it catches all
+# but the few hours at either end where only the offset decides (1900-01-01T00:30+01:00 is 1899 in UTC).
+YEAR_PATTERN = "^(19|20|21)[0-9]{2}-"
+
+AwareDatetime = Annotated[datetime, AfterValidator(_require_tz), Field(json_schema_extra={"pattern": YEAR_PATTERN})]
 
 # The largest count or version a message may carry: what the services' integer columns hold. The schemas say it
 # (`maximum`), so a number the consumers cannot store is refused by the schema as by the model, not

@@ -10,16 +10,17 @@ import json
 from datetime import datetime
 from typing import Any
 
+import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from terrain.contracts import comment_id_for
-from terrain.contracts.base import MAX_COUNT
+from terrain.contracts.base import EARLIEST_YEAR, LATEST_YEAR, MAX_COUNT
 from terrain.kafka import Record, Rejection, dead_letter, decode
 from terrain.topics import ALL_TOPICS, TopicSpec
 from tests.unit import test_contracts
-from tests.unit.test_contracts import TOPIC_IDS
+from tests.unit.test_contracts import TOPIC_IDS, committed_schema
 
 FAST = settings(max_examples=50)
 validator = functools.cache(test_contracts.validator)
@@ -211,3 +212,16 @@ def test_a_blank_identifier_gets_the_same_verdict_from_the_schema_and_the_model(
             refused += [] if read else [field]
     if spec.model.model_fields.get("source") is not None:  # the comment topics: every id there is stripped
         assert "source" in refused and "external_id" in refused
+
+
+@pytest.mark.parametrize("spec", ALL_TOPICS, ids=TOPIC_IDS)
+def test_a_timestamp_outside_the_years_is_refused_by_the_schema_as_by_the_model(spec: TopicSpec) -> None:
+    assert (EARLIEST_YEAR, LATEST_YEAR) == (1900, 2199), "YEAR_PATTERN in contracts.base spells these years"
+    bare = jsonschema.Draft202012Validator(committed_schema(spec))  # the pattern alone, no format checker
+    for when, readable in (("1899-12-31T23:59:59Z", False), ("2200-01-01T00:00:00Z", False),
+                           ("0001-01-01T00:00:00+00:00", False), ("1900-01-01T00:00:00Z", True),
+                           ("2199-12-31T23:59:59Z", True)):
+        msg = {**example(spec), "occurred_at": when}
+        assert bare.is_valid(msg) is readable, when
+        assert validator(spec).is_valid(msg) is readable, when
+        assert isinstance(decode(spec.model, record(json.dumps(msg).encode())), Rejection) is not readable, when
