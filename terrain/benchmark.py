@@ -19,6 +19,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -489,6 +490,12 @@ def _opened_comment(value: bytes) -> str | None:
 # --- the run ----------------------------------------------------------------------------------------------
 
 
+
+def find_py_spy() -> str | None:
+    """py-spy on PATH, else beside this Python (a virtual environment's, when it is not activated)."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.is_file() and os.access(beside, os.X_OK) else None)
+
 class _Profilers:
     """py-spy (or pyinstrument-less sampling) attached to each service process during the throughput phase."""
 
@@ -501,9 +508,9 @@ class _Profilers:
     def start(self) -> None:
         if self.out is None:
             return
-        exe = shutil.which("py-spy")
+        exe = find_py_spy()
         if exe is None:
-            raise RuntimeError("--profile needs py-spy on PATH (pip install py-spy)")
+            raise RuntimeError("--profile needs py-spy (pip install py-spy)")
         self.out.mkdir(parents=True, exist_ok=True)
         for name, pid in self.pids.items():
             self.procs.append(subprocess.Popen(

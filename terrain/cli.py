@@ -258,9 +258,8 @@ def bench(
 ) -> None:
     """Throughput and latency of the pipeline on the embedded stack, beside the broker's own ceiling."""
     import json
-    import shutil
 
-    from terrain.benchmark import BenchConfig, render, run
+    from terrain.benchmark import BenchConfig, find_py_spy, render, run
 
     env: dict[str, str] = {}
     for item in setting or []:
@@ -275,8 +274,8 @@ def bench(
         if not sep or not count.isdigit() or int(count) < 1:
             raise typer.BadParameter(f"{item!r}: expected SERVICE=N with N >= 1", param_hint="--replicas")
         extra[name.strip()] = int(count) - 1
-    if profile is not None and shutil.which("py-spy") is None:  # say so before starting anything
-        raise typer.BadParameter("needs py-spy on PATH (pip install py-spy)", param_hint="--profile")
+    if profile is not None and find_py_spy() is None:  # say so before starting anything
+        raise typer.BadParameter("needs py-spy (pip install py-spy)", param_hint="--profile")
     cfg = BenchConfig(n=n, rate=rate, latency_seconds=seconds, scorer=scorer, partitions=partitions,
                       service_env=env, profile_dir=profile, extra_replicas=extra)
     try:

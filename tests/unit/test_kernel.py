@@ -384,3 +384,20 @@ async def test_a_database_that_takes_no_connection_is_named_in_one_line():
     assert message.startswith(f"PostgreSQL at postgresql://terrain@127.0.0.1:{closed}/terrain did not take")
     assert "within 0.5 s (ConnectionRefusedError" in message and "s3cret" not in message
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_the_bench_finds_py_spy_beside_its_python_when_the_venv_is_not_activated(tmp_path, monkeypatch):
+    # Before, `terrain bench --profile` from a venv that was not activated said "needs py-spy on PATH" while
+    # py-spy sat in the venv's bin beside terrain itself.
+    from terrain.benchmark import find_py_spy
+
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr("sys.executable", str(bin_dir / "python"))
+    assert find_py_spy() is None
+    tool = bin_dir / "py-spy"
+    tool.write_text("#!/bin/sh\n")
+    assert find_py_spy() is None  # not executable
+    tool.chmod(0o755)
+    assert find_py_spy() == str(tool)
