@@ -490,11 +490,11 @@ def _opened_comment(value: bytes) -> str | None:
 # --- the run ----------------------------------------------------------------------------------------------
 
 
-
 def find_py_spy() -> str | None:
     """py-spy on PATH, else beside this Python (a virtual environment's, when it is not activated)."""
     beside = Path(sys.executable).parent / "py-spy"
     return shutil.which("py-spy") or (str(beside) if beside.is_file() and os.access(beside, os.X_OK) else None)
+
 
 class _Profilers:
     """py-spy (or pyinstrument-less sampling) attached to each service process during the throughput phase."""

@@ -29,7 +29,7 @@ from faststream.middlewares import AckPolicy
 from pydantic import BaseModel, ValidationError
 
 from terrain import telemetry
-from terrain.contracts.base import Envelope, error_message
+from terrain.contracts.base import Envelope, located_error
 from terrain.settings import TerrainSettings
 from terrain.topics import TopicSpec, dlq_name
 
@@ -221,11 +221,7 @@ async def send_record_batches(
 
 def describe_validation_error(exc: ValidationError) -> str:
     """A one-line reason naming each bad field, for people reading a dead-letter topic or an HTTP error."""
-    parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "(message)"
-        parts.append(f"{loc}: {error_message(err)}")
-    return "; ".join(parts)
+    return "; ".join(located_error(err, whole="(message)") for err in exc.errors(include_url=False))
 
 
 async def _skip_decode(message: Any) -> None:

@@ -91,13 +91,21 @@ def database_for_command(say: Callable[[str], None]) -> bool:
     guess one. TERRAIN_DATABASE_URL if set; else, beside a live `terrain up` of this home, that run's broker
     and embedded database (put in the environment, said); else False, and the caller refuses with
     NO_DATABASE (before, such a command wrote its tables into whatever PostgreSQL listened on 5432)."""
+    use_running_stack(say)
+    return bool(os.environ.get("TERRAIN_DATABASE_URL"))
+
+
+def use_running_stack(say: Callable[[str], None], only: str | None = None) -> None:
+    """Beside a live `terrain up` of this home, put its broker and embedded database (or `only` that
+    variable) in the environment where unset, and say so."""
     home = state_dir()
     found = running_stack_env(home, dict(os.environ))
+    if only is not None:
+        found = {k: v for k, v in found.items() if k == only}
     if found:
         os.environ.update(found)
         where = ", ".join(f"{k.removeprefix('TERRAIN_').lower()} {v}" for k, v in found.items())
         say(f"using the running `terrain up` of {home}: {where}")
-    return bool(os.environ.get("TERRAIN_DATABASE_URL"))
 
 
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from terrain.contracts.base import error_message
+from terrain.contracts.base import located_error
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -336,7 +336,7 @@ def parse_policy(data: Any, source: str = "policy") -> PolicyFile:
         except ValidationError as exc:
             # Defaults are validated on their own, so their paths need the section name put back.
             prefix = "defaults" if key == "defaults" else None
-            errors += [_describe(e, prefix) for e in exc.errors(include_url=False)]
+            errors += [located_error(e, prefix=prefix) for e in exc.errors(include_url=False)]
     # Go on past a bad section, so one run lists every problem; a bad section counts as absent below.
     defaults = sections.get("defaults", CommunityPolicy())
     policy = PolicyFile.model_validate({
@@ -346,18 +346,13 @@ def parse_policy(data: Any, source: str = "policy") -> PolicyFile:
         try:
             policy.community(cid)
         except ValidationError as exc:
-            errors += [f"communities.{cid}." + _describe(e) for e in exc.errors(include_url=False)]
+            errors += [f"communities.{cid}." + located_error(e) for e in exc.errors(include_url=False)]
     errors += reference_errors(data)
     if errors:
         raise PolicyError(source, errors)
     return policy
 
 
-def _describe(err: Any, prefix: str | None = None) -> str:
-    parts = [str(p) for p in err["loc"]]
-    loc = ".".join([prefix, *parts] if prefix else parts) or "(file)"
-    msg = error_message(err)
-    return f"{loc}: {msg}"
 
 
 def load_policy(path: str | Path) -> PolicyFile:

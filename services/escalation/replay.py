@@ -81,7 +81,7 @@ from terrain.contracts import (
     SentimentLabel,
     comment_id_for,
 )
-from terrain.contracts.base import AwareDatetime, derived_id, error_message
+from terrain.contracts.base import AwareDatetime, derived_id, located_error
 
 # The handler loads a thread's latest resolved incident this far back (repository.REOPEN_LOOKBACK).
 REOPEN_LOOKBACK = timedelta(days=7)
@@ -291,11 +291,7 @@ def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        errors = []
-        for e in exc.errors(include_url=False):
-            loc = ".".join(str(p) for p in e["loc"]) or "(file)"
-            errors.append(f"{loc}: {error_message(e)}")
-        raise ScenarioError(source, errors) from exc
+        raise ScenarioError(source, [located_error(e) for e in exc.errors(include_url=False)]) from exc
     if scenario.policy is not None:
         try:
             scenario.policies()

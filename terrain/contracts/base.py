@@ -83,6 +83,13 @@ def error_message(err: Any) -> str:
     return str(err.get("msg", "invalid")).removeprefix("Value error, ")
 
 
+def located_error(err: Any, *, prefix: str | None = None, whole: str = "(file)") -> str:
+    """One pydantic error as "dotted.path: message" (`prefix` before the path; `whole` when the error is about
+    the whole input): the form of policy, scenario and dead-letter reasons."""
+    parts = [str(p) for p in err["loc"]]
+    return f"{'.'.join([prefix, *parts] if prefix else parts) or whole}: {error_message(err)}"
+
+
 class Contract(BaseModel):
     """Base for every message model: consumers ignore fields they do not know (forward compatible)."""
 

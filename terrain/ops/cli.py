@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -67,15 +66,12 @@ def topics(
 
     The broker is TERRAIN_KAFKA_BOOTSTRAP_SERVERS; unset, a live `terrain up` of the same home is used (and
     said), else the default address."""
-    from terrain.stack import running_stack_env, state_dir
+    from terrain.stack import use_running_stack
 
     def say(line: str) -> None:
         console.print(line, soft_wrap=True)
 
-    found = running_stack_env(state_dir(), dict(os.environ)).get("TERRAIN_KAFKA_BOOTSTRAP_SERVERS")
-    if found:
-        os.environ["TERRAIN_KAFKA_BOOTSTRAP_SERVERS"] = found
-        say(f"using the running `terrain up` of {state_dir()}: kafka_bootstrap_servers {found}")
+    use_running_stack(say, only="TERRAIN_KAFKA_BOOTSTRAP_SERVERS")
     s = TerrainSettings()
     plans = topic_plans(s.topic_partitions)
     min_isr = max(1, s.topic_replication_factor - 1) if s.topic_replication_factor > 1 else None
