@@ -74,6 +74,10 @@ class BenchConfig:
     final_consumer: str = "escalation"
     # Longest wait for a phase to be stored; a loaded machine needs it (the run stops with the logs' tails).
     timeout_s: float = 600.0
+    # Hostile texts among the latency phase's comments (spread evenly), each `hostile_chars` long: the p99 of
+    # the ordinary ones says whether one slow text holds up the others.
+    hostile: int = 0
+    hostile_chars: int = 8_000
 
 
 @dataclass
@@ -134,6 +138,8 @@ class BenchResult:
     # CPU seconds of each process during the throughput phase alone (per comment: divide by n).
     throughput_cpu: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # The largest event loop lag each service saw over the whole run (its terrain_event_loop_lag_max_seconds).
+    loop_lag_max_s: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -150,6 +156,8 @@ class BenchResult:
             "usage": [{"name": u.name, "cpu_s": u.cpu_s, "peak_mb": u.peak_mb,
                        "throughput_cpu_ms_per_comment": 1000 * self.throughput_cpu.get(u.name, 0.0) / self.config.n}
                       for u in self.usage],
+            "hostile": self.config.hostile, "hostile_chars": self.config.hostile_chars,
+            "loop_lag_max_ms": {k: v * 1000 for k, v in self.loop_lag_max_s.items()},
             "notes": self.notes,
         }
 
@@ -161,7 +169,27 @@ def pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def inbound_message(run: str, i: int, cfg: BenchConfig, created_at: str) -> tuple[bytes, bytes, str]:
+# What makes text rules slow if anything will: long runs of one character, of a digit and a space, of a word
+# and a dash, of emoji, near e-mail addresses and amounts, and an ordinary sentence said again and again.
+HOSTILE_MOTIFS = ("1", "1 ", "a-", "a.", "😡", "🏻", "71", "1 000,00 ", "a.b+c@d-e.", "€1 ", "www.",
+                  "connard ", "you ", "Service déplorable, je suis furieux ! ")
+
+
+def hostile_text(i: int, chars: int) -> str:
+    motif = HOSTILE_MOTIFS[i % len(HOSTILE_MOTIFS)]
+    return (motif * (chars // len(motif) + 1))[:chars]
+
+
+def hostile_indexes(total: int, hostile: int) -> set[int]:
+    """Which of `total` comments are hostile: `hostile` of them, spread evenly."""
+    if hostile <= 0:
+        return set()
+    step = total / hostile
+    return {int(k * step + step / 2) for k in range(hostile)}
+
+
+def inbound_message(run: str, i: int, cfg: BenchConfig, created_at: str, text: str | None = None
+                    ) -> tuple[bytes, bytes, str]:
     """Inbound comment i: (key, JSON body, comment id). Communities and threads spread over every partition."""
     community = f"{run}-c{i % cfg.communities}"
     thread = f"t{(i // cfg.communities) % cfg.threads_per_community}"
@@ -169,7 +197,7 @@ def inbound_message(run: str, i: int, cfg: BenchConfig, created_at: str) -> tupl
     body = {
         "message_id": f"{run}-in-{i}", "occurred_at": created_at, "producer": "bench",
         "source": "forum", "external_id": ext, "community_id": community, "thread_id": thread,
-        "author_id": f"a{i % 5000}", "text": f"{TEXTS[i % len(TEXTS)]} #{i}", "created_at": created_at,
+        "author_id": f"a{i % 5000}", "text": text or f"{TEXTS[i % len(TEXTS)]} #{i}", "created_at": created_at,
     }
     return community.encode(), json.dumps(body, separators=(",", ":")).encode(), comment_id_for("forum", ext)
 
@@ -424,6 +452,25 @@ async def _scrape_batches(ports: dict[str, int]) -> dict[tuple[str, str], dict[s
                         row["le"][float(labels["le"])] = int(sample.value)
                     elif sample.name == "terrain_consumer_messages_total":
                         row["messages"] += int(sample.value)
+    return out
+
+
+async def _scrape_loop_lag(ports: dict[str, int]) -> dict[str, float]:
+    """Each service's largest event loop lag since it started, from its /metrics."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    async with httpx.AsyncClient(timeout=5) as client:
+        for name, port in ports.items():
+            try:
+                text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            except httpx.HTTPError:
+                continue
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "terrain_event_loop_lag_max_seconds":
+                        out[name] = max(out.get(name, 0.0), float(sample.value))
     return out
 
 
@@ -719,6 +766,8 @@ async def _latency(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchR
     metrics_before = await _scrape_batches(service_ports)
     sent_ext: dict[str, float] = {}
     sent_cid: dict[str, float] = {}
+    hostile = hostile_indexes(total, cfg.hostile)
+    hostile_ext = {f"{run_id}-{i}" for i in hostile}
     rng = random.Random(7)
     try:
         began = time.perf_counter()
@@ -730,7 +779,8 @@ async def _latency(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchR
             futures = []
             while i < due:
                 # A fresh spread of communities per run, so incidents open all along the run.
-                key, value, cid = inbound_message(run_id, i, cfg, datetime.now(UTC).isoformat())
+                text = hostile_text(i, cfg.hostile_chars) if i in hostile else None
+                key, value, cid = inbound_message(run_id, i, cfg, datetime.now(UTC).isoformat(), text)
                 futures.append(await producer.send(COMMENTS_INBOUND.name, value, key=key))
                 now = time.time()
                 sent_ext[f"{run_id}-{i}"] = now
@@ -750,11 +800,12 @@ async def _latency(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchR
         for t, ext in await _read_since(bootstrap, start, COMMENTS.name, _scored_external_id)
         if ext in sent_ext
     ]
-    scored = [
-        (t - sent_ext[ext]) * 1000
+    scored_all = [
+        (ext, (t - sent_ext[ext]) * 1000)
         for t, ext in await _read_since(bootstrap, start, COMMENTS_SCORED.name, _scored_external_id)
         if ext in sent_ext
     ]
+    scored = [ms for ext, ms in scored_all if ext not in hostile_ext]
     opened = [
         (t - sent_cid[cid]) * 1000
         for t, cid in await _read_since(bootstrap, start, INCIDENTS.name, _opened_comment)
@@ -762,6 +813,10 @@ async def _latency(cfg: BenchConfig, bootstrap: str, db_url: str, result: BenchR
     ]
     result.latency = {"inbound -> normalised (ingest)": normalised, "inbound -> scored": scored,
                       "inbound -> incident opened": opened}
+    if hostile:
+        result.latency[f"inbound -> scored, the {len(hostile)} hostile texts ({cfg.hostile_chars:,} chars)"] = [
+            ms for ext, ms in scored_all if ext in hostile_ext]
+    result.loop_lag_max_s = await _scrape_loop_lag(service_ports)
     say(f"latency: {total} comments offered at {result.offered:,.0f}/s; {len(opened)} incidents opened")
 
 
@@ -814,4 +869,10 @@ def render(result: BenchResult) -> list[Any]:
         one_core = f"{cfg.n / phase:,.0f}" if phase > 0 and u.name != LOAD_GENERATOR else ""
         use.add_row(u.name, f"{u.cpu_s:.1f}", f"{phase:.1f}", f"{1000 * phase / cfg.n:.2f}", one_core,
                     f"{u.peak_mb:.0f}")
-    return [rates, lat, *([batches] if result.batches else []), use, *result.notes]
+    lag = Table(title="Event loop: the largest lag each service saw (terrain_event_loop_lag_max_seconds)")
+    lag.add_column("service")
+    lag.add_column("max lag ms", justify="right")
+    for name, seconds in sorted(result.loop_lag_max_s.items()):
+        lag.add_row(name, f"{seconds * 1000:.1f}")
+    return [rates, lat, *([batches] if result.batches else []), *([lag] if result.loop_lag_max_s else []), use,
+            *result.notes]

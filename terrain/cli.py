@@ -255,6 +255,10 @@ def bench(
     replicas: Annotated[
         list[str] | None, typer.Option("--replicas", help="SERVICE=N: run N processes of a service in its group.")
     ] = None,
+    hostile: Annotated[int, typer.Option(min=0, help="Hostile texts among the latency phase's comments.")] = 0,
+    hostile_chars: Annotated[
+        int, typer.Option(min=1, max=20_000, help="Length of each hostile text (the contract allows 20,000).")
+    ] = 8_000,
 ) -> None:
     """Throughput and latency of the pipeline on the embedded stack, beside the broker's own ceiling."""
     import json
@@ -277,7 +281,8 @@ def bench(
     if profile is not None and find_py_spy() is None:  # say so before starting anything
         raise typer.BadParameter("needs py-spy (pip install py-spy)", param_hint="--profile")
     cfg = BenchConfig(n=n, rate=rate, latency_seconds=seconds, scorer=scorer, partitions=partitions,
-                      service_env=env, profile_dir=profile, extra_replicas=extra)
+                      service_env=env, profile_dir=profile, extra_replicas=extra, hostile=hostile,
+                      hostile_chars=hostile_chars)
     try:
         result = run(cfg, say=lambda line: console.print(line, soft_wrap=True))
     except RuntimeError as exc:  # a service that could not start has said why above

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from terrain import db, telemetry
 from terrain.contracts.base import error_message
 from terrain.kafka import BatchConsumer, Publisher, ensure_topics, make_broker
+from terrain.looplag import LoopLagMonitor
 from terrain.settings import TerrainSettings
 from terrain.topics import TopicSpec, all_topic_names
 
@@ -55,6 +56,7 @@ class ServiceRuntime:
         self._outbox: db.Outbox | None = None
         self.on_started: list[Callable[[], Awaitable[None]]] = []
         self.on_stopping: list[Callable[[], Awaitable[None]]] = []
+        self.loop_lag = LoopLagMonitor(service)
 
     def topic(self, spec: TopicSpec | str) -> str:
         name = spec.name if isinstance(spec, TopicSpec) else spec
@@ -136,6 +138,7 @@ class ServiceRuntime:
             self._outbox.start_relay(s.outbox_relay_interval_s, s.outbox_relay_min_age_s)
             self._tasks.append(asyncio.create_task(self._prune_loop(), name=f"prune-{self.service}"))
         self._tasks.append(asyncio.create_task(self._probe_loop(), name=f"probe-{self.service}"))
+        self._tasks.append(asyncio.create_task(self.loop_lag.run(), name=f"loop-lag-{self.service}"))
         for hook in self.on_started:
             await hook()
         if _OWN_PROCESS:

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from terrain.text import NOT_LANGUAGE
+
 DETECTABLE_LANGS = ("fr", "en", "es", "de", "it", "pt", "nl")
 UNDETERMINED = "und"
 MIN_PROB = {"fr": 0.0, "en": 0.3}
@@ -34,7 +36,6 @@ MIN_PROB_OTHER = 0.7
 # Only the opening of a long text is read: it is enough for the language and keeps detection cheap.
 MAX_CHARS = 400
 
-_NOT_LANGUAGE = re.compile(r"https?://\S+|www\.\S+|\S+@\S+|@\w+|#|\d+")
 _TWO_LETTERS = re.compile(r"[^\W\d_].*?[^\W\d_]", re.DOTALL)
 
 
@@ -55,7 +56,7 @@ def warm_up() -> None:
 
 
 def _clean(text: str) -> str | None:
-    cleaned = " ".join(_NOT_LANGUAGE.sub(" ", text[:MAX_CHARS]).split())
+    cleaned = " ".join(NOT_LANGUAGE.sub(" ", text[:MAX_CHARS]).split())
     return cleaned if _TWO_LETTERS.search(cleaned) is not None else None
 
 

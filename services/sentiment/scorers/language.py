@@ -4,8 +4,9 @@ languages, with French (the first language here) when the detector is unsure."""
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any
+
+from terrain.text import NOT_LANGUAGE
 
 DEFAULT_LANG = "fr"
 # Languages the detector may answer; the set is small so that short texts are not labelled with some
@@ -16,7 +17,6 @@ DETECTABLE_LANGS = ("fr", "en", "es", "de", "it", "pt", "nl")
 MIN_DETECT_PROB = {"en": 0.3}
 MIN_DETECT_PROB_OTHER = 0.6
 
-_NOT_LANGUAGE = re.compile(r"https?://\S+|www\.\S+|\S+@\S+|@\w+|#|\d+")
 # Sources may give ISO 639-2 codes; "und" (undetermined) means they do not know.
 _ISO_639_2 = {"eng": "en", "fra": "fr", "fre": "fr", "spa": "es", "deu": "de", "ger": "de", "ita": "it",
               "por": "pt", "nld": "nl", "dut": "nl"}
@@ -35,7 +35,7 @@ def identifier() -> Any:
 def detect_language(text: str) -> str:
     """The language of a text among DETECTABLE_LANGS, or French when the detector is unsure."""
     # Links, mentions, hashtags' marks and numbers say nothing about the language and skew short texts.
-    cleaned = " ".join(_NOT_LANGUAGE.sub(" ", text).split())
+    cleaned = " ".join(NOT_LANGUAGE.sub(" ", text).split())
     if not any(ch.isalpha() for ch in cleaned):
         return DEFAULT_LANG
     best, prob = identifier().classify(cleaned)
