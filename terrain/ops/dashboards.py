@@ -193,6 +193,10 @@ def pipeline() -> Json:
             Panel("Sentiment batch duration", "Score, flag and publish one batch, p50/p95/p99.",
                   [Prom(f"histogram_quantile({q}, sum by (le) (rate(terrain_sentiment_batch_seconds_bucket{RATE})))",
                         f"p{round(q * 100)}") for q in (0.5, 0.95, 0.99)], unit="s"),
+            Panel("Event loop lag", "How late each service's event loop woke, p99 and the largest since start: "
+                  "work that held the loop (a slow text, a large decode) while health checks and heartbeats waited.",
+                  [_pct("terrain_event_loop_lag_seconds", 0.99, "service"),
+                   Prom("max by (service) (terrain_event_loop_lag_max_seconds)", "{{service}} max")], unit="s"),
             Panel("Processed-message records pruned", "Idempotency records deleted after their retention.",
                   [Prom(_q("terrain_processed_messages_pruned_total", "service"), "{{service}}")], unit="ops"),
         ]),
