@@ -544,7 +544,7 @@ class Engine:
         contacts = self.recipients(refs, now)
         names = list(dict.fromkeys(c[0] for c in contacts)) or [r.partition(":")[2] for r in refs]
         lang = inc.language
-        subject = f"[Terrain] {inc.level.value} · {inc.community_id}/{inc.thread_id}: {headline}"[:250]
+        subject = render.subject(f"[Terrain] {inc.level.value} · {inc.community_id}/{inc.thread_id}: {headline}")
         lines = [inc.reason, ""] + [f"- {t}" for t in render.actions(list(inc.actions), lang)]
         lines += ["", f"incident {inc.id}"]
         text = "\n".join(lines)

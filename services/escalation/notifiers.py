@@ -42,6 +42,7 @@ import aiosmtplib
 import asyncpg
 import httpx
 
+from services.escalation import render
 from services.escalation.metrics import NOTIFICATION_SEND_SECONDS, NOTIFICATIONS, NOTIFICATIONS_PENDING
 
 log = logging.getLogger("terrain.escalation.notifiers")
@@ -148,6 +149,8 @@ def _kind_label(kind: str) -> str:
 class WebhookNotifier:
     """A JSON webhook as Slack and Mattermost incoming webhooks accept it: `{"text": ..., "terrain": payload}`.
 
+    `text` is escaped for their markup (`render.for_chat`: no link, mention or command can hide in an id);
+    `terrain` carries the same facts as raw data, for programs, which must escape them if they show them.
     Headers: `X-Terrain-Notification-Id` (receivers deduplicate on it) and, with a secret,
     `X-Terrain-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes>`.
     """
@@ -163,8 +166,8 @@ class WebhookNotifier:
         self._client = client or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
 
     def body(self, n: Notification) -> bytes:
-        text = f"{n.subject}\n{n.text}" if n.text else n.subject
-        doc = {"text": text, "terrain": dict(n.payload)}
+        text = f"{render.subject(n.subject)}\n{n.text}" if n.text else render.subject(n.subject)
+        doc = {"text": render.for_chat(text), "terrain": dict(n.payload)}
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
 
     def headers(self, n: Notification, body: bytes) -> dict[str, str]:
@@ -238,8 +241,9 @@ class EmailNotifier:
         msg = EmailMessage()
         msg["From"] = self.sender
         msg["To"] = n.target
-        # A subject is one line: a line break in it would start a new header.
-        msg["Subject"] = " ".join(n.subject.split())
+        # A subject is one line: a line break in it would start a new header. Made one line here whatever the
+        # subject holds (rows stored before ids refused line breaks, a caller that forgot).
+        msg["Subject"] = render.subject(n.subject)
         msg["Date"] = email.utils.formatdate(usegmt=True)
         msg["Message-ID"] = self.message_id(n)
         msg["X-Terrain-Notification-Id"] = n.id

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from terrain.contracts import RecommendedAction
+from terrain.contracts.base import one_line
 
 LANGUAGES = ("fr", "en")
 # Times are shown in the community manager's zone for French, in UTC otherwise.
@@ -176,3 +177,25 @@ def actions(items: list[RecommendedAction], lang: str | None) -> list[str]:
             hit = _RENDERED[key] = (a, action(a, lang))
         out.append(hit[1])
     return out
+
+
+# Chat webhooks (Slack, Mattermost) read markup in the text, and an id or a place comes from outside: without
+# this, a thread named `<!channel>` pages a whole channel and `<https://evil|click>` shows a link under a false
+# name. Slack reads `<...>` as links, mentions and commands and asks for exactly &, < and > to be escaped as
+# these entities, which both Slack and Mattermost show as the characters themselves. Mattermost also reads
+# Markdown: `[text](url)` links and images, and `@channel`, `@here`, `@all` or `@name` mentions. An invisible
+# word joiner (U+2060) after each `@` and between `]` and `(` keeps what people read and breaks both. A bare
+# URL is still linked by both, under its own name. Lines start with Terrain's own words (an id holds no line
+# break), so Markdown that needs a line start (headings, link definitions) cannot be opened from an id.
+_CHAT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "@": "@\u2060"})
+
+
+def for_chat(text: str) -> str:
+    """`text` as a Slack or Mattermost message shows it, word for word, with no link or mention hidden in it."""
+    return text.translate(_CHAT).replace("](", "]\u2060(")
+
+
+def subject(text: str, limit: int = 250) -> str:
+    """A one-line title of at most `limit` characters (an e-mail subject, a message's first line): line breaks
+    and other hidden characters become spaces, whatever the parts it was built from hold."""
+    return one_line(text)[:limit]

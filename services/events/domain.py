@@ -38,7 +38,7 @@ from pydantic import Field
 
 from services.events.visits import Action, Forbidden, Transition, action_for, is_open, next_status
 from terrain.contracts import EscalationMessage, EscalationTarget, EventIn, EventOutcome, Evidence
-from terrain.contracts.base import AwareDatetime, derived_id
+from terrain.contracts.base import AwareDatetime, derived_id, one_line
 from terrain.contracts.events import PENDING, EventStatus
 
 TITLE_MAX = 300
@@ -355,14 +355,17 @@ def plan_field_visit(escalation: EscalationMessage, now: datetime) -> StoredEven
     """
     if escalation.target is not EscalationTarget.field:
         return None
-    where = escalation.place or f"thread {escalation.thread_id}"
+    # An escalation's place is free text (a policy file's, or a comment's stored before places were held to one
+    # line); the event's location is one line.
+    place = one_line(escalation.place or "") or None
+    where = place or f"thread {escalation.thread_id}"
     return StoredEvent(
         id=field_visit_id(escalation.escalation_id),
         community_id=escalation.community_id,
         kind="field_visit",
         title=f"Field visit: {where}"[:TITLE_MAX],
         starts_at=escalation.occurred_at,
-        location=escalation.place,
+        location=place,
         incident_id=escalation.incident_id,
         outcome=EventOutcome(result=PENDING),
         status=EventStatus.requested,

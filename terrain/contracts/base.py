@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 # The schema version Terrain's producers write. Readers accept any later one on the same topic: see
 # `Envelope.schema_version` and docs/contracts/README.md (schema evolution).
@@ -71,10 +72,63 @@ AwareDatetime = Annotated[datetime, AfterValidator(_require_tz), Field(json_sche
 # dead-lettered after a producer checked it (JSON Schema also counts 1e21 as an integer).
 MAX_COUNT = 2**31 - 1
 
-# An id in a message (source, community, thread, author...). Surrounding spaces are stripped; the pattern (a
-# character that is not a space) puts in the published schema what the stripping implies: a blank identifier
-# is refused, not only an empty one.
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True, pattern=r"\S")]
+# The characters no identifier or one-line name may hold, as the body of a regex character class: the controls
+# (Unicode category Cc: NUL, tab, newline, ESC, DEL, the C1 range), the line and paragraph separators (Zl, Zp)
+# and every format character (Cf) of the Basic Multilingual Plane: soft hyphen, zero-width space and joiners,
+# the bidi marks, embeddings, overrides (U+202E) and isolates, the word joiner, the byte-order mark. Each breaks
+# a line, a header or a chat message, or makes one id look like another. Format characters above U+FFFF (the
+# tag characters U+E0001 and U+E0020-U+E007F, a few script-specific ones) are not listed: JSON Schema's regex
+# dialect (ECMA-262) and Python's have no common way to write a character past U+FFFF, and a rule the
+# published schema cannot state would let a producer's checked message be dead-lettered. Spelled with \u
+# escapes (which both dialects read) so the schema files stay plain ASCII; a unit test holds the list to the
+# categories of the running Python's Unicode tables.
+HIDDEN_CHARACTERS = (
+    "\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890\\u0891\\u08e2\\u180e"
+    "\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ufeff\\ufff9-\\ufffb"
+)
+# The spaces left once those are out (category Zs): what stripping removes from an identifier's ends.
+_SPACES = "\\u0020\\u00a0\\u1680\\u2000-\\u200a\\u202f\\u205f\\u3000"
+_HIDDEN = re.compile(f"[{HIDDEN_CHARACTERS}]")
+_HIDDEN_RUNS = re.compile(f"[{HIDDEN_CHARACTERS}{_SPACES}]+")
+
+# What the schemas say of a one-line name: no hidden character anywhere. Not `^[^...]*$`: Python's `$` also
+# matches before a final newline, so "id\n" would pass there. The lookahead reads the same in both dialects: `.`
+# stops at a line break, which is itself hidden, so `.*[...]` finds the first hidden character or nothing.
+ONE_LINE_PATTERN = f"^(?!.*[{HIDDEN_CHARACTERS}])"
+# Of an identifier: that, and a character that is not a space (the model strips the ends, so a blank one is
+# refused, not only an empty one).
+IDENTIFIER_PATTERN = f"{ONE_LINE_PATTERN}[{_SPACES}]*[^{_SPACES}]"
+
+
+def _visible(value: Any) -> Any:
+    # Before stripping: a newline at an end is refused like one in the middle, as the schema refuses it. Printable
+    # ASCII (most ids) holds none of the hidden characters and skips the search: it runs on every id of every
+    # comment ingest reads.
+    if not isinstance(value, str) or (value.isascii() and value.isprintable()):
+        return value
+    if (found := _HIDDEN.search(value)) is not None:
+        raise ValueError(
+            f"must not hold control or invisible format characters (found U+{ord(found.group()):04X}"
+            f" at character {found.start() + 1})"
+        )
+    return value
+
+
+def one_line(text: str) -> str:
+    """`text` as one line for a header or a title: each run of hidden characters and spaces becomes one space."""
+    return _HIDDEN_RUNS.sub(" ", text).strip(" ")
+
+
+# An id in a message (source, community, thread, author...): 1 to 200 characters once its surrounding spaces
+# are stripped, none of them hidden (see HIDDEN_CHARACTERS).
+Identifier = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200, strip_whitespace=True),
+    BeforeValidator(_visible),
+    Field(json_schema_extra={"pattern": IDENTIFIER_PATTERN}),
+]
+# A name people read on one line (a place): any text without hidden characters; give it its own length bound.
+OneLine = Annotated[str, BeforeValidator(_visible), Field(json_schema_extra={"pattern": ONE_LINE_PATTERN})]
 
 
 def error_message(err: Any) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from terrain.contracts.base import MAX_COUNT, AwareDatetime, Contract, Envelope, Identifier, derived_id
+from terrain.contracts.base import MAX_COUNT, AwareDatetime, Contract, Envelope, Identifier, OneLine, derived_id
 
 Lang = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")]
 
@@ -43,7 +43,7 @@ class CommentIn(Contract):
     created_at: AwareDatetime
     lang: Lang | None = Field(default=None, description="ISO 639-1 language code when the source knows it.")
     metrics: CommentMetrics = Field(default_factory=CommentMetrics)
-    place: Annotated[str, StringConstraints(max_length=300)] | None = Field(
+    place: Annotated[OneLine, StringConstraints(max_length=300)] | None = Field(
         default=None, description="A place the comment is about (restaurant, venue, town), if known."
     )
     removed: bool = Field(default=False, description="True when the source reports the comment was removed.")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, model_validator
 
-from terrain.contracts.base import MAX_COUNT, AwareDatetime, Contract, Envelope, Identifier
+from terrain.contracts.base import MAX_COUNT, AwareDatetime, Contract, Envelope, Identifier, OneLine
 
 # What kind of in-real-life event it was; the first five are v1's original values.
 EVENT_KINDS = ("meetup", "apero", "field_visit", "workshop", "other", "ambassador_event", "conference")
@@ -53,7 +53,9 @@ class EventIn(Contract):
     title: Annotated[str, StringConstraints(min_length=1, max_length=300)]
     starts_at: AwareDatetime
     ends_at: AwareDatetime | None = None
-    location: Annotated[str, StringConstraints(max_length=300)] | None = None
+    location: Annotated[OneLine, StringConstraints(max_length=300)] | None = Field(
+        default=None, description="Where it happens: a place, one line."
+    )
     incident_id: Identifier | None = None
     outcome: EventOutcome = Field(default_factory=EventOutcome)
     organiser: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(

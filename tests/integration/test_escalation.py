@@ -307,3 +307,15 @@ async def test_silence_mutes_pages_until_expired(settings_kwargs, topic_override
     assert expired_again.status_code == 409 and gone.status_code == 404 and active_after == []
     paged = await consume(kafka_bootstrap, topic_overrides["terrain.escalations.v1"], expect=1, settle_s=1.0)
     assert [EscalationMessage.model_validate_json(r.value).thread_id for r in paged] == ["post-2"]
+
+
+async def test_a_silence_matcher_with_a_control_character_is_refused_naming_the_field(settings_kwargs, topic_overrides):
+    app = build_app(EscalationSettings(**settings_kwargs), topic_overrides=topic_overrides)
+    silence = {"created_by": "claire", "comment": "x", "duration_minutes": 5}
+    async with running(app) as client:
+        newline = await client.post("/v1/silences", json={**silence, "matchers": {"community_id": "resto\nlyon"}})
+        bidi = await client.post("/v1/silences", json={**silence, "matchers": {"thread_id": "post-1\u202e"}})
+        listed = (await client.get("/v1/silences")).json()["items"]
+    assert newline.status_code == 422 and "community_id" in newline.text and "U+000A" in newline.text
+    assert bidi.status_code == 422 and "thread_id" in bidi.text and "U+202E" in bidi.text
+    assert listed == []

@@ -20,14 +20,18 @@ import pytest
 from aiosmtpd.controller import Controller
 from prometheus_client import REGISTRY
 
+from services.escalation.domain import Book, Engine, TimerKind, evolve
+from services.escalation.handlers import _notification
 from services.escalation.notifiers import (
     EmailNotifier,
     Notification,
     NotificationLog,
     WebhookNotifier,
 )
+from services.escalation.policy import parse_policy
 from terrain.db import create_pool, migrate
 from tests.servers import HookServer
+from tests.unit.test_escalation_domain import at, run, scored
 
 pytestmark = pytest.mark.integration
 
@@ -200,6 +204,45 @@ async def test_webhook_delivered_once_with_id_header_signature_and_slack_body(po
     assert await log.purge(clock.now - timedelta(days=1)) == 0
     assert await log.purge(clock.now + timedelta(seconds=1)) == 1
     assert await log.list_for_incident(pool, "inc-1") == []
+
+
+HOSTILE_COMMUNITY, HOSTILE_THREAD, HOSTILE_PLACE = "<!channel>", "<https://evil.example|click>", "@here [x](https://evil.example)"
+
+
+async def test_an_incident_whose_ids_say_markup_arrives_at_the_webhook_escaped(pool, hook, webhook) -> None:
+    """Ids and a place a chat would read as a channel mention, a disguised link and a Markdown link: the engine
+    pages for them (two steps: the second page also asks for a field visit at the place) and the webhook gets
+    them shown word for word, with nothing a chat acts on; the structured copy keeps them raw."""
+    engine = Engine(parse_policy({
+        "people": {"alice": {"name": "alice", "webhook": hook.url("/alice")}},
+        "defaults": {"steps": [{"notify": ["person:alice"], "wait": "10m"}] * 2,
+                     "field": {"on_place": True}},
+    }))
+    fx, _ = run(*[scored(f"c{i}", at=at(i), community=HOSTILE_COMMUNITY, thread=HOSTILE_THREAD, place=HOSTILE_PLACE)
+                  for i in range(3)], engine=engine)
+    (inc,) = fx.incidents.values()
+    timer = next(t for t in fx.timers if t.kind is TimerKind.step)
+    fx2, why = engine.on_timer(inc, timer, timer.due_at, Book(), [])
+    notices = [_notification(n) for n in (*fx.notices, *fx2.notices)]
+    assert len(notices) == 2, why
+    clock = Clock()
+    log = make_log(pool, clock, webhook)
+    await enqueue(log, notices)
+    assert await log.deliver_due() == 2
+
+    # Sent concurrently: read them in the order they were paged.
+    by_id = {r.headers["x-terrain-notification-id"]: json.loads(r.body) for r in hook.requests}
+    bodies = [by_id[n.id] for n in notices]
+    assert len(hook.requests) == 2 and all(r.status == 200 for r in hook.requests)
+    for body in bodies:
+        text = body["text"]
+        assert "<" not in text and ">" not in text and "](" not in text, text
+        assert not any(text[i + 1 : i + 2].isalnum() for i, c in enumerate(text) if c == "@"), text
+        assert "&lt;!channel&gt;/&lt;https://evil.example|click&gt;" in text.splitlines()[0]
+        assert "&lt;https://evil.example|click&gt;" in text.split("\n", 1)[1]  # in the reason too
+        assert (body["terrain"]["community_id"], body["terrain"]["thread_id"]) == (HOSTILE_COMMUNITY, HOSTILE_THREAD)
+    # The field visit the second page asks for names the place, shown as typed.
+    assert "(@\u2060here [x]\u2060(https://evil.example))" in bodies[1]["text"]
 
 
 async def test_webhook_500_then_200_is_retried_after_backoff_and_sent_once(pool, hook, webhook) -> None:
@@ -428,6 +471,29 @@ async def test_email_delivered_with_subject_french_text_and_message_id(pool, smt
     assert msg.get_content_type() == "text/plain" and msg.get_content_charset() == "utf-8"
     assert msg.get_content().replace("\r\n", "\n").rstrip("\n") == text  # lines travel as CRLF
     assert (await row(pool, n.id))["state"] == "sent"
+
+
+async def test_an_email_subject_built_from_a_stored_id_with_line_breaks_stays_one_header(pool, smtp) -> None:
+    # Ids are refused with control characters now; a row stored before (or any subject) must still not add a
+    # header, a recipient, or an invisible bidi override to the page. (PostgreSQL stores no NUL: the unit test
+    # of the subject has one.)
+    mailbox, port = smtp
+    log = make_log(pool, Clock(), email_notifier(port))
+    inc = evolve(next(iter(run(*[scored(f"c{i}", at=at(i)) for i in range(3)])[0].incidents.values())),
+                 thread_id="post-1\r\nBcc: intrus@evil.example\u2028X-Evil: 1\x0b\u202eevil")
+    engine = Engine(parse_policy({"channels": {"mail": {"kind": "email", "target": "astreinte@resto.example"}}}))
+    (notice,), _ = engine.notices(inc, "esc-1", ["channel:mail"], "page", inc.opened_at)
+    n = _notification(notice)
+    await enqueue(log, [n])
+    assert await log.deliver_due() == 1
+
+    ((_, rcpt_tos, raw),) = mailbox.messages
+    assert rcpt_tos == ["astreinte@resto.example"]  # no Bcc smuggled in
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg["Bcc"] is None and msg["X-Evil"] is None
+    subject = str(msg["Subject"])
+    assert "post-1 Bcc: intrus@evil.example X-Evil: 1 evil" in subject, subject
+    assert not any(c in subject for c in "\r\n\x0b\u2028\u202e"), repr(subject)
 
 
 async def test_email_451_then_ok_is_retried(pool, smtp) -> None:

@@ -243,3 +243,41 @@ async def test_malformed_outcome_goes_to_the_dead_letter_topic(
     finally:
         await conn.close()
     assert claimed == {"m-ok"}
+
+
+async def test_a_control_character_in_an_id_or_a_location_is_refused_naming_the_field(settings_kwargs, topic_overrides):
+    app = build_app(settings(settings_kwargs), topic_overrides=topic_overrides)
+    async with running(app) as client:
+        community = await client.post("/v1/events", json=event(community_id="voyageurs\n"))
+        location = await client.post("/v1/events", json=event(location="Lyon\u2028Centre"))
+        incident = await client.post("/v1/events", json=event(incident_id="inc\u202e1"))
+        listed = (await client.get("/v1/events")).json()["items"]
+    assert community.status_code == 422 and "community_id" in community.text and "U+000A" in community.text
+    assert location.status_code == 422 and "location" in location.text and "U+2028" in location.text
+    assert incident.status_code == 422 and "incident_id" in incident.text and "U+202E" in incident.text
+    assert listed == []
+
+
+async def test_events_stored_before_ids_refused_hidden_characters_are_read_after_the_migration(
+    settings_kwargs, topic_overrides
+):
+    from services.events import repository
+    from terrain.db import create_pool, migrate
+
+    app = build_app(settings(settings_kwargs), topic_overrides=topic_overrides)
+    async with running(app) as client:
+        assert (await client.post("/v1/events", json=event(id="legacy", incident_id="inc-1"))).status_code == 201
+    pool = await create_pool(settings_kwargs["database_url"])
+    try:
+        # A row as an earlier release could store it (its ids only had to hold a non-space character), and the
+        # migration not yet applied.
+        await pool.execute("""UPDATE events_log SET community_id = E'voyageurs\\tlyon', incident_id = E'inc\\u202e1',
+                                  location = E'Lyon\\nCentre' WHERE id = 'legacy'""")
+        await pool.execute("DELETE FROM terrain_schema_migrations WHERE component = 'events' AND version = 3")
+        assert await migrate(pool, "events", "services.events") == ["003_hidden_characters.sql"]
+        stored = await repository.get(pool, "legacy")
+    finally:
+        await pool.close()
+    assert stored is not None
+    assert (stored.community_id, stored.incident_id, stored.location) == (
+        "voyageurs\ufffdlyon", "inc\ufffd1", "Lyon\ufffdCentre")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,9 @@ from pydantic import ValidationError
 
 from terrain import contract_docs
 from terrain.contracts import comment_id_for
-from terrain.contracts.base import EARLIEST_YEAR, LATEST_YEAR, Envelope
+from terrain.contracts.base import EARLIEST_YEAR, HIDDEN_CHARACTERS, IDENTIFIER_PATTERN, LATEST_YEAR, Envelope
 from terrain.kafka import Record, Rejection, dead_letter, decode
-from terrain.topics import ALL_TOPICS, COMMENTS, TopicSpec
+from terrain.topics import ALL_TOPICS, COMMENTS, COMMENTS_INBOUND, EVENTS_OUTCOMES, TopicSpec
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "docs" / "contracts"
 EXAMPLES = CONTRACTS / "examples"
@@ -359,3 +360,58 @@ def test_timestamps_hold_an_offset_and_a_year_from_1900_to_2199_in_utc(when: str
     else:
         with pytest.raises(ValidationError, match="years 1900 to 2199"):
             Envelope.model_validate(data)
+
+
+def test_the_hidden_characters_are_the_controls_format_characters_and_separators_of_the_bmp() -> None:
+    # The list is spelled out (the schemas must not change with the Python that generates them); this holds it to
+    # the Unicode tables: categories Cc, Cf, Zl and Zp, every code point up to U+FFFF (surrogates aside).
+    hidden = re.compile(f"[{HIDDEN_CHARACTERS}]")
+    listed = {cp for cp in range(0x10000) if hidden.fullmatch(chr(cp))}
+    expected = {cp for cp in range(0x10000) if unicodedata.category(chr(cp)) in ("Cc", "Cf", "Zl", "Zp")}
+    assert listed == expected, sorted(listed ^ expected)
+
+
+# (topic, dotted path) of identifiers and one-line places a producer writes
+ID_FIELDS = [
+    (COMMENTS_INBOUND, "community_id"), (COMMENTS_INBOUND, "thread_id"), (COMMENTS_INBOUND, "external_id"),
+    (COMMENTS_INBOUND, "author_id"), (COMMENTS_INBOUND, "place"),
+    (COMMENTS, "comment.community_id"), (COMMENTS, "comment.place"),
+    (EVENTS_OUTCOMES, "event.community_id"), (EVENTS_OUTCOMES, "event.incident_id"),
+    (EVENTS_OUTCOMES, "event.location"),
+]
+HIDDEN_IN_IDS = [
+    "post-1\nBcc: x", "post-1\n", "\tpost-1", "a\x00b", "a\x1b[31mb", "a\x7fb", "a\x85b",  # controls, C1
+    "a\u202eb", "a\u2066b", "a\u200fb",  # bidi override, isolate, mark
+    "a\u2028b", "a\u2029b",  # line and paragraph separators
+    "a\u200bb", "a\u2060b", "\ufeffa", "a\u00adb",  # zero-width space, word joiner, byte-order mark, soft hyphen
+]
+SHOWN_AS_TYPED = ["<!channel>", "<https://evil.example|click>", "@here", "resto lyon", "Café du Marché", "🍕 club"]
+
+
+def with_value(data: dict[str, Any], dotted: str, value: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(data))
+    *parents, last = dotted.split(".")
+    (at_path(out, ".".join(parents)) if parents else out)[last] = value
+    return out
+
+
+@pytest.mark.parametrize(("spec", "dotted"), ID_FIELDS, ids=[f"{s.name}:{d}" for s, d in ID_FIELDS])
+def test_an_id_or_a_place_with_a_hidden_character_is_refused_by_the_schema_and_by_the_model(
+    spec: TopicSpec, dotted: str
+) -> None:
+    for value in HIDDEN_IN_IDS:
+        data = with_value(example(spec), dotted, value)
+        assert not validator(spec).is_valid(data), repr(value)
+        out = decode(spec.model, Record("t", 0, 0, None, json.dumps(data).encode(), ()))
+        assert isinstance(out, Rejection), repr(value)
+        # The reason names the field and the character, so a producer can find it.
+        assert dotted in out.reason and f"U+{ord(re.search(f'[{HIDDEN_CHARACTERS}]', value).group()):04X}" in out.reason
+    for value in SHOWN_AS_TYPED:  # markup is escaped where it is shown, not refused
+        data = with_value(example(spec), dotted, value)
+        assert validator(spec).is_valid(data), value
+        assert not isinstance(decode(spec.model, Record("t", 0, 0, None, json.dumps(data).encode(), ())), Rejection)
+
+
+def test_the_schemas_state_the_identifier_rule_the_models_apply() -> None:
+    schema = committed_schema(COMMENTS_INBOUND)
+    assert schema["properties"]["community_id"]["pattern"] == IDENTIFIER_PATTERN

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
+import re
 
 import pytest
 
+from services.escalation import render
+from services.escalation.domain import Engine, Incident, evolve
 from services.escalation.notifiers import (
     EmailNotifier,
     Notification,
@@ -15,6 +20,9 @@ from services.escalation.notifiers import (
     parse_retry_after,
     retry_delay,
 )
+from services.escalation.policy import parse_policy
+from terrain.contracts import RecommendedAction
+from tests.unit.test_escalation_domain import escalated_incident
 
 # status, (ok, retryable)
 HTTP_CASES = [
@@ -138,7 +146,8 @@ async def test_webhook_body_and_signature_are_over_the_same_bytes() -> None:
         body = notifier.body(n)
         headers = notifier.headers(n, body)
         doc = json.loads(body)
-        assert doc["text"].startswith(n.subject) and doc["terrain"] == dict(n.payload)
+        # The subject is the first line, made one line and written for chat (see the tests below).
+        assert doc["text"].startswith("Incident Bcc: x@\u2060example.org\n") and doc["terrain"] == dict(n.payload)
         assert headers["X-Terrain-Notification-Id"] == n.id
         expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
         assert headers["X-Terrain-Signature"] == f"sha256={expected}"
@@ -154,3 +163,62 @@ def test_email_subject_cannot_inject_headers_and_message_id_is_stable() -> None:
     assert msg["Subject"] == "Incident Bcc: x@example.org" and msg["Bcc"] is None
     assert msg["Message-ID"] == notifier.message_id(n) and msg["Message-ID"].endswith("@terrain.example>")
     assert notifier.message(n)["Message-ID"] == msg["Message-ID"]
+
+
+# text from outside, what a Slack or Mattermost message must carry instead
+CHAT_CASES = [
+    ("<!channel>", "&lt;!channel&gt;"),  # Slack: would notify the whole channel
+    ("<!here|here>", "&lt;!here|here&gt;"),  # Slack: the same, with a label
+    ("<@U024BE7LH>", "&lt;@\u2060U024BE7LH&gt;"),  # Slack: a user mention
+    ("<https://evil.example|click>", "&lt;https://evil.example|click&gt;"),  # Slack: a link under a false name
+    ("[click](https://evil.example)", "[click]\u2060(https://evil.example)"),  # Markdown (Mattermost): the same
+    ("![x](https://evil.example/p.png)", "![x]\u2060(https://evil.example/p.png)"),  # Markdown: an image fetched
+    ("@here @channel @all @alice", "@\u2060here @\u2060channel @\u2060all @\u2060alice"),  # Mattermost mentions
+    ("Fish & Chips", "Fish &amp; Chips"),  # Slack asks for & escaped too; both show the entity as "&"
+    ("&lt;!channel&gt;", "&amp;lt;!channel&amp;gt;"),  # already an entity: shown as typed, not decoded into a mention
+    ("Répondre publiquement au commentaire c1", "Répondre publiquement au commentaire c1"),  # words unchanged
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CHAT_CASES)
+def test_text_for_chat_hides_no_link_mention_or_command(text: str, expected: str) -> None:
+    assert render.for_chat(text) == expected
+
+
+PLACE = "@here [click](https://evil.example)"
+
+
+def hostile_incident() -> Incident:
+    """An incident whose ids and place say what a chat reads as markup, and a line break from a stored row."""
+    inc, _ = escalated_incident()
+    return evolve(inc, community_id="<!channel>", thread_id="<https://evil.example|click>\r\nBcc: x@example.org",
+                  place=PLACE, actions=(*inc.actions, RecommendedAction(code="field_visit", params={"place": PLACE})))
+
+
+def test_a_webhook_body_built_from_hostile_ids_carries_them_escaped_and_the_raw_data_apart() -> None:
+    engine = Engine(parse_policy({"channels": {"oncall": {"kind": "webhook", "target": "http://127.0.0.1:9/h"}}}))
+    inc = hostile_incident()
+    notices, _ = engine.notices(inc, "esc-1", ["channel:oncall"], "3 negative comments", inc.opened_at)
+    (n,) = notices
+    doc = json.loads(WebhookNotifier().body(Notification(**dataclasses.asdict(n))))
+    text = doc["text"]
+    assert "<" not in text and ">" not in text and "](" not in text
+    assert re.search(r"@\w", text) is None  # every @ is followed by the word joiner
+    assert "&lt;!channel&gt;/&lt;https://evil.example|click&gt; Bcc: x@\u2060example.org" in text
+    assert "(@\u2060here [click]\u2060(https://evil.example))" in text  # the place, in the field visit action
+    # The structured copy stays raw: programs read ids as they are.
+    assert doc["terrain"]["community_id"] == "<!channel>"
+
+
+def test_an_email_subject_is_one_visible_line_whatever_the_ids_hold() -> None:
+    notifier = EmailNotifier(host="127.0.0.1", port=25, sender="Terrain <alertes@terrain.example>")
+    engine = Engine(parse_policy({"channels": {"mail": {"kind": "email", "target": "oncall@terrain.example"}}}))
+    inc = evolve(hostile_incident(), thread_id="post-1\u2028Bcc: x@example.org\x00\u202eevil\u0085x")
+    notices, _ = engine.notices(inc, "esc-1", ["channel:mail"], "page", inc.opened_at)
+    (n,) = notices
+    for subject in (n.subject, n.subject + "\r\nBcc: y@example.org\x00\u202e"):  # built, then whatever is stored
+        msg = notifier.message(Notification(**{**dataclasses.asdict(n), "subject": subject}))
+        raw = msg.as_bytes()
+        assert raw.count(b"\nSubject:") == 1 and msg["Bcc"] is None and b"\nBcc:" not in raw
+        assert not any(c in msg["Subject"] for c in "\r\n\x00\u2028\u202e\u0085"), msg["Subject"]
+        assert msg["Subject"].startswith("[Terrain] ") and "post-1 Bcc: x@example.org" in msg["Subject"]

@@ -216,6 +216,16 @@ def test_a_field_escalation_without_a_place_names_the_thread() -> None:
     assert plan is not None and plan.title == "Field visit: thread post-7" and plan.location is None
 
 
+def test_a_field_escalation_whose_place_spans_lines_plans_a_visit_located_on_one_line() -> None:
+    # An escalation's place is free text (a policy file's `place: |` ends in a line break); the visit's location
+    # is held to one line: the planned visit must be made, not refused as a poison message.
+    plan = domain.plan_field_visit(escalation("field", place="Brasserie du Parc\nLyon 6e\n"), NOW)
+    assert plan is not None and plan.location == "Brasserie du Parc Lyon 6e"
+    assert plan.title == "Field visit: Brasserie du Parc Lyon 6e"
+    blank = domain.plan_field_visit(escalation("field", place="\n"), NOW)
+    assert blank is not None and blank.location is None and blank.title == "Field visit: thread post-7"
+
+
 def test_a_human_escalation_plans_nothing() -> None:
     assert domain.plan_field_visit(escalation("human"), NOW) is None
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from terrain.contracts import comment_id_for
 from terrain.contracts.base import EARLIEST_YEAR, LATEST_YEAR, MAX_COUNT
 from terrain.kafka import Record, Rejection, dead_letter, decode
-from terrain.topics import ALL_TOPICS, TopicSpec
+from terrain.topics import ALL_TOPICS, COMMENTS_INBOUND, EVENTS_OUTCOMES, TopicSpec
 from tests.unit import test_contracts
 from tests.unit.test_contracts import TOPIC_IDS, committed_schema
 
@@ -225,3 +225,28 @@ def test_a_timestamp_outside_the_years_is_refused_by_the_schema_as_by_the_model(
         assert bare.is_valid(msg) is readable, when
         assert validator(spec).is_valid(msg) is readable, when
         assert isinstance(decode(spec.model, record(json.dumps(msg).encode())), Rejection) is not readable, when
+
+
+# Characters near the identifier rule's edges: the hidden ones (controls, format characters, separators), the
+# spaces stripping removes, markup, and anything else UTF-8 can carry (no lone surrogate: no JSON text holds one).
+EDGE_CHARACTERS = ["\n", "\r", "\t", "\x00", "\x1f", "\x7f", "\x85", "\x9f", "\u00ad", "\u061c", "\u180e",
+                   "\u200b", "\u200d", "\u202e", "\u2028", "\u2029", "\u2066", "\ufeff", "\ufffb", " ", "\u00a0",
+                   "\u1680", "\u2000", "\u3000", "\u202f", "\U000e0001", "<", ">", "@", "&", "a", "é"]
+id_texts = st.text(st.one_of(st.sampled_from(EDGE_CHARACTERS), st.characters(codec="utf-8")), max_size=12)
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    (COMMENTS_INBOUND, "community_id"), (COMMENTS_INBOUND, "thread_id"), (COMMENTS_INBOUND, "place"),
+    (EVENTS_OUTCOMES, "community_id"), (EVENTS_OUTCOMES, "location"),
+], ids=lambda v: getattr(v, "name", v))
+@settings(max_examples=300)
+@given(value=id_texts)
+def test_an_identifier_or_a_place_gets_the_same_verdict_from_the_schema_and_the_model(
+    spec: TopicSpec, field: str, value: str
+) -> None:
+    # Both ways: a producer that checks its messages against the schema loses none, and the schema refuses
+    # nothing a consumer would read (so a producer's own check refuses the same ids as the consumers).
+    msg = example(spec)
+    msg = {**msg, "event": {**msg["event"], field: value}} if spec is EVENTS_OUTCOMES else {**msg, field: value}
+    out = decode(spec.model, record(json.dumps(msg).encode()))
+    assert validator(spec).is_valid(msg) is not isinstance(out, Rejection), (repr(value), out)
