@@ -18,6 +18,19 @@ if TYPE_CHECKING:
 
 err = Console(stderr=True, highlight=False)
 
+# What `terrain import` exits with (a script tells "done, some records refused" from "stopped"); the code and
+# its meaning are printed when it is not 0, and the README and the operators' reference list them.
+EXIT_REJECTED = 3
+EXIT_CODES = {
+    "terrain import": {
+        0: "finished: every record was accepted or was a duplicate",
+        1: "stopped on an error; the same command resumes after the last committed batch",
+        2: "not started: a wrong option, or no database to import into",
+        EXIT_REJECTED: "finished, but some records were rejected: their lines and reasons are in the rejects file",
+        130: "interrupted; the same command resumes after the last committed batch",
+    },
+}
+
 
 async def run_import(
     path: Path,
@@ -251,7 +264,7 @@ def import_command(
         err.print(f"[red]error:[/red] {NO_DATABASE}", soft_wrap=True)
         raise typer.Exit(2)
     try:
-        asyncio.run(import_file(file, opts, IngestSettings()))
+        result = asyncio.run(import_file(file, opts, IngestSettings()))
     except KeyboardInterrupt:
         err.print("interrupted: run the same command again to resume after the last committed batch")
         raise typer.Exit(130) from None
@@ -259,5 +272,11 @@ def import_command(
         err.print(f"[red]import stopped:[/red] {type(exc).__name__}: {exc}", soft_wrap=True)
         err.print("run the same command again to resume after the last committed batch")
         raise typer.Exit(1) from None
+    # Counted over the whole file: records an interrupted run rejected before this one resumed count too.
+    rejected = result.tally.rejected_total + (result.earlier.rejected if result.earlier is not None else 0)
+    if rejected:
+        err.print(f"exit code {EXIT_REJECTED}: {rejected:,} record(s) rejected; "
+                  f"{EXIT_CODES['terrain import'][EXIT_REJECTED]}", soft_wrap=True)
+        raise typer.Exit(EXIT_REJECTED)
 
 

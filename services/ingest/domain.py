@@ -11,6 +11,15 @@ One decision, the same on every path (HTTP, inbound topic, bulk import, Meta web
   (`TERRAIN_INGEST_SOURCES`), so adding a platform is a setting, not a code change.
 - **Text longer than the limit** is *kept, truncated* to the limit and flagged (`text_truncated`): the
   opening of a comment carries its tone, and dropping a long angry comment is the worst outcome.
+- **A date further in the future than the allowed skew** (`TERRAIN_INGEST_MAX_FUTURE_SKEW_S`, a day) is
+  *refused* with reason `future_timestamp`: no comment is written tomorrow, so it is a producer's bug
+  (a clock, a unit, a year typed wrong), and a comment dated 2199 would sit at the head of every time
+  window downstream. Clocks drift, hence the skew; the time compared with is the caller's clock.
+
+Versions are ordered when the source dates them (Meta's `created_time` on each change): a change older
+than the last one applied is `stale` and changes nothing, so a replayed edit never rolls the text back.
+What ingest remembers of a comment outlives the dedup window: only the content hash (what tells a repost
+from an edit) is forgotten, so a replayed Meta `add` is a duplicate whenever it comes.
 """
 
 from __future__ import annotations
@@ -52,6 +61,11 @@ class Outcome(StrEnum):
     edited = "edited"
     removed = "removed"
     duplicate = "duplicate"
+    stale = "stale"  # older than the version already applied (a replayed or late edit): changes nothing
+
+
+# The outcomes that publish a message and change what is stored.
+CHANGES = frozenset({Outcome.created, Outcome.edited, Outcome.removed})
 
 
 class Kind(StrEnum):
@@ -71,6 +85,7 @@ class Reason(StrEnum):
     malformed_json = "malformed_json"
     too_large = "too_large"
     unsupported = "unsupported"  # a Meta change Terrain cannot read as a comment
+    future_timestamp = "future_timestamp"  # dated further ahead than the allowed clock skew
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,7 @@ class Refusal:
 class Limits:
     max_text_chars: int = 20_000
     sources: frozenset[str] = frozenset(DEFAULT_SOURCES)
+    max_future_skew: timedelta = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -97,15 +113,19 @@ class Incoming:
     comment: CommentIn
     kind: Kind = Kind.upsert
     truncated: bool = False
+    # When the source dated this version (Meta's `created_time` of the change), to order a comment's
+    # versions; None when the source dates only the comment (its creation), which orders nothing.
+    version_at: datetime | None = None
 
 
 @dataclass(frozen=True)
 class Seen:
     """What ingest remembers of a comment it already published."""
 
-    content_hash: str
+    content_hash: str | None  # None once pruned: the comment is still known, its text no longer comparable
     revision: int
     removed: bool
+    version_at: datetime | None = None  # the newest version time applied (see Incoming.version_at)
 
 
 @dataclass(frozen=True)
@@ -114,6 +134,7 @@ class Decision:
     outcome: Outcome
     revision: int
     content_hash: str
+    version_at: datetime | None = None  # what the stored record says after this decision
 
 
 @dataclass
@@ -125,6 +146,7 @@ class Tally:
     edited: int = 0
     removed: int = 0
     duplicates: int = 0
+    stale: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -142,6 +164,7 @@ class Tally:
         self.edited += other.edited
         self.removed += other.removed
         self.duplicates += other.duplicates
+        self.stale += other.stale
         for reason, n in other.rejected.items():
             self.rejected[reason] = self.rejected.get(reason, 0) + n
 
@@ -149,7 +172,7 @@ class Tally:
         for d in decisions:
             if d.outcome is Outcome.duplicate:
                 self.duplicates += 1
-            else:
+            else:  # created, edited, removed and stale are the tally's own field names
                 setattr(self, d.outcome.value, getattr(self, d.outcome.value) + 1)
 
     def add_refusal(self, reason: Reason, n: int = 1) -> None:
@@ -164,12 +187,24 @@ def parse_sources(value: str) -> frozenset[str]:
     return frozenset(s.strip().lower() for s in value.split(",") if s.strip())
 
 
-def screen(draft: CommentDraft | CommentIn, limits: Limits, kind: Kind = Kind.upsert) -> Incoming | Refusal:
-    """Refuse, or normalise (lower-case source, truncated text), one received comment."""
+def screen(
+    draft: CommentDraft | CommentIn,
+    limits: Limits,
+    kind: Kind = Kind.upsert,
+    now: datetime | None = None,
+    version_at: datetime | None = None,
+) -> Incoming | Refusal:
+    """Refuse, or normalise (lower-case source, truncated text), one received comment.
+
+    `now` is the caller's clock, for the future-date check; every service path passes it (None skips the
+    check, for parsers examined on their own). `version_at` orders the comment's versions (Incoming).
+    """
     source = draft.source.lower()
     if source not in limits.sources:
         known = ", ".join(sorted(limits.sources))
         return Refusal(Reason.unknown_source, "source", f"unknown source {draft.source!r}; known: {known}")
+    if now is not None and draft.created_at - now > limits.max_future_skew:
+        return Refusal(Reason.future_timestamp, "created_at", _future_message(draft.created_at, now, limits))
     removal = kind is Kind.removal or draft.removed
     text = draft.text
     if not removal and not text.strip():
@@ -183,7 +218,13 @@ def screen(draft: CommentDraft | CommentIn, limits: Limits, kind: Kind = Kind.up
     else:
         # Fields are already validated; the copy only carries the normalised values.
         comment = draft.model_copy(update={"source": source, "text": text, "removed": removal})
-    return Incoming(comment, Kind.removal if removal else kind, truncated)
+    return Incoming(comment, Kind.removal if removal else kind, truncated, version_at)
+
+
+def _future_message(at: datetime, now: datetime, limits: Limits) -> str:
+    skew = limits.max_future_skew.total_seconds()
+    return (f"dated {at.isoformat()}, more than {skew:g} s after the time it arrived ({now.isoformat()}): "
+            "a comment cannot be written in the future")
 
 
 def validation_refusals(exc: ValidationError, prefix: str = "") -> list[Refusal]:
@@ -196,6 +237,18 @@ def validation_refusals(exc: ValidationError, prefix: str = "") -> list[Refusal]
             path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
         out.append(Refusal(Reason.invalid, path or None, error_message(err)))
     return out
+
+
+def one_refusal(refusals: Sequence[Refusal]) -> Refusal:
+    """Every bad field of one record in one refusal: a record is rejected once, and names all it lacks."""
+    if len(refusals) == 1:
+        return refusals[0]
+    by_message: dict[str, list[str]] = {}
+    for r in refusals:
+        by_message.setdefault(r.message, []).append(r.field or "(record)")
+    fields = [r.field or "(record)" for r in refusals]
+    message = "; ".join(f"{', '.join(names)}: {msg}" for msg, names in by_message.items())
+    return Refusal(refusals[0].reason, ", ".join(dict.fromkeys(fields)), message)
 
 
 # --- dedup decision -----------------------------------------------------------------------------------
@@ -222,38 +275,54 @@ def decide_versions(comment_id: str, versions: Sequence[Incoming], seen: Seen | 
     for item in versions:
         d = decide(comment_id, item, state)
         out.append(d)
-        if d.outcome is not Outcome.duplicate:
-            state = Seen(d.content_hash, d.revision, d.outcome is Outcome.removed)
+        if d.outcome in CHANGES:
+            state = Seen(d.content_hash, d.revision, d.outcome is Outcome.removed, d.version_at)
     return out
 
 
 def final_state(decisions: Sequence[Decision]) -> Decision | None:
     """The last decision that changed something: what the dedup record must now say."""
-    changed = [d for d in decisions if d.outcome is not Outcome.duplicate]
+    changed = [d for d in decisions if d.outcome in CHANGES]
     return changed[-1] if changed else None
 
 
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
 def decide(comment_id: str, incoming: Incoming, seen: Seen | None) -> Decision:
-    """Whether an incoming comment is new, an edit, a removal, or a repost of what was already published."""
+    """Whether an incoming comment is new, an edit, a removal, a repost of what was already published, or an
+    edit older than the version already applied (stale)."""
     digest = content_hash(incoming.comment)
     removal = incoming.kind is Kind.removal
+    at = incoming.version_at
     if seen is None:
         # A removal of a comment never seen still counts: downstream may hold it from another path.
-        return Decision(comment_id, Outcome.removed if removal else Outcome.created, 1, digest)
+        return Decision(comment_id, Outcome.removed if removal else Outcome.created, 1, digest, at)
+    # A pruned record has no fingerprint left; the incoming one keeps the message ids distinct.
+    known = seen.content_hash or digest
     if removal:
+        # Never stale: a removal is applied whatever its date, since losing one would keep showing a comment
+        # its author or the page took down.
         if seen.removed:
-            return Decision(comment_id, Outcome.duplicate, seen.revision, seen.content_hash)
-        return Decision(comment_id, Outcome.removed, seen.revision + 1, seen.content_hash)
+            return Decision(comment_id, Outcome.duplicate, seen.revision, known, seen.version_at)
+        return Decision(comment_id, Outcome.removed, seen.revision + 1, known, _latest(seen.version_at, at))
     if incoming.kind is Kind.first:
         # Meta's `add` is the first version: arriving after anything else, it is a retry (or out of order).
-        return Decision(comment_id, Outcome.duplicate, seen.revision, seen.content_hash)
+        return Decision(comment_id, Outcome.duplicate, seen.revision, known, seen.version_at)
+    if at is not None and seen.version_at is not None:
+        if at < seen.version_at:  # a replayed or late edit: applying it would roll the text back
+            return Decision(comment_id, Outcome.stale, seen.revision, known, seen.version_at)
+        if at == seen.version_at and seen.content_hash is None:
+            # The version last applied, replayed after its fingerprint was pruned: nothing newer to publish.
+            return Decision(comment_id, Outcome.duplicate, seen.revision, known, seen.version_at)
     if digest == seen.content_hash and not seen.removed:
-        return Decision(comment_id, Outcome.duplicate, seen.revision, digest)
-    return Decision(comment_id, Outcome.edited, seen.revision + 1, digest)
+        return Decision(comment_id, Outcome.duplicate, seen.revision, digest, seen.version_at)
+    return Decision(comment_id, Outcome.edited, seen.revision + 1, digest, _latest(seen.version_at, at))
 
 
 def message_id_for(decision: Decision, action: CommentAction) -> str:
-    """Stable per comment version; the content hash keeps ids distinct after dedup records were pruned."""
+    """Stable per comment version; the content hash keeps ids distinct whatever was pruned."""
     return derived_id(COMMENTS_TOPIC, decision.comment_id, str(decision.revision), action.value,
                       decision.content_hash[:16])
 
@@ -292,5 +361,6 @@ def to_message(incoming: Incoming, decision: Decision, now: datetime, lang: str 
 
 
 def prune_cutoff(now: datetime, retention: timedelta) -> datetime:
-    """Dedup records last changed before this instant may go: longer ago than any retry or redelivery."""
+    """Content hashes of comments last changed before this instant may go: longer ago than any retry or
+    redelivery. The comment's row stays (its id, revision and version time), so it is never new again."""
     return now - retention

@@ -174,7 +174,7 @@ class Ingestor:
                                              for d in decided[f.comment_id]]
             await repository.update_changed(conn, [f for cid, f in finals.items() if cid in seen], now)
             publish = [(item, d) for cid, ds in decided.items() for item, d in zip(groups[cid], ds, strict=True)
-                       if d.outcome is not Outcome.duplicate]
+                       if d.outcome in domain.CHANGES]
             # Languages only for what is published, detected together (reposts cost nothing).
             langs = iter(await self.detect([i.comment.text for i, _ in publish if domain.needs_language(i)]))
             out = [
@@ -210,9 +210,7 @@ class Ingestor:
             if n:
                 metrics.COMMENTS.labels(channel=channel, outcome=outcome.value).inc(n)
         metrics.DUPLICATES.labels(channel=channel).inc(by_outcome[Outcome.duplicate])
-        metrics.ACCEPTED.labels(channel=channel).inc(
-            by_outcome[Outcome.created] + by_outcome[Outcome.edited] + by_outcome[Outcome.removed]
-        )
+        metrics.ACCEPTED.labels(channel=channel).inc(sum(by_outcome[o] for o in domain.CHANGES))
 
     def refused(self, channel: str, refusals: Sequence[Refusal]) -> None:
         """Count refusals; the reason (never the text or the author) is logged."""
@@ -269,8 +267,9 @@ class Ingestor:
             return [Refusal(Reason.invalid, None, "expected a comment object or a list of them")]
         items: list[Incoming] = []
         refusals: list[Refusal] = []
+        now = self.clock()
         for i, draft in enumerate(drafts):
-            r = domain.screen(draft, self.limits)
+            r = domain.screen(draft, self.limits, now=now)
             if isinstance(r, Refusal):
                 where = prefix.format(i) + (r.field or "")
                 refusals.append(Refusal(r.reason, where.rstrip(".") or None, r.message))
@@ -282,7 +281,7 @@ class Ingestor:
 
     async def on_meta_delivery(self, payload: Any, received_at: float) -> dict[str, Any] | Refusal:
         """A verified delivery: its comments accepted, its unreadable changes dead-lettered with the reason."""
-        parsed = meta.parse_delivery(payload, self.limits)
+        parsed = meta.parse_delivery(payload, self.limits, self.clock())
         if isinstance(parsed, Refusal):
             return parsed
         metrics.RECEIVED.labels(channel="webhook").inc(parsed.changes)
@@ -305,7 +304,8 @@ class Ingestor:
             await self.accept(parsed.items, "webhook", received_at=received_at, dead_letters=letters, tally=tally)
         return {
             "changes": parsed.changes, "comments": len(parsed.items), "accepted": tally.accepted,
-            "duplicates": tally.duplicates, "rejected": len(refusals), "signals": sum(parsed.signals.values()),
+            "duplicates": tally.duplicates, "stale": tally.stale, "rejected": len(refusals),
+            "signals": sum(parsed.signals.values()),
         }
 
     # --- inbound topic ---------------------------------------------------------------------------------
@@ -317,8 +317,9 @@ class Ingestor:
         items: list[Incoming] = []
         rejections: list[Rejection] = []
         refusals: list[Refusal] = []
+        now = self.clock()
         for d in batch:
-            r = domain.screen(d.message, self.limits)
+            r = domain.screen(d.message, self.limits, now=now)
             if isinstance(r, Refusal):
                 refusals.append(r)
                 rejections.append(Rejection(d.record, f"refused: {r.describe()}"[:1000]))
@@ -331,7 +332,7 @@ class Ingestor:
 
 
 class Pruner:
-    """Retention of ingest's dedup records: deletes old ones in bounded batches, on a timer."""
+    """Retention of ingest's dedup records: forgets old content hashes in bounded batches, on a timer."""
 
     def __init__(self, rt: ServiceRuntime, clock: Callable[[], datetime], retention_days: float,
                  batch: int, interval_s: float) -> None:
@@ -345,7 +346,7 @@ class Pruner:
         self._task: asyncio.Task[None] | None = None
 
     async def prune_once(self, max_batches: int = 1000) -> int:
-        """Delete expired records batch by batch (each its own short transaction). Returns how many went."""
+        """Prune expired hashes batch by batch (each its own short transaction). Returns how many went."""
         cutoff = domain.prune_cutoff(self.clock(), self.retention)
         total = 0
         for _ in range(max_batches):
@@ -358,9 +359,11 @@ class Pruner:
             await asyncio.sleep(0)  # let requests in between batches
         async with self.rt.pool.acquire() as conn:
             oldest = await repository.oldest_seen(conn)
+            known = await repository.known_comments(conn)
         metrics.DEDUP_OLDEST_AGE.set((self.clock() - oldest).total_seconds() if oldest else 0)
+        metrics.KNOWN_COMMENTS.set(known)
         if total:
-            log.info("dedup records pruned", extra={"count": total})
+            log.info("dedup hashes pruned", extra={"count": total})
         return total
 
     def start(self) -> None:

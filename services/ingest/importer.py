@@ -9,7 +9,10 @@ deliveries (one delivery JSON per line), through the same screening and dedup as
   finds every comment a duplicate (the dedup records are the proof, not the checkpoint).
 - Published before commit (see handlers.py): a crash between the two republishes the same message ids
   on resume, which consumers drop.
-- Rejected records go to a JSON-lines file with their line number, reason, field and the record itself.
+- Rejected records go to a JSON-lines file with their line number, reason, field and the record itself:
+  a malformed JSON line with the column where it breaks, a record with every field it lacks.
+- `terrain import` exits 0 only when every record was accepted (or was a duplicate), 3 when it finished
+  with rejected records (cli.py).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -53,6 +57,7 @@ class RawRecord:
     text: str | None = None  # a JSON line
     row: dict[str, str | None] | None = None  # a CSV row
     error: str | None = None  # a CSV record the csv module cannot read
+    columns: int = 0  # of the CSV header, to say how short a row is
 
 
 @dataclass
@@ -60,11 +65,15 @@ class Rejected:
     line: int
     refusal: Refusal
     record: str
+    column: int | None = None  # where a malformed JSON line breaks (1-based, in characters)
 
     def as_json(self) -> str:
-        return json.dumps({"line": self.line, "reason": self.refusal.reason.value, "field": self.refusal.field,
-                           "message": self.refusal.message, "record": self.record[:MAX_REJECT_RECORD_CHARS]},
-                          ensure_ascii=False)
+        out: dict[str, Any] = {"line": self.line, "reason": self.refusal.reason.value, "field": self.refusal.field,
+                               "message": self.refusal.message}
+        if self.column is not None:
+            out["column"] = self.column
+        out["record"] = self.record[:MAX_REJECT_RECORD_CHARS]
+        return json.dumps(out, ensure_ascii=False)
 
 
 @dataclass
@@ -144,7 +153,7 @@ def read_records(path: Path, fmt: str, offset: int = 0, line: int = 0) -> Iterat
                     continue
                 if values:
                     row = {k: (v if v != "" or k == "text" else None) for k, v in zip(names, values, strict=False)}
-                    yield RawRecord(start, pos[0], pos[1], row=row)
+                    yield RawRecord(start, pos[0], pos[1], row=row, columns=len(names))
                 start = pos[1] + 1
             return
         for text in _lines(fh, offset, line, pos):
@@ -171,9 +180,10 @@ def _csv_to_comment(row: dict[str, str | None]) -> dict[str, Any]:
 
 
 def parse_record(
-    rec: RawRecord, fmt: str, limits: domain.Limits
+    rec: RawRecord, fmt: str, limits: domain.Limits, now: datetime | None = None
 ) -> tuple[list[Incoming], list[Rejected], dict[str, int]]:
-    """Screened comments of one record, its refusals, and (for Meta deliveries) its engagement signals."""
+    """Screened comments of one record, its refusals, and (for Meta deliveries) its engagement signals.
+    `now` (the import's clock) refuses comments dated in the future; None skips that check."""
     raw_text = rec.text.rstrip("\r\n") if rec.text is not None else json.dumps(rec.row, ensure_ascii=False)
     if rec.error is not None:
         return [], [Rejected(rec.line, Refusal(Reason.invalid, None, f"unreadable CSV: {rec.error}"), raw_text)], {}
@@ -181,15 +191,18 @@ def parse_record(
         payload: Any = _csv_to_comment(rec.row)
     else:
         try:
-            payload = json.loads(rec.text or "")
+            # Without its line ending: an error at the end of the line is placed there, not at the start of
+            # a next line the file does not have.
+            payload = json.loads(raw_text)
         except json.JSONDecodeError as exc:
-            refusal = Refusal(Reason.malformed_json, None, f"line {rec.line}, column {exc.colno}: {exc.msg}")
-            return [], [Rejected(rec.line, refusal, raw_text)], {}
+            column = exc.pos + 1  # the line holds no newline, so the position is the column
+            refusal = Refusal(Reason.malformed_json, None, f"line {rec.line}, column {column}: {exc.msg}")
+            return [], [Rejected(rec.line, refusal, raw_text, column)], {}
         except RecursionError:
             refusal = Refusal(Reason.malformed_json, None, f"line {rec.line}: nested too deeply")
             return [], [Rejected(rec.line, refusal, raw_text)], {}
     if fmt == "meta" or (fmt != "csv" and meta.is_delivery(payload)):
-        parsed = meta.parse_delivery(payload, limits)
+        parsed = meta.parse_delivery(payload, limits, now)
         if isinstance(parsed, Refusal):
             return [], [Rejected(rec.line, parsed, raw_text)], {}
         rejected = [Rejected(rec.line, r.refusal, json.dumps(r.delivery, ensure_ascii=False)) for r in parsed.refused]
@@ -199,8 +212,13 @@ def parse_record(
     try:
         draft = CommentDraft.model_validate(payload)
     except ValidationError as exc:
-        return [], [Rejected(rec.line, r, raw_text) for r in domain.validation_refusals(exc)[:1]], {}
-    screened = domain.screen(draft, limits)
+        refusal = domain.one_refusal(domain.validation_refusals(exc))
+        if rec.row is not None and len(rec.row) < rec.columns:
+            # A short row: say so, a missing quote or separator is the usual cause.
+            refusal = Refusal(refusal.reason, refusal.field,
+                              f"{refusal.message} (the row has {len(rec.row)} of the header's {rec.columns} columns)")
+        return [], [Rejected(rec.line, refusal, raw_text)], {}
+    screened = domain.screen(draft, limits, now=now)
     if isinstance(screened, Refusal):
         return [], [Rejected(rec.line, screened, raw_text)], {}
     return [screened], [], {}
@@ -209,7 +227,9 @@ def parse_record(
 _DRAFTS = TypeAdapter(list[CommentDraft])
 
 
-def parse_comment_lines(batch: list[RawRecord], limits: domain.Limits) -> tuple[list[Incoming], list[Rejected]] | None:
+def parse_comment_lines(
+    batch: list[RawRecord], limits: domain.Limits, now: datetime | None = None
+) -> tuple[list[Incoming], list[Rejected]] | None:
     """A batch of JSON lines read as inbound comments in one pass (one JSON decode and one validation for the
     batch), or None when a line is anything else: unreadable, invalid, not one object, or a Meta delivery.
     The batch is then read line by line by `parse_record`, which says which line failed and why; both ways
@@ -225,7 +245,7 @@ def parse_comment_lines(batch: list[RawRecord], limits: domain.Limits) -> tuple[
     items: list[Incoming] = []
     rejected: list[Rejected] = []
     for rec, draft in zip(batch, drafts, strict=True):
-        screened = domain.screen(draft, limits)
+        screened = domain.screen(draft, limits, now=now)
         if isinstance(screened, Refusal):
             rejected.append(Rejected(rec.line, screened, (rec.text or "").rstrip("\r\n")))
         else:
@@ -360,17 +380,18 @@ class Importer:
         started = time.perf_counter()
         items: list[Incoming] = []
         rejected: list[Rejected] = []
+        now = self.ingestor.clock()
         for k in range(0, len(batch), PARSE_CHUNK):
             if k:
                 await asyncio.sleep(0)  # let the batch being stored take its next step
             chunk = batch[k:k + PARSE_CHUNK]
-            fast = parse_comment_lines(chunk, self.ingestor.limits) if fmt == "jsonl" else None
+            fast = parse_comment_lines(chunk, self.ingestor.limits, now) if fmt == "jsonl" else None
             if fast is not None:
                 items += fast[0]
                 rejected += fast[1]
                 continue
             for rec in chunk:
-                got, refused, signals = parse_record(rec, fmt, self.ingestor.limits)
+                got, refused, signals = parse_record(rec, fmt, self.ingestor.limits, now)
                 items += got
                 rejected += refused
                 if opts.shard == 0:  # counted once when shards read the same lines
@@ -396,8 +417,9 @@ class Importer:
         e = prog.earlier or repository.Checkpoint(0, 0, 0, 0, 0)
 
         async def checkpoint(conn: repository.Conn, t: Tally) -> None:
+            # A stale edit is counted with the duplicates there: read, and nothing to publish.
             totals = repository.Checkpoint(last.end_offset, last.end_line, e.accepted + t.accepted,
-                                           e.duplicates + t.duplicates, e.rejected + t.rejected_total)
+                                           e.duplicates + t.duplicates + t.stale, e.rejected + t.rejected_total)
             await repository.save_checkpoint(conn, key, path, totals, self.ingestor.clock())
 
         await self.ingestor.accept(items, "import", received_at=batch.started, direct=True,
@@ -423,7 +445,8 @@ def summary_line(prog: Progress) -> str:
         pace += f", {(prog.line - prog.resumed_from_line) / elapsed:,.0f} lines/s"
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(t.rejected.items()))
     line = (f"{t.accepted} accepted ({t.created} new, {t.edited} edits, {t.removed} removals), "
-            f"{t.duplicates} duplicates, {t.rejected_total} rejected" + (f" ({rejected})" if rejected else "")
+            f"{t.duplicates} duplicates, " + (f"{t.stale} stale edits, " if t.stale else "")
+            + f"{t.rejected_total} rejected" + (f" ({rejected})" if rejected else "")
             + f"; {prog.line} lines {pace}")
     if prog.earlier is not None:
         e = prog.earlier

@@ -10,6 +10,9 @@ Meta batches several entries and changes in one delivery.
 - community id = `entry[].id` (the Page or Instagram account); thread id = the post or media id.
 - Everything else (reactions, likes, shares, posts, other fields or objects) is counted as an engagement
   signal and otherwise ignored: an unexpected item must never fail a delivery Meta would then retry.
+- A change's time (`created_time`, else the entry's `time`) orders the comment's versions: an `edited`
+  change older than the version already applied is stale (domain.decide). A time further ahead than the
+  allowed clock skew refuses the change (`future_timestamp`), naming the field it came from.
 """
 
 from __future__ import annotations
@@ -102,8 +105,9 @@ def is_delivery(payload: Any) -> bool:
     return isinstance(payload, dict) and "object" in payload and isinstance(payload.get("entry"), list)
 
 
-def parse_delivery(payload: Any, limits: Limits) -> Parsed | Refusal:
-    """Every comment change of a delivery, screened; what cannot be read is refused per change, with a reason."""
+def parse_delivery(payload: Any, limits: Limits, now: datetime | None = None) -> Parsed | Refusal:
+    """Every comment change of a delivery, screened; what cannot be read is refused per change, with a reason.
+    `now` (the caller's clock) refuses changes dated in the future; None skips that check."""
     if not isinstance(payload, dict):
         return Refusal(Reason.invalid, None, "a Meta delivery is a JSON object")
     entries = payload.get("entry")
@@ -121,7 +125,7 @@ def parse_delivery(payload: Any, limits: Limits) -> Parsed | Refusal:
         for j, change in enumerate(changes):
             out.changes += 1
             path = f"entry[{i}].changes[{j}]"
-            result = _read_change(obj, entry, change, path, limits)
+            result = _read_change(obj, entry, change, path, limits, now)
             if isinstance(result, Incoming):
                 out.items.append(result)
             elif isinstance(result, Refusal):
@@ -134,7 +138,7 @@ def parse_delivery(payload: Any, limits: Limits) -> Parsed | Refusal:
 
 
 def _read_change(
-    obj: Any, entry: dict[str, Any], change: Any, path: str, limits: Limits
+    obj: Any, entry: dict[str, Any], change: Any, path: str, limits: Limits, now: datetime | None
 ) -> Incoming | Refusal | str:
     """An Incoming comment, a Refusal, or the engagement-signal kind the change counts as."""
     if not isinstance(change, dict) or not isinstance(change.get("value"), dict):
@@ -144,9 +148,9 @@ def _read_change(
         item = value.get("item")
         if item != "comment":
             return _FEED_ITEM_SIGNALS.get(str(item), "other")
-        return _page_comment(entry, value, path, limits)
+        return _page_comment(entry, value, path, limits, now)
     if obj == "instagram" and fld in ("comments", "live_comments"):
-        return _instagram_comment(entry, value, path, limits)
+        return _instagram_comment(entry, value, path, limits, now)
     if obj == "instagram" and fld == "mentions":
         return "mention"
     return "other"
@@ -181,14 +185,17 @@ def _time(value: Any) -> datetime | None:
 
 
 def _build(
-    raw: dict[str, Any], kind: Kind, path: str, limits: Limits
+    raw: dict[str, Any], kind: Kind, path: str, limits: Limits, now: datetime | None, time_field: str
 ) -> Incoming | Refusal:
+    """Screen one change read as a comment; `time_field` is the path of the Meta field its time came from."""
     try:
         draft = CommentDraft.model_validate(raw)
     except ValidationError as exc:
         return validation_refusals(exc, prefix=path + ".")[0]
-    result = screen(draft, limits, kind)
+    result = screen(draft, limits, kind, now, version_at=draft.created_at)
     if isinstance(result, Refusal):
+        if result.reason is Reason.future_timestamp:  # name Meta's field, not ours
+            return Refusal(result.reason, time_field, result.message)
         return Refusal(result.reason, f"{path}.{result.field}" if result.field else path, result.message)
     return result
 
@@ -201,8 +208,13 @@ def _id(value: Any) -> str | None:
     return str(value) if isinstance(value, str | int) and not isinstance(value, bool) and str(value) else None
 
 
+def _entry_path(path: str) -> str:
+    """`entry[2].changes[0]` -> `entry[2]`."""
+    return path.rsplit(".changes[", 1)[0]
+
+
 def _page_comment(
-    entry: dict[str, Any], value: dict[str, Any], path: str, limits: Limits
+    entry: dict[str, Any], value: dict[str, Any], path: str, limits: Limits, now: datetime | None
 ) -> Incoming | Refusal | str:
     verb = str(value.get("verb") or "add")
     kind = _VERBS.get(verb)
@@ -219,7 +231,10 @@ def _page_comment(
         post_id = f"{community}_{comment_id.split('_', 1)[0]}"
     parent = _id(value.get("parent_id"))
     author = _obj(value.get("from"))
-    created = _time(value.get("created_time")) or _time(entry.get("time"))
+    created = _time(value.get("created_time"))
+    time_field = f"{path}.value.created_time"
+    if created is None:
+        created, time_field = _time(entry.get("time")), f"{_entry_path(path)}.time"
     raw = {
         "source": "facebook", "external_id": comment_id, "community_id": community, "thread_id": post_id,
         "parent_id": parent if parent != post_id else None,
@@ -227,11 +242,11 @@ def _page_comment(
         "text": message if isinstance(message, str) else "", "created_at": created,
         "removed": kind is Kind.removal,
     }
-    return _build(raw, kind, path + ".value", limits)
+    return _build(raw, kind, path + ".value", limits, now, time_field)
 
 
 def _instagram_comment(
-    entry: dict[str, Any], value: dict[str, Any], path: str, limits: Limits
+    entry: dict[str, Any], value: dict[str, Any], path: str, limits: Limits, now: datetime | None
 ) -> Incoming | Refusal:
     comment_id = _id(value.get("id"))
     if comment_id is None:
@@ -245,4 +260,4 @@ def _instagram_comment(
         "author_id": _id(author.get("id")), "author_name": author.get("username"),
         "text": text if isinstance(text, str) else "", "created_at": _time(entry.get("time")),
     }
-    return _build(raw, Kind.upsert, path + ".value", limits)
+    return _build(raw, Kind.upsert, path + ".value", limits, now, f"{_entry_path(path)}.time")

@@ -10,7 +10,8 @@ RECEIVED = Counter(
 )
 COMMENTS = Counter(
     "terrain_ingest_comments_total",
-    "Comments decided, by channel and outcome (created, edited, removed, duplicate).",
+    "Comments decided, by channel and outcome (created, edited, removed, duplicate, stale: an edit older than "
+    "the version already applied).",
     ["channel", "outcome"],
 )
 ACCEPTED = Counter(
@@ -26,7 +27,7 @@ DUPLICATES = Counter(
 REJECTED = Counter(
     "terrain_ingest_rejected_total",
     "Comments or requests refused, by channel and reason (invalid, empty_text, unknown_source, malformed_json, "
-    "too_large, unsupported, bad_signature).",
+    "too_large, unsupported, future_timestamp, bad_signature).",
     ["channel", "reason"],
 )
 TRUNCATED = Counter(
@@ -47,9 +48,15 @@ META_SIGNALS = Counter(
 )
 DEDUP_PRUNED = Counter(
     "terrain_ingest_dedup_pruned_total",
-    "Dedup records deleted by retention (older than TERRAIN_INGEST_DEDUP_RETENTION_DAYS).",
+    "Content hashes of dedup records pruned by retention (older than TERRAIN_INGEST_DEDUP_RETENTION_DAYS); "
+    "the comment's compact row stays.",
 )
 DEDUP_OLDEST_AGE = Gauge(
     "terrain_ingest_dedup_oldest_age_seconds",
-    "Age of the oldest dedup record after the last retention pass (stays near the retention window).",
+    "Age of the oldest content hash still kept after the last retention pass (stays near the retention window).",
+)
+KNOWN_COMMENTS = Gauge(
+    "terrain_ingest_known_comments",
+    "Comments ingest remembers (one compact row each, kept for good), as PostgreSQL estimates it after the last "
+    "retention pass: grows with distinct comments, not with retries, edits or replays.",
 )

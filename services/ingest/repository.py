@@ -1,4 +1,4 @@
-"""asyncpg queries on ingest's own tables: dedup records (with retention) and import checkpoints."""
+"""asyncpg queries on ingest's own tables: dedup records (their content hashes pruned) and import checkpoints."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ if TYPE_CHECKING:
 async def lock_seen(conn: Conn, comment_ids: Sequence[str]) -> dict[str, Seen]:
     """What is known of these comments, row-locked until the transaction ends."""
     rows = await conn.fetch(
-        """SELECT comment_id, content_hash, revision, removed FROM ingest_comments
+        """SELECT comment_id, content_hash, revision, removed, version_at FROM ingest_comments
            WHERE comment_id = ANY($1::text[]) ORDER BY comment_id FOR UPDATE""",
         list(comment_ids),
     )
-    return {r["comment_id"]: Seen(r["content_hash"], r["revision"], r["removed"]) for r in rows}
+    return {r["comment_id"]: Seen(r["content_hash"], r["revision"], r["removed"], r["version_at"]) for r in rows}
 
 
 async def insert_new(
@@ -38,10 +38,11 @@ async def insert_new(
         return set()
     rows = await conn.fetch(
         """INSERT INTO ingest_comments
-               (comment_id, source, external_id, community_id, content_hash, revision, removed,
+               (comment_id, source, external_id, community_id, content_hash, revision, removed, version_at,
                 first_seen_at, last_seen_at)
-           SELECT u.*, $8::timestamptz, $8::timestamptz
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::bool[]) AS u
+           SELECT u.*, $9::timestamptz, $9::timestamptz
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::bool[],
+                       $8::timestamptz[]) AS u
            ON CONFLICT (comment_id) DO NOTHING RETURNING comment_id""",
         [d.comment_id for d, _ in items],
         [c.comment.source for _, c in items],
@@ -50,6 +51,7 @@ async def insert_new(
         [d.content_hash for d, _ in items],
         [d.revision for d, _ in items],
         [d.outcome is Outcome.removed for d, _ in items],
+        [d.version_at for d, _ in items],
         now,
     )
     return {r["comment_id"] for r in rows}
@@ -60,22 +62,24 @@ async def update_changed(conn: Conn, decisions: Sequence[Decision], now: datetim
         return
     await conn.execute(
         """UPDATE ingest_comments AS t
-           SET content_hash = u.h, revision = u.r, removed = u.rm, last_seen_at = $5
-           FROM unnest($1::text[], $2::text[], $3::int[], $4::bool[]) AS u(id, h, r, rm)
+           SET content_hash = u.h, revision = u.r, removed = u.rm, version_at = u.v, last_seen_at = $6
+           FROM unnest($1::text[], $2::text[], $3::int[], $4::bool[], $5::timestamptz[]) AS u(id, h, r, rm, v)
            WHERE t.comment_id = u.id""",
         [d.comment_id for d in decisions],
         [d.content_hash for d in decisions],
         [d.revision for d in decisions],
         [d.outcome is Outcome.removed for d in decisions],
+        [d.version_at for d in decisions],
         now,
     )
 
 
 async def prune(conn: Conn, cutoff: datetime, limit: int) -> int:
-    """Delete at most `limit` dedup records last changed before `cutoff`; rows another writer holds are skipped."""
+    """Forget the content hash of at most `limit` comments last changed before `cutoff`, keeping their row (id,
+    revision, version time), so they are never new again; rows another writer holds are skipped."""
     result = await conn.execute(
-        """DELETE FROM ingest_comments WHERE comment_id IN (
-               SELECT comment_id FROM ingest_comments WHERE last_seen_at < $1
+        """UPDATE ingest_comments SET content_hash = NULL WHERE comment_id IN (
+               SELECT comment_id FROM ingest_comments WHERE content_hash IS NOT NULL AND last_seen_at < $1
                ORDER BY last_seen_at LIMIT $2 FOR UPDATE SKIP LOCKED)""",
         cutoff, limit,
     )
@@ -83,8 +87,16 @@ async def prune(conn: Conn, cutoff: datetime, limit: int) -> int:
 
 
 async def oldest_seen(conn: Conn) -> datetime | None:
-    value: datetime | None = await conn.fetchval("SELECT min(last_seen_at) FROM ingest_comments")
+    """When the oldest content hash still kept was last changed."""
+    value: datetime | None = await conn.fetchval(
+        "SELECT min(last_seen_at) FROM ingest_comments WHERE content_hash IS NOT NULL")
     return value
+
+
+async def known_comments(conn: Conn) -> int:
+    """About how many comments ingest remembers (the planner's estimate: counting them would read them all)."""
+    value = await conn.fetchval("SELECT reltuples::bigint FROM pg_class WHERE oid = 'ingest_comments'::regclass")
+    return max(0, int(value or 0))
 
 
 @dataclass(frozen=True)

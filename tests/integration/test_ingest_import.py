@@ -180,3 +180,48 @@ async def test_import_in_shards_resumes_under_any_layout_and_never_duplicates(
     ids = Counter(json.loads(r.value)["comment"]["external_id"] for r in out)
     assert len(out) == expected["accepted"] and max(ids.values()) == 1  # each comment published once
     assert "accepted" in shown.getvalue() and "━" in shown.getvalue()
+
+
+def test_the_command_exits_3_when_records_were_rejected_and_0_only_when_all_were_accepted(
+        schema_url: str, kafka_bootstrap: str, topic_overrides: dict[str, str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch):
+    import asyncio
+    from functools import partial
+
+    from typer.testing import CliRunner
+
+    from services.ingest import cli
+    from terrain.cli import app
+
+    monkeypatch.setenv("TERRAIN_DATABASE_URL", schema_url)
+    monkeypatch.setenv("TERRAIN_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("TERRAIN_HOME", str(tmp_path / "home"))  # no `terrain up` lives there
+    # The command as typed, on this test's own topics.
+    monkeypatch.setattr(cli, "import_file", partial(cli.import_file, topic_overrides=topic_overrides))
+
+    def line(ext: str, **kw: Any) -> str:
+        return json.dumps({"source": "forum", "external_id": ext, "community_id": "c", "thread_id": "t",
+                           "text": "Service déplorable", "created_at": "2026-11-20T10:00:00Z", **kw},
+                          ensure_ascii=False)
+
+    clean, mixed = tmp_path / "clean.jsonl", tmp_path / "mixed.jsonl"
+    clean.write_text("\n".join(line(f"ok{i}") for i in range(3)) + "\n", encoding="utf-8")
+    unclosed = line("broken")[:-1]  # its `}` missing at the end of line 2
+    mixed.write_text("\n".join([line("m1"), unclosed, line("m3", created_at="2199-01-01T00:00:00Z"), line("m4")])
+                     + "\n", encoding="utf-8")
+    runner = CliRunner()
+    ok = runner.invoke(app, ["import", str(clean)])
+    bad = runner.invoke(app, ["import", str(mixed)])
+    again = runner.invoke(app, ["import", str(clean)])  # all duplicates: nothing refused, still 0
+
+    assert ok.exit_code == 0, ok.output
+    assert bad.exit_code == 3, bad.output
+    assert "exit code 3: 2 record(s) rejected; finished, but some records were rejected" in bad.output
+    assert again.exit_code == 0 and "3 duplicates" in again.output, again.output
+    rejects = read_rejects(str(mixed) + ".rejects.jsonl")
+    assert [(r["line"], r["reason"], r["field"]) for r in rejects] == [
+        (2, "malformed_json", None), (3, "future_timestamp", "created_at")]
+    assert rejects[0]["column"] == len(unclosed) + 1
+    assert rejects[0]["message"].startswith(f"line 2, column {len(unclosed) + 1}: ")
+    out = asyncio.run(consume(kafka_bootstrap, topic_overrides["terrain.comments.v1"], expect=5, settle_s=1.0))
+    assert sorted(json.loads(r.value)["comment"]["external_id"] for r in out) == ["m1", "m4", "ok0", "ok1", "ok2"]

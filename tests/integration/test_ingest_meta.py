@@ -16,6 +16,7 @@ from tests.conftest import running
 from tests.ingest_payloads import (
     IG_ACCOUNT,
     PAGE,
+    SENT_AT,
     delivery,
     feed_comment,
     feed_item,
@@ -93,7 +94,8 @@ async def test_replayed_deliveries_land_once_each(settings_kwargs, topic_overrid
         metrics = (await client.get("/metrics")).text
 
     assert r1.status_code == 200
-    assert r1.json() == {"changes": 7, "comments": 4, "accepted": 4, "duplicates": 0, "rejected": 1, "signals": 2}
+    assert r1.json() == {"changes": 7, "comments": 4, "accepted": 4, "duplicates": 0, "stale": 0, "rejected": 1,
+                         "signals": 2}
     assert retry.status_code == 200 and retry.json()["accepted"] == 0 and retry.json()["duplicates"] == 4
     assert r_ig.json()["accepted"] == 2
     assert r2.json()["accepted"] == 3 and r2.json()["duplicates"] == 1
@@ -161,3 +163,103 @@ async def test_limits_and_clear_errors(settings_kwargs, topic_overrides):
     assert too_many.status_code == 413 and "6 > 5" in too_many.json()["detail"]
     assert bad_json.status_code == 400 and (bad_json.json()["line"], bad_json.json()["column"]) == (2, 12)
     assert off.status_code == 503 and "TERRAIN_META_APP_SECRET" in off.json()["detail"]
+
+
+ADD = delivery("page", (PAGE, [feed_comment("950", "1", "Plat froid", created_time=SENT_AT - 300)]))
+NEWER = delivery("page", (PAGE, [feed_comment("950", "1", "Plat froid. Edit : remboursés, merci !", verb="edited",
+                                              created_time=SENT_AT - 60)]))
+OLDER = delivery("page", (PAGE, [feed_comment("950", "1", "Plat froid, et le serveur désagréable", verb="edited",
+                                              created_time=SENT_AT - 120)]))
+
+
+def meta_client(client: httpx.AsyncClient) -> Any:
+    async def post(payload: dict[str, Any]) -> dict[str, Any]:
+        body, headers = signed(payload, SECRET)
+        r = await client.post("/webhooks/meta", content=body, headers=headers)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    return post
+
+
+async def stored(app: Any, external_id: str) -> Any:
+    async with app.state.runtime.pool.acquire() as conn:
+        return await conn.fetchrow("SELECT content_hash, revision, version_at FROM ingest_comments "
+                                   "WHERE comment_id = $1", comment_id_for("facebook", external_id))
+
+
+async def test_an_edit_older_than_the_last_one_applied_is_stale_and_changes_nothing(
+        settings_kwargs, topic_overrides, kafka_bootstrap):
+    import hashlib
+    from datetime import UTC, datetime
+
+    app = build_app(settings(settings_kwargs), topic_overrides=topic_overrides)
+    async with running(app) as client:
+        post = meta_client(client)
+        created, edited = await post(ADD), await post(NEWER)
+        stale = await post(OLDER)  # delivered late: Meta's older edit after the newer one
+        record = await stored(app, "950_1")
+        out = await consume(kafka_bootstrap, topic_overrides["terrain.comments.v1"], expect=2, settle_s=2.0)
+        metrics = (await client.get("/metrics")).text
+
+    assert (created["accepted"], edited["accepted"]) == (1, 1)
+    assert stale["accepted"] == 0  # before, the older text was published as revision 3
+    assert (stale["stale"], stale["duplicates"]) == (1, 0)
+    # Two versions published, once each; the text downstream is the newer edit's.
+    messages = [CommentMessage.model_validate_json(r.value) for r in out]
+    assert [(m.comment.action.value, m.comment.revision, m.comment.text) for m in messages] == [
+        ("created", 1, "Plat froid"), ("edited", 2, "Plat froid. Edit : remboursés, merci !")]
+    # What ingest stored is still the newer edit's: its text's fingerprint, its revision, its time.
+    newest = hashlib.sha256("Plat froid. Edit : remboursés, merci !".encode()).hexdigest()
+    assert (record["content_hash"], record["revision"]) == (newest, 2)
+    assert record["version_at"] == datetime.fromtimestamp(SENT_AT - 60, UTC)
+    assert 'terrain_ingest_comments_total{channel="webhook",outcome="stale"} 1.0' in metrics
+
+
+async def test_a_replayed_add_after_the_dedup_prune_is_still_a_duplicate(
+        settings_kwargs, topic_overrides, kafka_bootstrap):
+    from datetime import UTC, datetime, timedelta
+
+    now = [datetime.fromtimestamp(SENT_AT, UTC) + timedelta(minutes=5)]
+    app = build_app(settings(settings_kwargs, ingest_dedup_retention_days=30), topic_overrides=topic_overrides,
+                    clock=lambda: now[0])
+    async with running(app) as client:
+        post = meta_client(client)
+        created, edited = await post(ADD), await post(NEWER)
+        now[0] += timedelta(days=31)  # past the dedup window
+        pruned = await app.state.pruner.prune_once()
+        record = await stored(app, "950_1")
+        replayed_add, replayed_older, replayed_newer = await post(ADD), await post(OLDER), await post(NEWER)
+        out = await consume(kafka_bootstrap, topic_overrides["terrain.comments.v1"], expect=2, settle_s=2.0)
+
+    assert (created["accepted"], edited["accepted"], pruned) == (1, 1, 1)
+    assert (replayed_add["accepted"], replayed_add["duplicates"]) == (0, 1)  # before: published again as new
+    assert replayed_older["accepted"] == 0 and replayed_older["stale"] == 1
+    assert (replayed_newer["accepted"], replayed_newer["duplicates"]) == (0, 1)
+    messages = [CommentMessage.model_validate_json(r.value) for r in out]
+    assert [(m.comment.action.value, m.comment.revision) for m in messages] == [("created", 1), ("edited", 2)]
+    # Pruned: the fingerprint went, the comment (its revision and version time) did not.
+    assert record is not None and record["content_hash"] is None and record["revision"] == 2
+
+
+async def test_a_change_dated_in_the_future_is_dead_lettered_and_never_published(
+        settings_kwargs, topic_overrides, kafka_bootstrap):
+    from datetime import UTC, datetime
+
+    app = build_app(settings(settings_kwargs), topic_overrides=topic_overrides)
+    far = int(datetime(2199, 1, 1, tzinfo=UTC).timestamp())
+    payload = delivery("page", (PAGE, [feed_comment("951", "1", "Vu en 2199", created_time=far),
+                                       feed_comment("951", "2", "Aujourd'hui")]))
+    async with running(app) as client:
+        body, headers = signed(payload, SECRET)
+        r = await client.post("/webhooks/meta", content=body, headers=headers)
+        out = await consume(kafka_bootstrap, topic_overrides["terrain.comments.v1"], expect=1, settle_s=1.5)
+        dlq = await consume(kafka_bootstrap, topic_overrides["terrain.comments.inbound.v1.dlq"], expect=1)
+        metrics = (await client.get("/metrics")).text
+    assert r.status_code == 200 and (r.json()["accepted"], r.json()["rejected"]) == (1, 1)
+    assert [CommentMessage.model_validate_json(m.value).comment.external_id for m in out] == ["951_2"]
+    [letter] = dlq
+    reason = headers_of(letter)["terrain-dlq-reason"]
+    assert reason.startswith("future_timestamp: entry[0].changes[0].value.created_time: dated 2199-01-01")
+    assert json.loads(letter.value)["entry"][0]["changes"][0]["value"]["comment_id"] == "951_1"
+    assert 'terrain_ingest_rejected_total{channel="webhook",reason="future_timestamp"}' in metrics

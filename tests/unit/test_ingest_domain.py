@@ -15,11 +15,13 @@ from services.ingest.domain import (
     Reason,
     Refusal,
     Seen,
+    Tally,
     content_hash,
     decide,
     decide_versions,
     final_state,
     group_by_id,
+    one_refusal,
     parse_sources,
     prune_cutoff,
     screen,
@@ -173,3 +175,106 @@ def test_a_built_message_is_exactly_what_validating_it_gives(kind: Kind, seen: S
     assert again == msg and again.model_dump_json() == body
     assert again.comment.metrics.likes == 3 and again.comment.source == "facebook"
     assert again.comment.text_truncated and again.comment.lang == (None if kind is Kind.removal else "fr")
+
+
+# --- dates in the future ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("created_at", "refused"),
+    [
+        ("2199-01-01T00:00:00Z", True),  # the comment that opened an incident downstream
+        ("2030-06-01T00:00:00Z", True),  # a year typed wrong
+        ("2026-12-01T00:00:00Z", True),  # six days ahead of NOW, though before the wall clock of some runs
+        ("2026-11-26T11:59:59Z", False),  # a day ahead, less a second: clocks drift
+        ("2026-11-26T12:00:00Z", False),  # exactly the skew: still accepted
+        ("2026-11-26T12:00:00.000001Z", True),  # a microsecond past it
+        ("2026-11-26T13:00:00+01:00", False),  # the offset is applied before comparing
+        ("2020-01-01T00:00:00Z", False),  # the past is fine
+    ],
+)
+def test_a_comment_dated_beyond_the_skew_is_refused(created_at: str, refused: bool):
+    r = screen(draft(created_at=created_at), LIMITS, now=NOW)
+    if refused:
+        assert isinstance(r, Refusal) and (r.reason, r.field) == (Reason.future_timestamp, "created_at")
+        assert r.describe().startswith("future_timestamp: created_at: dated ")
+    else:
+        assert isinstance(r, Incoming)
+
+
+def test_the_future_is_measured_from_the_callers_clock_and_the_configured_skew():
+    ahead = draft(created_at=NOW + timedelta(minutes=5))
+    assert isinstance(screen(ahead, LIMITS, now=NOW), Incoming)
+    strict = Limits(sources=LIMITS.sources, max_future_skew=timedelta(0))
+    assert isinstance(screen(ahead, strict, now=NOW), Refusal)
+    assert isinstance(screen(ahead, strict, now=NOW + timedelta(minutes=5)), Incoming)  # the clock moved on
+    # A removal dated ahead is refused too: the date is the source's bug whatever the change.
+    assert isinstance(screen(draft(text="", created_at="2199-01-01T00:00:00Z"), LIMITS, Kind.removal, now=NOW),
+                      Refusal)
+
+
+# --- ordered versions, and what survives the dedup window --------------------------------------------------
+
+T1, T2, T3 = (datetime(2026, 11, 20, h, tzinfo=UTC) for h in (9, 10, 11))
+
+
+def at(text: str = "Service déplorable", when: datetime | None = T2, kind: Kind = Kind.upsert) -> Incoming:
+    return Incoming(c(text, removed=kind is Kind.removal), kind, version_at=when)
+
+
+@pytest.mark.parametrize(
+    ("incoming", "seen", "outcome", "revision", "version_at"),
+    [
+        # A replayed edit older than the one applied: stale, nothing changes (the text must not roll back).
+        (at("v2", T2), Seen(content_hash(c("v3")), 3, False, T3), Outcome.stale, 3, T3),
+        # A newer edit is an edit, and the record moves to its time.
+        (at("v3", T3), Seen(content_hash(c("v2")), 2, False, T2), Outcome.edited, 3, T3),
+        # The same version again (Meta's retry): a duplicate.
+        (at("v2", T2), Seen(content_hash(c("v2")), 2, False, T2), Outcome.duplicate, 2, T2),
+        # Same time, other text: two edits within Meta's one-second resolution; the later arrival wins.
+        (at("v2b", T2), Seen(content_hash(c("v2")), 2, False, T2), Outcome.edited, 3, T2),
+        # An edit older than the removal: stale, the comment stays removed.
+        (at("v1", T1), Seen(H, 3, True, T2), Outcome.stale, 3, T2),
+        # A removal is applied whatever its date: losing one would keep a taken-down comment on show.
+        (at("", T1, Kind.removal), Seen(H, 2, False, T2), Outcome.removed, 3, T2),
+        # Sources that date only the comment (HTTP, the inbound topic, imports) order nothing: as before.
+        (at("new text", None), Seen(H, 1, False, T3), Outcome.edited, 2, T3),
+        (at("new text", T1), Seen(H, 1, False, None), Outcome.edited, 2, T1),
+        # The content hash pruned after the dedup window, the comment still known:
+        (at(when=T1, kind=Kind.first), Seen(None, 2, False, T2), Outcome.duplicate, 2, T2),  # a replayed `add`
+        (at("v2", T2), Seen(None, 2, False, T2), Outcome.duplicate, 2, T2),  # the last edit, replayed
+        (at("v1", T1), Seen(None, 2, False, T2), Outcome.stale, 2, T2),  # an older edit, replayed
+        (at("v3", T3), Seen(None, 2, False, T2), Outcome.edited, 3, T3),  # a newer edit is still an edit
+        (at("", T3, Kind.removal), Seen(None, 2, False, T2), Outcome.removed, 3, T3),  # a removal still removes
+        (at("same text", None), Seen(None, 2, False, None), Outcome.edited, 3, None),  # no way to compare
+    ],
+)
+def test_versions_are_ordered_by_their_time(incoming: Incoming, seen: Seen, outcome: Outcome, revision: int,
+                                            version_at: datetime | None):
+    d = decide("id", incoming, seen)
+    assert (d.outcome, d.revision, d.version_at) == (outcome, revision, version_at)
+    assert d.content_hash  # a message id can always be derived, pruned or not
+
+
+def test_a_stale_edit_in_a_batch_changes_nothing_and_is_counted():
+    versions = [at("v1", T1, Kind.first), at("v3", T3), at("v2", T2), at("v3", T3)]
+    ds = decide_versions("id", versions, None)
+    assert [(d.outcome, d.revision) for d in ds] == [
+        (Outcome.created, 1), (Outcome.edited, 2), (Outcome.stale, 2), (Outcome.duplicate, 2)]
+    final = final_state(ds)
+    assert final is not None and (final.outcome, final.revision, final.version_at) == (Outcome.edited, 2, T3)
+    assert final.content_hash == content_hash(c("v3"))
+    assert final_state([decide("id", at("v2", T2), Seen(H, 3, False, T3))]) is None  # stale only: nothing stored
+    tally = Tally()
+    tally.add_decisions(ds)
+    assert (tally.created, tally.edited, tally.stale, tally.duplicates, tally.accepted) == (1, 1, 1, 1, 2)
+
+
+def test_every_bad_field_of_a_record_is_named_in_one_refusal():
+    refusals = [Refusal(Reason.invalid, "thread_id", "Field required"),
+                Refusal(Reason.invalid, "text", "Field required"),
+                Refusal(Reason.invalid, "created_at", "Input should be a valid datetime")]
+    one = one_refusal(refusals)
+    assert one.reason is Reason.invalid and one.field == "thread_id, text, created_at"
+    assert one.message == "thread_id, text: Field required; created_at: Input should be a valid datetime"
+    assert one_refusal(refusals[:1]) is refusals[0]

@@ -128,3 +128,49 @@ def test_the_summary_gives_a_rate_only_for_an_import_that_lasted_a_second_or_mor
     assert "3 lines in 0.4 s" in summary_line(short) and "lines/s" not in summary_line(short)
     long = Progress(path="big.jsonl", total_bytes=9_000_000, line=45_000, started=time.perf_counter() - 5.0)
     assert "45000 lines in 5.0 s, " in summary_line(long) and "lines/s" in summary_line(long)
+
+
+def test_a_malformed_json_line_is_placed_at_its_own_line_and_column(tmp_path: Path):
+    good = json.dumps({**ROW, "external_id": "1"}, ensure_ascii=False)
+    unclosed = json.dumps({**ROW, "external_id": "4"}, ensure_ascii=False)[:-1]  # its `}` missing at the end
+    path = tmp_path / "broken.jsonl"
+    path.write_text("\n".join([good, good, good, unclosed, '{"source": "forum", "text": oops}', good]) + "\r\n",
+                    encoding="utf-8")
+    records = list(read_records(path, "jsonl"))
+    assert parse_comment_lines(records, Limits()) is None  # left to the line-by-line reader, which says where
+    rejected = [r for rec in records for r in parse_record(rec, "jsonl", Limits())[1]]
+    # Before, the first read "line 4, column 1": the position of the line ending json saw as a second line.
+    assert rejected[0].refusal.message == f"line 4, column {len(unclosed) + 1}: Expecting ',' delimiter"
+    assert rejected[1].refusal.message.startswith("line 5, column 29: Expecting value")
+    assert [(r.line, r.column) for r in rejected] == [(4, len(unclosed) + 1), (5, 29)]
+    assert json.loads(rejected[0].as_json())["column"] == len(unclosed) + 1
+
+
+def test_a_short_csv_row_names_every_field_it_lacks(tmp_path: Path):
+    path = tmp_path / "short.csv"
+    path.write_text("source,external_id,community_id,thread_id,text,created_at,likes\n"
+                    "forum,1,c\n"  # thread_id, text and created_at missing (likes is optional)
+                    "forum,2,c,t,bonjour,2026-11-20T10:00:00Z\n", encoding="utf-8")
+    short, whole = read_records(path, "csv")
+    _, rejected, _ = parse_record(short, "csv", Limits())
+    [r] = rejected
+    assert (r.line, r.refusal.reason, r.refusal.field) == (2, Reason.invalid, "thread_id, text, created_at")
+    assert r.refusal.message == ("thread_id, text, created_at: Field required "
+                                 "(the row has 3 of the header's 7 columns)")
+    assert parse_record(whole, "csv", Limits())[0]  # a row lacking only an optional column is read
+
+
+def test_a_line_dated_in_the_future_is_rejected_by_the_imports_clock(tmp_path: Path):
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    rows = [{**ROW, "external_id": "1"}, {**ROW, "external_id": "2", "created_at": "2199-01-01T00:00:00Z"}]
+    path = tmp_path / "future.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    records = list(read_records(path, "jsonl"))
+    fast = parse_comment_lines(records, Limits(), now)
+    assert fast is not None and [i.comment.external_id for i in fast[0]] == ["1"]
+    assert [(r.line, r.refusal.reason, r.refusal.field) for r in fast[1]] == [
+        (2, Reason.future_timestamp, "created_at")]
+    assert [(r.line, r.refusal.reason) for r in parse_record(records[1], "jsonl", Limits(), now)[1]] == [
+        (2, Reason.future_timestamp)]

@@ -129,3 +129,35 @@ def test_unreadable_changes_are_refused_one_by_one_never_the_delivery():
     other = parse_delivery({"object": "user", "entry": [{"id": "1", "changes": [{"field": "photos", "value": {}}]}]},
                            LIMITS)
     assert not isinstance(other, Refusal) and dict(other.signals) == {"other": 1}
+
+
+def test_a_change_dated_in_the_future_is_refused_on_its_own_naming_metas_field():
+    now = datetime.fromtimestamp(SENT_AT, UTC)
+    far = int(datetime(2199, 1, 1, tzinfo=UTC).timestamp())
+    payload = delivery("page", (PAGE, [
+        feed_comment("905", "1", "Bonjour", created_time=far),
+        feed_comment("905", "2", "Rien à signaler", verb="edited", created_time="2030-01-01T00:00:00+0000"),
+        feed_comment("905", "3", "À l'heure", created_time=SENT_AT + 3600),  # an hour ahead: clocks drift
+    ]))
+    parsed = parse_delivery(payload, LIMITS, now)
+    assert not isinstance(parsed, Refusal)
+    assert [i.comment.external_id for i in parsed.items] == ["905_3"]
+    assert [(r.refusal.reason, r.refusal.field) for r in parsed.refused] == [
+        (Reason.future_timestamp, "entry[0].changes[0].value.created_time"),
+        (Reason.future_timestamp, "entry[0].changes[1].value.created_time")]
+    assert parsed.refused[0].delivery["entry"][0]["changes"][0]["value"]["comment_id"] == "905_1"
+    # Instagram dates a comment by the entry's time: that is the field named.
+    ig = parse_delivery(delivery("instagram", (IG_ACCOUNT, [ig_comment("1", "2", "texte")]), time=far), LIMITS, now)
+    assert not isinstance(ig, Refusal) and not ig.items
+    assert [(r.refusal.reason, r.refusal.field) for r in ig.refused] == [(Reason.future_timestamp, "entry[0].time")]
+
+
+def test_each_change_carries_its_time_to_order_a_comments_versions():
+    parsed = parse_delivery(delivery("page", (PAGE, [
+        feed_comment("906", "1", "v1", created_time=SENT_AT - 120),
+        feed_comment("906", "1", "v2", verb="edited", created_time=SENT_AT - 60),
+        feed_comment("906", "2", None, verb="remove", created_time="no time"),  # falls back to the entry's time
+    ])), LIMITS)
+    assert not isinstance(parsed, Refusal)
+    assert [i.version_at for i in parsed.items] == [datetime.fromtimestamp(t, UTC)
+                                                    for t in (SENT_AT - 120, SENT_AT - 60, SENT_AT)]
