@@ -90,7 +90,8 @@ async def bench_webhook(bootstrap: str, db_url: str, deliveries: int, concurrenc
                 await asyncio.sleep(0.25)
             bodies = [json.dumps(meta_delivery(run, n), ensure_ascii=False).encode() for n in range(deliveries)]
             warm = json.dumps(meta_delivery("warm" + run, 0)).encode()
-            await client.post("/webhooks/meta", content=warm, headers={"X-Hub-Signature-256": sign(warm, SECRET)})
+            await client.post("/webhooks/meta", content=warm, headers={
+                "X-Hub-Signature-256": sign(warm, SECRET), "Content-Type": "application/json"})
             queue: asyncio.Queue[bytes] = asyncio.Queue()
             for b in bodies:
                 queue.put_nowait(b)

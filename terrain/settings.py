@@ -20,6 +20,11 @@ class TerrainSettings(BaseSettings):
     )
 
     host: str = "127.0.0.1"
+    http_max_body_bytes: int = Field(
+        default=1_000_000, ge=1_000,
+        description="Largest request body a route takes unless it declares its own limit (ingest's routes: "
+        "TERRAIN_INGEST_MAX_BODY_BYTES); a larger one answers 413 before it is read.",
+    )
     log_format: Literal["json", "console"] = "console"
     log_level: str = "INFO"
 

@@ -6,19 +6,19 @@ import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
-from terrain.contracts.base import error_message
+from terrain import http
 from terrain.settings import TerrainSettings
 
 # Kernel metrics; each service also declares its own domain metrics in its metrics.py.
@@ -55,6 +55,18 @@ READY = Gauge("terrain_ready", "1 when the service is ready (database, broker an
 HTTP_REQUESTS = Counter(
     "terrain_http_requests_total", "HTTP requests served, by route template and status class.",
     ["service", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "terrain_http_request_duration_seconds",
+    "From a request's arrival to the end of its answer, refusals included, by route template and status class.",
+    ["service", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+HTTP_REFUSED = Counter(
+    "terrain_http_refused_total",
+    "Requests refused before their body was read, by route template and reason (unauthorized, too_large, "
+    "unsupported_media_type).",
+    ["service", "route", "reason"],
 )
 
 _kafka_middleware: Any = None
@@ -186,7 +198,11 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 def token_guard(settings: TerrainSettings) -> Callable[..., Any]:
-    """A FastAPI dependency that demands `Authorization: Bearer <TERRAIN_API_TOKEN>` when a token is set."""
+    """A FastAPI dependency that demands `Authorization: Bearer <TERRAIN_API_TOKEN>` when a token is set.
+
+    The edge middleware (terrain/http.py) already refused such a request before reading its body; this stays
+    as a second line, and is what marks a route as needing the token in the OpenAPI document.
+    """
     expected = settings.api_token.get_secret_value() if settings.api_token else None
 
     async def require_token(creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
@@ -195,11 +211,7 @@ def token_guard(settings: TerrainSettings) -> Callable[..., Any]:
         import hmac
 
         if creds is None or not hmac.compare_digest(creds.credentials.encode(), expected.encode()):
-            raise HTTPException(
-                status_code=401,
-                detail="missing or wrong bearer token (set Authorization: Bearer $TERRAIN_API_TOKEN)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            raise http.unauthorized()
 
     return require_token
 
@@ -230,34 +242,51 @@ def _serve_docs_offline(app: FastAPI) -> None:
 def build_http_app(
     *,
     service: str,
+    settings: TerrainSettings,
     health: Health,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | Callable[[FastAPI], AsyncIterator[None]],
     description: str = "",
+    public_routes: Mapping[str, str] | None = None,
+    max_body_bytes: Mapping[str, int] | None = None,
 ) -> FastAPI:
-    """The FastAPI app every service starts from: /healthz, /readyz, /metrics and clear 422 errors."""
+    """The FastAPI app every service starts from: /healthz, /readyz, /metrics, the edge middleware (token, body
+    type and size before the body is read, request metrics) and the kernel's error shapes.
+
+    `public_routes` maps route templates a stranger may call without the token to why (a webhook signed by its
+    sender); `max_body_bytes` maps route templates to a body limit other than TERRAIN_HTTP_MAX_BODY_BYTES.
+    """
     app = FastAPI(
         title=f"Terrain {service}", description=description, lifespan=lifespan,  # type: ignore[arg-type]
         docs_url=None, redoc_url=None,
     )
+    app.router.route_class = http.JsonBodyRoute
     _serve_docs_offline(app)
+    policy = http.EdgePolicy(
+        token=settings.api_token.get_secret_value() if settings.api_token else None,
+        default_max_body_bytes=settings.http_max_body_bytes,
+        max_body_bytes=dict(max_body_bytes or {}),
+        public={**http.PUBLIC_ROUTES, **(public_routes or {})},
+    )
+
+    def observe(route: str, status: int, seconds: float) -> None:
+        status_class = f"{status // 100}xx"
+        HTTP_REQUESTS.labels(service=service, route=route, status=status_class).inc()
+        HTTP_DURATION.labels(service=service, route=route, status=status_class).observe(seconds)
+
+    def refused(route: str, reason: str) -> None:
+        HTTP_REFUSED.labels(service=service, route=route, reason=reason).inc()
+
+    app.state.http_edge = policy  # read by the operators' reference
+    app.add_middleware(http.EdgeMiddleware, policy=policy, routes=lambda: app.router.routes, observe=observe,
+                       refused=refused)
+
+    @app.exception_handler(http.HTTPRefusal)
+    async def _refusal(_: Request, exc: http.HTTPRefusal) -> JSONResponse:
+        return exc.response()
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        sent_as = request.headers.get("content-type", "")
-        if (request.method in ("POST", "PUT", "PATCH") and "json" not in sent_as.lower()
-                and any(tuple(err.get("loc", ())) == ("body",) for err in exc.errors())):
-            # The body was not read as JSON at all (curl -d sends form encoding): say what to change.
-            detail = ("invalid request: send the body as JSON with the header 'Content-Type: application/json' "
-                      f"(this request said {sent_as or 'no content type'!r})")
-            return JSONResponse(status_code=422, content={
-                "detail": detail, "errors": [{"field": "(body)", "message": detail}],
-            })
-        errors = []
-        for err in exc.errors():
-            loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-            errors.append({"field": ".".join(loc) or "(body)", "message": error_message(err)})
-        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return JSONResponse(status_code=422, content={"detail": f"invalid request: {summary}", "errors": errors})
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return http.invalid_request(http.field_errors(exc.errors())).response()
 
     import asyncpg
 
@@ -268,14 +297,6 @@ def build_http_app(
         what = "a NUL character" if "0x00" in str(exc) else "a value out of range" if "range" in str(exc) else ""
         return JSONResponse(status_code=422, content={
             "detail": f"invalid request: {what or 'a value'} that cannot be stored ({type(exc).__name__})"})
-
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Callable[[Request], Any]) -> Any:
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        HTTP_REQUESTS.labels(service=service, route=template, status=f"{response.status_code // 100}xx").inc()
-        return response
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str | int]:

@@ -18,9 +18,9 @@ from services.escalation.domain import Silence
 from services.escalation.handlers import Escalator, IllegalTransition, UnknownIncident, UnknownSilence
 from services.escalation.notifiers import EmailNotifier, NotificationLog, Notifier, WebhookNotifier
 from services.escalation.policy import PolicyError, PolicyFile, load_policy
-from terrain import telemetry
+from terrain import http, telemetry
 from terrain.contracts import IncidentEventType, IncidentLevel, IncidentSnapshot, IncidentState
-from terrain.contracts.base import AwareDatetime
+from terrain.contracts.base import AwareDatetime, Identifier
 from terrain.runtime import ServiceRuntime
 from terrain.settings import TerrainSettings
 from terrain.topics import COMMENTS_SCORED
@@ -135,8 +135,8 @@ class Matchers(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    community_id: str | None = Field(default=None, min_length=1, max_length=200)
-    thread_id: str | None = Field(default=None, min_length=1, max_length=200)
+    community_id: Identifier | None = None
+    thread_id: Identifier | None = None
     level: IncidentLevel | None = None
     kind: Literal["thread", "spike"] | None = None
 
@@ -240,7 +240,7 @@ def build_app(
     rt.on_stopping.append(_stopping)
 
     app = telemetry.build_http_app(
-        service=SERVICE, health=rt.health, lifespan=rt.lifespan,
+        service=SERVICE, settings=settings, health=rt.health, lifespan=rt.lifespan,
         description="Turns scored comments into incidents, pages people by policy and asks for field visits; "
         "acknowledge, resolve, annotate and silence here.",
     )
@@ -307,7 +307,8 @@ def build_app(
         starts = body.starts_at or now
         ends = body.ends_at or starts + timedelta(minutes=body.duration_minutes or 0)
         if ends <= now:
-            raise HTTPException(status_code=422, detail="the silence would already be over: ends_at is in the past")
+            raise http.invalid_request([{"field": "ends_at", "message": "the silence would already be over: it is in "
+                                                                  "the past"}])
         s = await escalator.create_silence(body.matchers.as_dict(), starts, ends, body.created_by, body.comment)
         return _silence_out(s, now)
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from services.events.domain import CANCELLED, Change, Merged, Refusal, RefusalKind
 from services.events.handlers import EventLog
 from services.events.visits import Action
-from terrain import telemetry
+from terrain import http, telemetry
 from terrain.contracts import EventIn, EventOutcome
 from terrain.contracts.base import AwareDatetime
 from terrain.contracts.events import EVENT_KINDS, PENDING, EventStatus
@@ -70,13 +70,8 @@ class CancelIn(_Command):
 
 def _refused(refusal: Refusal) -> JSONResponse:
     status = {RefusalKind.conflict: 409, RefusalKind.missing: 404}.get(refusal.kind, 422)
-    return JSONResponse(
-        status_code=status,
-        content={
-            "detail": f"event refused: {refusal.field}: {refusal.reason}",
-            "errors": [{"field": refusal.field, "message": refusal.reason}],
-        },
-    )
+    errors = [{"field": refusal.field, "message": refusal.reason}]
+    return http.invalid_request(errors, what="event refused", status_code=status).response()
 
 
 def _answer(result: Merged | Refusal, response: Response) -> Any:
@@ -109,6 +104,7 @@ def build_app(
 
     app = telemetry.build_http_app(
         service=SERVICE,
+        settings=settings,
         health=rt.health,
         lifespan=rt.lifespan,
         description=(

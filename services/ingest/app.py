@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -26,7 +25,7 @@ from services.ingest import meta, metrics
 from services.ingest.domain import DEFAULT_SOURCES, InboundDraft, Limits, Reason, Refusal, parse_sources
 from services.ingest.handlers import Ingestor, Pruner
 from services.ingest.language import warm_up as warm_up_languages
-from terrain import telemetry
+from terrain import http, telemetry
 from terrain.runtime import ServiceRuntime
 from terrain.settings import TerrainSettings
 from terrain.topics import COMMENTS_INBOUND
@@ -58,66 +57,27 @@ class IngestSettings(TerrainSettings):
     )
     ingest_dedup_retention_days: float = Field(
         default=30.0, gt=0,
-        description="Dedup records unchanged for this long are pruned; keep it above any retry or replay window.",
+        description="Content hashes of comments unchanged for this long are pruned (a repost after that reads as "
+                    "an edit); keep it above any retry or replay window. Each comment keeps its row without the "
+                    "hash (ids, revision, version time: about 210 bytes with its index) for good, so a replayed "
+                    "Meta add or an older edit is never published again.",
     )
     ingest_prune_interval_s: float = Field(default=600.0, gt=0)
     ingest_prune_batch: int = Field(default=5000, ge=1)
+    ingest_max_future_skew_s: float = Field(
+        default=86_400.0, ge=0, le=31_536_000,
+        description="Comments dated more than this many seconds after the time they arrive are refused "
+                    "(future_timestamp): clocks drift by seconds, a date days ahead is a producer's bug.",
+    )
 
     def limits(self) -> Limits:
-        return Limits(max_text_chars=self.ingest_max_text_chars, sources=parse_sources(self.ingest_sources))
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing more than `limit` bytes without reading them all."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+        return Limits(max_text_chars=self.ingest_max_text_chars, sources=parse_sources(self.ingest_sources),
+                      max_future_skew=timedelta(seconds=self.ingest_max_future_skew_s))
 
 
 def refusal_response(status: int, what: str, refusals: Sequence[Refusal]) -> JSONResponse:
     errors = [{"field": r.field or "(body)", "reason": r.reason.value, "message": r.message} for r in refusals]
-    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:20])
-    return JSONResponse(status_code=status, content={"detail": f"{what}: {summary}", "errors": errors})
-
-
-def parse_json(body: bytes, content_type: str | None = None) -> Any | JSONResponse:
-    """The decoded body, or a 400 that says where the JSON breaks (line and column).
-
-    A body that is not JSON and says it is something else (a form, as `curl -d` sends by default) gets a 415
-    naming the header instead: the body was not broken JSON, it was never meant to be JSON. A JSON body is
-    read whatever its Content-Type says.
-    """
-    try:
-        return json.loads(body)
-    except json.JSONDecodeError as exc:
-        media = (content_type or "").split(";")[0].strip().lower()
-        if media and media != "application/json" and not media.endswith("+json"):
-            return JSONResponse(
-                status_code=415,
-                content={"detail": f"the body must be JSON (Content-Type: application/json); it was sent as "
-                                   f"{media} and does not read as JSON"},
-            )
-        return JSONResponse(
-            status_code=400,
-            content={"detail": f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
-                     "line": exc.lineno, "column": exc.colno},
-        )
-    except UnicodeDecodeError as exc:
-        return JSONResponse(status_code=400, content={"detail": f"body is not UTF-8: {exc.reason}"})
-    except RecursionError:
-        return JSONResponse(status_code=400, content={"detail": "malformed JSON: nested too deeply"})
+    return http.invalid_request(errors, what=what, status_code=status).response()
 
 
 def build_app(
@@ -150,32 +110,34 @@ def build_app(
     rt.on_stopping.append(on_stopping)
 
     app = telemetry.build_http_app(
-        service=SERVICE, health=rt.health, lifespan=rt.lifespan,
+        service=SERVICE, settings=settings, health=rt.health, lifespan=rt.lifespan,
         description="Accepts comments (Meta webhooks, HTTP, the inbound topic) and publishes them, "
                     "deduplicated, to terrain.comments.v1.",
+        public_routes={"/webhooks/meta": "Meta signs each delivery: X-Hub-Signature-256, an HMAC of the body "
+                                         "checked before the body is parsed"},
+        max_body_bytes={"/v1/comments": settings.ingest_max_body_bytes,
+                        "/webhooks/meta": settings.ingest_max_body_bytes},
     )
     app.state.runtime = rt
     app.state.ingestor = ingestor
     app.state.pruner = pruner
     auth = telemetry.token_guard(settings)
-    max_body = settings.ingest_max_body_bytes
 
-    def too_large(channel: str) -> JSONResponse:
-        metrics.REJECTED.labels(channel=channel, reason=Reason.too_large.value).inc()
-        return JSONResponse(status_code=413, content={"detail": f"request body larger than {max_body} bytes"})
+    def decoded_or_refusal(body: bytes, channel: str) -> Any:
+        try:
+            return http.decode_json(body)
+        except http.HTTPRefusal as refusal:
+            metrics.REJECTED.labels(channel=channel, reason=Reason.malformed_json.value).inc()
+            return refusal.response()
 
     @app.post("/v1/comments", status_code=202, dependencies=[Depends(auth)], tags=["comments"],
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                   "schema": {"description": "One comment object (the inbound schema), or a list of them."}}}}})
     async def post_comments(request: Request) -> Response:
         received_at = time.perf_counter()
-        try:
-            body = await read_body(request, max_body)
-        except BodyTooLarge:
-            return too_large("http")
-        decoded = parse_json(body, request.headers.get("content-type"))
+        # The edge middleware has checked the token, the type and the size before this body was read.
+        decoded = decoded_or_refusal(await request.body(), "http")
         if isinstance(decoded, JSONResponse):
-            metrics.REJECTED.labels(channel="http", reason=Reason.malformed_json.value).inc()
             return decoded
         n = len(decoded) if isinstance(decoded, list) else 1
         metrics.RECEIVED.labels(channel="http").inc(n)
@@ -218,19 +180,15 @@ def build_app(
         if app_secret is None:
             return JSONResponse(status_code=503,
                                 content={"detail": "webhook not configured: set TERRAIN_META_APP_SECRET"})
-        try:
-            body = await read_body(request, max_body)
-        except BodyTooLarge:
-            return too_large("webhook")
+        body = await request.body()
         check = meta.verify_signature(body, request.headers.get(meta.SIGNATURE_HEADER), app_secret)
         if check is not meta.SignatureCheck.ok:
             metrics.REJECTED.labels(channel="webhook", reason="bad_signature").inc()
             status = 401 if check is meta.SignatureCheck.missing else 403
             return JSONResponse(status_code=status, content={
                 "detail": f"signature {check.value}: X-Hub-Signature-256 must be sha256=HMAC-SHA256(body, app secret)"})
-        decoded = parse_json(body)
+        decoded = decoded_or_refusal(body, "webhook")
         if isinstance(decoded, JSONResponse):
-            metrics.REJECTED.labels(channel="webhook", reason=Reason.malformed_json.value).inc()
             return decoded
         changes = meta.count_changes(decoded)
         if changes > settings.ingest_max_changes_per_delivery:

@@ -17,17 +17,18 @@ from services.sentiment.charter import Flag
 from services.sentiment.handlers import Scoring
 from services.sentiment.scorers import DEFAULT_SCORER, SCORER_NAMES, make_scorer
 from services.sentiment.scorers.base import ScoreInput
-from terrain import telemetry
+from terrain import http, telemetry
 from terrain.contracts import Sentiment
 from terrain.contracts.base import Contract
 from terrain.contracts.comments import Lang
-from terrain.kafka import describe_validation_error
 from terrain.runtime import ServiceRuntime
 from terrain.settings import TerrainSettings
 from terrain.topics import COMMENTS
 
 SERVICE = "sentiment"
 MAX_TEXTS_PER_REQUEST = 1000
+# A full batch of long comments (5,000 bytes each) fits; a larger body is refused before it is read.
+MAX_SCORE_BODY_BYTES = MAX_TEXTS_PER_REQUEST * 5_000
 
 
 class SentimentSettings(TerrainSettings):
@@ -98,9 +99,10 @@ def build_app(
     rt.consumer(COMMENTS, scoring.on_comments)
 
     app = telemetry.build_http_app(
-        service=SERVICE, health=rt.health, lifespan=rt.lifespan,
+        service=SERVICE, settings=settings, health=rt.health, lifespan=rt.lifespan,
         description="Scores comments (sentiment, charter flags) from terrain.comments.v1 to "
                     "terrain.comments.scored.v1, and texts ad hoc.",
+        max_body_bytes={"/v1/score": MAX_SCORE_BODY_BYTES},
     )
     app.state.runtime = rt
     auth = telemetry.token_guard(settings)
@@ -112,9 +114,9 @@ def build_app(
         try:
             requests = parse_requests(body)
         except ValidationError as exc:
-            raise HTTPException(status_code=422, detail=f"invalid text: {describe_validation_error(exc)}") from exc
+            raise http.invalid_request(http.field_errors(exc.errors()), what="invalid text") from exc
         if not requests:
-            raise HTTPException(status_code=422, detail="invalid text: the list is empty")
+            raise http.invalid_request([{"field": "(body)", "message": "the list is empty"}], what="invalid text")
         if len(requests) > MAX_TEXTS_PER_REQUEST:
             raise HTTPException(
                 status_code=413, detail=f"too many texts in one request: {len(requests)} > {MAX_TEXTS_PER_REQUEST}"
@@ -141,7 +143,7 @@ def build_app(
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, list[corrections.Correction]]:
         if since is not None and since.tzinfo is None:
-            raise HTTPException(status_code=422, detail="invalid request: since: give a timezone, e.g. Z")
+            raise http.invalid_request([{"field": "since", "message": "give a timezone, e.g. Z"}])
         items = await repository.list_corrections(rt.pool, since=since, label=label, limit=limit, offset=offset)
         return {"items": items}
 

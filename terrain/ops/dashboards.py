@@ -200,6 +200,21 @@ def pipeline() -> Json:
             Panel("Processed-message records pruned", "Idempotency records deleted after their retention.",
                   [Prom(_q("terrain_processed_messages_pruned_total", "service"), "{{service}}")], unit="ops"),
         ]),
+        ("HTTP", [
+            Panel("HTTP request duration", "From a request's arrival to the end of its answer, refusals included, "
+                  "p50/p95/p99 by service (rate and errors: the panels by status above).",
+                  [_pct("terrain_http_request_duration_seconds", q, "service") for q in (0.5, 0.95, 0.99)],
+                  unit="s", width=8),
+            Panel("Slowest HTTP routes (p95)", "The five route templates with the highest p95 duration.",
+                  [Prom("topk(5, histogram_quantile(0.95, sum by (le, service, route) "
+                        f"(rate(terrain_http_request_duration_seconds_bucket{RATE}))))", "{{service}} {{route}}")],
+                  unit="s", width=8),
+            Panel("HTTP refusals before the body is read", "Requests refused from their headers or while their "
+                  "body was counted: unauthorized (no or wrong token), too_large (over the route's body limit), "
+                  "unsupported_media_type (not sent as JSON).",
+                  [Prom(_q("terrain_http_refused_total", "service, reason"), "{{service}} {{reason}}")],
+                  unit="reqps", width=8),
+        ]),
     ]
     return dashboard("terrain-pipeline", "Terrain / Pipeline overview",
                      "Comments per second through each stage, lag, dead letters, errors and latency.", rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import re
 from pathlib import Path
@@ -44,7 +45,7 @@ FALLBACK_DESCRIPTIONS: dict[str, str] = {
     "processed_prune_interval_s": "How often processed-message records past their retention are pruned.",
     "ingest_max_comments_per_request": "Most comments one POST /v1/comments accepts.",
     "ingest_prune_interval_s": "How often dedup records past their retention are pruned.",
-    "ingest_prune_batch": "Dedup records deleted per pruning statement.",
+    "ingest_prune_batch": "Dedup records whose content hash is pruned per statement.",
     "escalation_prune_interval_s": "How often detection state past its retention is pruned.",
     "escalation_smtp_port": "SMTP port.",
     "escalation_smtp_sender": "From address of e-mail notifications.",
@@ -65,6 +66,25 @@ def settings_classes() -> list[tuple[str, type[TerrainSettings]]]:
             if issubclass(obj, TerrainSettings) and obj is not TerrainSettings and obj.__module__ == module.__name__:
                 found.append((svc.name, obj))
     return found
+
+
+def http_routes() -> list[tuple[str, str, str, str]]:
+    """(service, route, who may call it, body limit): the public routes and the routes with a body limit of
+    their own, read from each service's app as built with its settings' defaults (the environment aside)."""
+    from terrain.http import PUBLIC_ROUTES
+
+    rows = [("all services", route, f"anyone: {why}", "") for route, why in PUBLIC_ROUTES.items()]
+    classes = dict(settings_classes()[1:])
+    for svc in SERVICES:
+        app = importlib.import_module(f"{svc.module}.app").build_app(classes[svc.name].model_construct())
+        edge = app.state.http_edge
+        public = [r for r in edge.public if r not in PUBLIC_ROUTES]
+        routes = public + sorted(set(edge.max_body_bytes) - set(public))
+        for route in routes:
+            who = f"anyone: {edge.public[route]}" if route in edge.public else "bearer token"
+            limit = edge.max_body_bytes.get(route)
+            rows.append((svc.name, route, who, f"{limit:,} bytes" if limit else ""))
+    return rows
 
 
 def _default(info: FieldInfo) -> str:
@@ -123,6 +143,18 @@ def environ_reads(root: Path) -> dict[str, list[str]]:
     return dict(sorted(out.items()))
 
 
+def exit_codes() -> list[tuple[str, int, str]]:
+    """(command, exit code, meaning) for the commands a service adds, from `EXIT_CODES` in its `cli` module."""
+    rows: list[tuple[str, int, str]] = []
+    for svc in SERVICES:
+        if importlib.util.find_spec(f"{svc.module}.cli") is None:
+            continue
+        table: dict[str, dict[int, str]] = getattr(importlib.import_module(f"{svc.module}.cli"), "EXIT_CODES", {})
+        for command, codes in table.items():
+            rows += [(command, code, meaning) for code, meaning in sorted(codes.items())]
+    return rows
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -166,6 +198,25 @@ def render(root: Path) -> str:
     ]
     for g in CONSUMER_GROUPS:
         lines.append(f"| {g.service} | `{g.group_id()}` | `{g.topic.name}` |")
+    default_limit = TerrainSettings.model_fields["http_max_body_bytes"].default
+    lines += [
+        "",
+        "## HTTP",
+        "",
+        "Before a service reads a request's body it checks, from the headers: the bearer token",
+        "(`TERRAIN_API_TOKEN`; 401, except on the public routes below), that the body is JSON",
+        "(`Content-Type: application/json` or `application/*+json`, else 415), and its size (413 past the",
+        "route's limit, by `Content-Length` or counted as a chunked body streams in). A refused body is",
+        f"never read. Body limit: `TERRAIN_HTTP_MAX_BODY_BYTES` ({default_limit:,} bytes) unless listed here.",
+        "Metrics: `terrain_http_requests_total` and `terrain_http_request_duration_seconds` by service, route",
+        "template and status class; `terrain_http_refused_total` by service, route and reason (unauthorized,",
+        "too_large, unsupported_media_type).",
+        "",
+        "| service | route | who may call it | body limit |",
+        "|---|---|---|---|",
+    ]
+    for owner, route, who, limit in http_routes():
+        lines.append(f"| {owner} | `{route}` | {_cell(who)} | {limit or 'default'} |")
     lines += [
         "",
         "## Configuration variables",
@@ -189,4 +240,16 @@ def render(root: Path) -> str:
     ]
     for var, where in environ_reads(root).items():
         lines.append(f"| `{var}` | {', '.join(f'`{w}`' for w in where)} |")
+    codes = exit_codes()
+    if codes:
+        lines += [
+            "",
+            "## Exit codes",
+            "",
+            "What the services' commands exit with, for the scripts and Jobs that run them:",
+            "",
+            "| command | exit code | meaning |",
+            "|---|---|---|",
+        ]
+        lines += [f"| `{command}` | {code} | {_cell(meaning)} |" for command, code, meaning in codes]
     return "\n".join(lines) + "\n"

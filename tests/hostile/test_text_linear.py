@@ -27,23 +27,30 @@ NOISE_S = 0.005  # below this a ratio says nothing
 PATTERNS = text_patterns()
 
 
-def scan_time(pattern: re.Pattern[str], text: str) -> float:
-    t0 = time.perf_counter()
-    for _ in pattern.finditer(text):
-        pass
-    return time.perf_counter() - t0
+def scan_time(pattern: re.Pattern[str], text: str, under: float = 0.0, tries: int = 3) -> float:
+    """The best of up to `tries` scans, stopping at the first under `under`: a pause of a shared machine is
+    not taken for the pattern's time, while a slow pattern is slow every time."""
+    best = float("inf")
+    for _ in range(tries):
+        t0 = time.perf_counter()
+        for _ in pattern.finditer(text):
+            pass
+        best = min(best, time.perf_counter() - t0)
+        if best <= under:
+            break
+    return best
 
 
 def check_linear(name: str, pattern: re.Pattern[str], motif: str) -> None:
-    short = scan_time(pattern, repeat_to(motif, SHORT))
     # A quadratic pattern is caught on the short text already, without waiting the long one out.
-    assert short <= BUDGET_LONG_S * SHORT / LONG * 2, f"{name} on {motif!r} x {SHORT}: {short:.3f} s"
-    long_ = scan_time(pattern, repeat_to(motif, LONG))
-    if long_ > NOISE_S:  # a second look, so a pause of the machine is not taken for the pattern's time
-        long_ = min(long_, scan_time(pattern, repeat_to(motif, LONG)))
+    short_budget = BUDGET_LONG_S * SHORT / LONG * 2
+    short = scan_time(pattern, repeat_to(motif, SHORT), under=short_budget)
+    assert short <= short_budget, f"{name} on {motif!r} x {SHORT}: {short:.3f} s"
+    long_ = scan_time(pattern, repeat_to(motif, LONG), under=NOISE_S)
     assert long_ <= BUDGET_LONG_S, f"{name} on {motif!r} x {LONG}: {long_:.3f} s"
-    if long_ > NOISE_S:
-        short = min(short, scan_time(pattern, repeat_to(motif, SHORT)))
+    if long_ > NOISE_S and long_ / max(short, 1e-9) > MAX_GROWTH:
+        short = scan_time(pattern, repeat_to(motif, SHORT), tries=5)
+        long_ = scan_time(pattern, repeat_to(motif, LONG), tries=5)
         assert long_ / max(short, 1e-9) <= MAX_GROWTH, (
             f"{name} on {motif!r}: {short * 1000:.1f} ms at {SHORT}, {long_ * 1000:.1f} ms at {LONG}: superlinear")
 

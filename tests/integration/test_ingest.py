@@ -79,15 +79,16 @@ async def test_http_errors_name_the_line_or_the_field(settings_kwargs, topic_ove
         listed = await client.post("/v1/comments", json=[comment("a"), comment("b", text="")])
         unknown = await client.post("/v1/comments", json=comment(source="myspace"))
         scalar = await client.post("/v1/comments", json=42)
-        # What `curl -d 'a=b'` sends: a form. And a JSON body under the form's header is still read.
+        # What `curl -d 'a=b'` sends: a form. A JSON body is refused under any type but JSON's, as on every
+        # service: one rule, read from the header before the body.
         form = await client.post("/v1/comments", content=b"a=b",
                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
-        json_as_form = await client.post("/v1/comments", content=json.dumps(comment("f")).encode(),
-                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        json_as_text = await client.post("/v1/comments", content=json.dumps(comment("f")).encode(),
+                                         headers={"Content-Type": "text/plain"})
     assert form.status_code == 415
     assert "Content-Type: application/json" in form.json()["detail"]
     assert "application/x-www-form-urlencoded" in form.json()["detail"]
-    assert json_as_form.status_code == 202
+    assert json_as_text.status_code == 415 and "text/plain" in json_as_text.json()["detail"]
     assert broken.status_code == 400
     assert (broken.json()["line"], broken.json()["column"]) == (2, 11)
     assert "line 2, column 11" in broken.json()["detail"]
@@ -130,17 +131,67 @@ async def test_dedup_records_are_pruned_after_the_window(settings_kwargs, topic_
     app = build_app(IngestSettings(**settings_kwargs, ingest_dedup_retention_days=7, ingest_prune_batch=2),
                     topic_overrides=topic_overrides, clock=lambda: now[0])
     pruned_before = metrics.DEDUP_PRUNED._value.get()
+    written = "2025-12-31T10:00:00Z"  # before the clock's first reading: not a comment from the future
     async with running(app) as client:
-        old = await client.post("/v1/comments", json=[comment(f"old{i}") for i in range(5)])
+        old = await client.post("/v1/comments", json=[comment(f"old{i}", created_at=written) for i in range(5)])
         now[0] += timedelta(days=6)
-        await client.post("/v1/comments", json=comment("recent"))
+        await client.post("/v1/comments", json=comment("recent", created_at=written))
         now[0] += timedelta(days=2)  # the first five are 8 days old, the last one 2
         pruned = await app.state.pruner.prune_once()
-        again = await client.post("/v1/comments", json=comment("recent"))
+        again = await client.post("/v1/comments", json=comment("recent", created_at=written))
         async with app.state.runtime.pool.acquire() as conn:
-            left = await conn.fetchval("SELECT count(*) FROM ingest_comments")
+            hashed = await conn.fetchval("SELECT count(*) FROM ingest_comments WHERE content_hash IS NOT NULL")
+            known = await conn.fetchval("SELECT count(*) FROM ingest_comments")
     assert old.json()["accepted"] == 5
-    assert pruned == 5 and left == 1  # in batches of two: 2 + 2 + 1
+    assert pruned == 5 and hashed == 1  # in batches of two: 2 + 2 + 1
+    assert known == 6  # each comment is still known: only its content hash went
     assert again.json()["duplicates"] == 1  # the recent record still deduplicates
     assert metrics.DEDUP_PRUNED._value.get() - pruned_before == 5
     assert metrics.DEDUP_OLDEST_AGE._value.get() == timedelta(days=2).total_seconds()
+
+
+async def test_a_comment_dated_in_the_future_is_refused_on_http_and_dead_lettered_on_the_topic(
+        settings_kwargs, topic_overrides, kafka_bootstrap):
+    from services.ingest import metrics
+
+    app = build_app(IngestSettings(**settings_kwargs), topic_overrides=topic_overrides)
+    inbound = topic_overrides["terrain.comments.inbound.v1"]
+    env = {"occurred_at": "2026-11-20T10:00:00Z", "producer": "crm"}
+    refused_before = metrics.REJECTED.labels(channel="http", reason="future_timestamp")._value.get()
+    async with running(app) as client:
+        posted = await client.post("/v1/comments", json=comment("f1", created_at="2199-01-01T00:00:00Z"))
+        listed = await client.post("/v1/comments", json=[comment("f2"),
+                                                         comment("f3", created_at="2030-06-01T00:00:00Z")])
+        await produce(kafka_bootstrap, inbound, [
+            ("resto-lyon", {"message_id": "m-f4", **env, **comment("f4", created_at="2199-01-01T00:00:00Z")}),
+            ("resto-lyon", {"message_id": "m-f5", **env, **comment("f5")}),  # read after it: the topic flowed
+        ])
+        out = await consume(kafka_bootstrap, topic_overrides["terrain.comments.v1"], expect=1, settle_s=1.5)
+        dlq = await consume(kafka_bootstrap, topic_overrides["terrain.comments.inbound.v1.dlq"], expect=1)
+    assert posted.status_code == 422
+    assert posted.json()["errors"] == [
+        {"field": "created_at", "reason": "future_timestamp", "message": posted.json()["errors"][0]["message"]}]
+    assert "created_at" in posted.json()["detail"] and "2199-01-01" in posted.json()["detail"]
+    assert listed.status_code == 422 and [e["field"] for e in listed.json()["errors"]] == ["[1].created_at"]
+    assert metrics.REJECTED.labels(channel="http", reason="future_timestamp")._value.get() - refused_before == 2
+    # Only the comment dated today reached terrain.comments.v1; none of the future ones (the list was refused whole).
+    assert [json.loads(r.value)["comment"]["external_id"] for r in out] == ["f5"]
+    [letter] = dlq
+    assert headers_of(letter)["terrain-dlq-reason"].startswith("refused: future_timestamp: created_at: dated 2199")
+    assert json.loads(letter.value)["external_id"] == "f4" and letter.key == b"resto-lyon"
+
+
+async def test_a_control_character_in_an_id_or_a_place_is_refused_naming_the_field(settings_kwargs, topic_overrides):
+    app = build_app(IngestSettings(**settings_kwargs), topic_overrides=topic_overrides)
+    async with running(app) as client:
+        newline = await client.post("/v1/comments", json=comment("h1", community_id="resto-lyon\n<!channel>"))
+        nul = await client.post("/v1/comments", json=comment("h2", thread_id="post-1\x00"))
+        bidi = await client.post("/v1/comments", json=[comment("h3"), comment("h4", place="Lyon \u202eevil")])
+        # Markup is not refused (a chat notification escapes it): an id is text, shown as typed.
+        markup = await client.post("/v1/comments", json=comment("h5", thread_id="<https://evil.example|click>"))
+    assert newline.status_code == 422 and newline.json()["errors"][0]["field"] == "community_id"
+    assert "U+000A" in newline.json()["detail"]
+    assert nul.status_code == 422 and nul.json()["errors"][0]["field"] == "thread_id"
+    assert bidi.status_code == 422 and [e["field"] for e in bidi.json()["errors"]] == ["[1].place"]
+    assert "U+202E" in bidi.json()["errors"][0]["message"]
+    assert markup.status_code == 202, markup.text

@@ -125,6 +125,7 @@ def test_driver_misuse_is_not_transient_but_a_lost_connection_is():
 def _app():
     from contextlib import asynccontextmanager
 
+    from terrain.settings import TerrainSettings
     from terrain.telemetry import Health, build_http_app
 
     health = Health("unittest")
@@ -133,7 +134,8 @@ def _app():
     async def lifespan(_app):
         yield
 
-    return health, build_http_app(service="unittest", health=health, lifespan=lifespan)
+    return health, build_http_app(service="unittest", settings=TerrainSettings(api_token=None), health=health,
+                                  lifespan=lifespan)
 
 
 async def test_docs_work_offline_from_the_installed_package():
@@ -231,10 +233,13 @@ async def test_a_json_body_sent_without_its_content_type_is_refused_with_the_hea
         # What `curl -d '{...}'` sends: form encoding.
         form = await client.post("/ack", content=b'{"actor":"claire"}',
                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
+        untyped = await client.post("/ack", content=b'{"actor":"claire"}')
         typed = await client.post("/ack", json={"actor": "claire"})
         wrong = await client.post("/ack", json={"who": "claire"})
-    assert form.status_code == 422
+    # One rule for every service: a body is JSON and says so, else 415 naming the header to set.
+    assert form.status_code == 415 and untyped.status_code == 415
     assert "Content-Type: application/json" in form.json()["detail"]
+    assert "no content type" in untyped.json()["detail"]
     assert "application/x-www-form-urlencoded" in form.json()["detail"]
     assert typed.status_code == 200 and typed.json() == {"actor": "claire"}
     # A JSON body with a wrong field names the field, with no word about the header.
