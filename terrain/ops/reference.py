@@ -212,6 +212,12 @@ def render(root: Path) -> str:
         "template and status class; `terrain_http_refused_total` by service, route and reason (unauthorized,",
         "too_large, unsupported_media_type).",
         "",
+        "Comment text: at most 20,000 characters (the contract's limit). The sentiment and charter rules read the",
+        "whole text, each pattern in linear time; ingest's language detection reads the first 400 characters.",
+        "A comment dated more than `TERRAIN_INGEST_MAX_FUTURE_SKEW_S` ahead of its arrival is refused. Every",
+        "service exports how late its event loop woke (`terrain_event_loop_lag_seconds`, a histogram, and",
+        "`terrain_event_loop_lag_max_seconds`): work that held the loop while health checks and heartbeats waited.",
+        "",
         "| service | route | who may call it | body limit |",
         "|---|---|---|---|",
     ]
