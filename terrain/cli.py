@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from terrain.access.cli import access_app
 from terrain.ops.cli import register as register_ops
 from terrain.plugins import discover_services, register_commands
 from terrain.stack import Stack, state_dir
@@ -27,6 +28,7 @@ contracts_app = typer.Typer(help="Generated JSON Schemas and AsyncAPI document f
 app.add_typer(contracts_app, name="contracts")
 register_commands(app)  # each installed service's own commands (import, sentiment, escalation, policy, report)
 register_ops(app)  # migrate, topics, deploy
+app.add_typer(access_app, name="access")
 console = Console(highlight=False)
 
 CONTRACTS_DIR = Path("docs/contracts")

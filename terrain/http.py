@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from fastapi.security.utils import get_authorization_scheme_param
 from starlette.datastructures import Headers
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from terrain.access.model import Refused
 from terrain.contracts.base import error_message
 
 # Routes anyone may call without the bearer token, each with why. Everything else needs the token (when
@@ -30,8 +29,11 @@ PUBLIC_ROUTES: Mapping[str, str] = {
     "/docs-assets": "that page's scripts and styles",
     "/openapi.json": "the API's description",
 }
+# Public only where no authentication is configured, or with TERRAIN_PUBLIC_DOCS=true (the local runner).
+DOCS_ROUTES = ("/docs", "/docs-assets", "/openapi.json")
 
-UNAUTHORIZED_DETAIL = "missing or wrong bearer token (set Authorization: Bearer $TERRAIN_API_TOKEN)"
+UNAUTHORIZED_DETAIL = ("missing or wrong bearer token (set Authorization: Bearer <an API key, a session token, "
+                       "an OIDC access token or $TERRAIN_API_TOKEN>)")
 
 
 # --- the error shapes ------------------------------------------------------------------------------------
@@ -51,8 +53,10 @@ class HTTPRefusal(HTTPException):
                             headers=self.headers)
 
 
-def unauthorized() -> HTTPRefusal:
-    return HTTPRefusal(401, UNAUTHORIZED_DETAIL, headers={"WWW-Authenticate": "Bearer"})
+def unauthorized(reason: str | None = None) -> HTTPRefusal:
+    detail = f"{reason} (Authorization: Bearer <an API key, a session token or an OIDC access token>)" if reason \
+        else UNAUTHORIZED_DETAIL
+    return HTTPRefusal(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 def too_large(limit: int) -> HTTPRefusal:
@@ -141,7 +145,7 @@ class EdgePolicy:
     carry.
     """
 
-    token: str | None
+    identify: Callable[[str | None], Awaitable[Any]]
     default_max_body_bytes: int
     max_body_bytes: Mapping[str, int] = field(default_factory=dict)
     public: Mapping[str, str] = field(default_factory=lambda: dict(PUBLIC_ROUTES))
@@ -149,11 +153,15 @@ class EdgePolicy:
     def body_limit(self, route: str | None) -> int:
         return self.max_body_bytes.get(route, self.default_max_body_bytes) if route else self.default_max_body_bytes
 
-    def authorised(self, route: str | None, headers: Headers) -> bool:
-        if self.token is None or route in self.public:
-            return True
-        scheme, credentials = get_authorization_scheme_param(headers.get("authorization"))
-        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.encode(), self.token.encode())
+    async def authenticate(self, route: str | None, headers: Headers) -> tuple[Any, HTTPRefusal | None]:
+        """(the caller's identity, None) or (None, the 401 to answer); (None, None) on a public route."""
+        if route in self.public:
+            return None, None
+        try:
+            identity = await self.identify(headers.get("authorization"))
+        except Refused as exc:  # its message says why, never the credential
+            return None, unauthorized(str(exc))
+        return (identity, None) if identity is not None else (None, unauthorized())
 
 
 def route_template(routes: Iterable[BaseRoute], scope: Scope) -> str | None:
@@ -166,6 +174,9 @@ def route_template(routes: Iterable[BaseRoute], scope: Scope) -> str | None:
         if match is Match.PARTIAL and partial is None:
             partial = str(getattr(route, "path", "")) or None
     return partial
+
+
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class _ClientGone(Exception):
@@ -181,8 +192,10 @@ class EdgeMiddleware:
     """
 
     def __init__(self, app: ASGIApp, *, policy: EdgePolicy, routes: Callable[[], Sequence[BaseRoute]],
-                 observe: Callable[[str, int, float], None], refused: Callable[[str, str], None]) -> None:
+                 observe: Callable[[str, int, float], None], refused: Callable[[str, str], None],
+                 audit: Callable[[Any, str, str, str, int, str | None], Awaitable[None]] | None = None) -> None:
         self.app = app
+        self.audit = audit
         self.policy = policy
         self.routes = routes
         self.observe = observe
@@ -204,6 +217,7 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        identity = None
         route = route_template(self.routes(), scope)
         status = 500  # what the server answers when the app raises before it starts a response
 
@@ -221,8 +235,10 @@ class EdgeMiddleware:
             content_type = headers.get("content-type")
             limit = self.policy.body_limit(route)
             refusal: tuple[str, HTTPRefusal] | None = None
-            if not self.policy.authorised(route, headers):
-                refusal = ("unauthorized", unauthorized())
+            identity, denied = await self.policy.authenticate(route, headers)
+            scope.setdefault("state", {})["identity"] = identity
+            if denied is not None:
+                refusal = ("unauthorized", denied)
             elif length is not None and length > limit:
                 refusal = ("too_large", too_large(limit))
             elif announced and not is_json(content_type):
@@ -254,6 +270,10 @@ class EdgeMiddleware:
                 return
             await self.app(scope, receive if length == 0 else _replay(body, receive), send_status)
         finally:
+            if identity is not None and self.audit is not None and scope["method"] in MUTATING:
+                client = scope.get("client")
+                await self.audit(identity, scope["method"], route or "unmatched", scope["path"], status,
+                                 client[0] if client else None)
             self.observe(route or "unmatched", status, time.perf_counter() - started)
 
 

@@ -62,6 +62,10 @@ class ServiceRuntime:
         name = spec.name if isinstance(spec, TopicSpec) else spec
         return self.topic_overrides.get(name, name)
 
+    def pool_or_none(self) -> asyncpg.Pool | None:
+        """The pool once started, else None (the HTTP edge checks keys and writes the audit log through it)."""
+        return self._pool
+
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -295,6 +299,11 @@ def serve(app: FastAPI, settings: TerrainSettings, port: int) -> None:
     """Run one service's ASGI app with uvicorn until SIGINT/SIGTERM (the form containers use)."""
     import uvicorn
 
+    from terrain.access.verify import check_closed
+
+    closed = check_closed(settings)
+    if closed is not None:
+        _config_exit(str(getattr(app.state, "service", app.title)), closed)
     global _OWN_PROCESS
     _OWN_PROCESS = True
     uvicorn.run(app, host=settings.host, port=port, log_config=None, access_log=False, lifespan="on")

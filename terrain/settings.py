@@ -16,10 +16,39 @@ class TerrainSettings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     api_token: SecretStr | None = Field(
-        default=None, description="Bearer token required by the operator APIs; unset means open (local only)."
+        default=None,
+        description="The bootstrap admin credential (Authorization: Bearer ...), like a database superuser's "
+        "password: every role, every community. Unset, and with no OIDC issuer, a service answers anyone as an "
+        "admin and refuses to start on anything but loopback.",
     )
+    oidc_issuer: str | None = Field(
+        default=None, description="OIDC provider whose access tokens people present (e.g. "
+        "https://keycloak.example/realms/terrain); its signing keys come from its discovery document.")
+    oidc_audience: str = Field(default="terrain", description="The audience (aud) an access token must carry.")
+    oidc_jwks_url: str | None = Field(
+        default=None, description="The provider's JWKS URL, when its discovery document is not to be used.")
+    oidc_groups_claim: str = Field(default="groups", description="The token claim that lists the person's groups.")
+    oidc_name_claim: str = Field(
+        default="preferred_username", description="The token claim that names the person in timelines.")
+    oidc_role_groups: str = Field(
+        default="", description="Groups to roles: 'terrain-admins=admin,terrain-agents=agent,...' (the strongest "
+        "role of a person's groups applies; a person in none is refused).")
+    oidc_scope_groups: str = Field(
+        default="", description="Groups to communities: 'brand-acme=acme-*,acme-hq;all-brands=*' (groups "
+        "separated by ';'; the union of a person's groups applies).")
+    access_groups: str = Field(
+        default="",
+        description="Named groups of communities for scopes (@name): 'acme=acme-*,acme-hq;bistro=bistro-lyon'.")
+    access_cache_s: float = Field(
+        default=10.0, ge=0, le=300, description="How long a service trusts a key or session it has checked: a "
+        "revoked key stops working within this many seconds on every service.")
+    access_session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30, description="How long a local user's sign-in lasts.")
 
     host: str = "127.0.0.1"
+    public_docs: bool = Field(
+        default=False, description="Serve /docs and /openapi.json without a credential even where authentication "
+        "is configured (terrain up sets it: a local run's documentation is for whoever runs it).")
     http_max_body_bytes: int = Field(
         default=1_000_000, ge=1_000,
         description="Largest request body a route takes unless it declares its own limit (ingest's routes: "

@@ -108,6 +108,13 @@ def use_running_stack(say: Callable[[str], None], only: str | None = None) -> No
         say(f"using the running `terrain up` of {home}: {where}")
 
 
+def service_command(module: str) -> list[str]:
+    """The command that runs a service module as `terrain up` does. `-P`: the working directory stays off the
+    import path, so a folder there named like a package (the checkout `terrain` in the folder that holds it: a
+    namespace package, as its root has no __init__.py) never shadows the installed one."""
+    return [sys.executable, "-P", "-m", module]
+
+
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     import socket
 
@@ -256,6 +263,7 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
         })
         # Quick group rejoin on one machine; production keeps the safer defaults.
+        env.setdefault("TERRAIN_PUBLIC_DOCS", "true")  # a local run's API documentation is for whoever runs it
         env.setdefault("TERRAIN_KAFKA_SESSION_TIMEOUT_MS", "3000")
         env.setdefault("TERRAIN_KAFKA_HEARTBEAT_INTERVAL_MS", "500")
         return env
@@ -267,7 +275,7 @@ class Stack:
             out = open(self.log_dir / f"{svc.name}.log", "ab")  # noqa: SIM115 (the child keeps it)
         try:
             self.procs[svc.name] = subprocess.Popen(
-                [sys.executable, "-m", svc.module], env=self._child_env(svc), preexec_fn=_die_with_parent,
+                service_command(svc.module), env=self._child_env(svc), preexec_fn=_die_with_parent,
                 # Own session: a terminal's Ctrl-C reaches only the runner, which stops services before the broker.
                 start_new_session=True, stdout=out, stderr=subprocess.STDOUT if out else None,
             )

@@ -198,19 +198,16 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 def token_guard(settings: TerrainSettings) -> Callable[..., Any]:
-    """A FastAPI dependency that demands `Authorization: Bearer <TERRAIN_API_TOKEN>` when a token is set.
+    """A FastAPI dependency that demands an identity: the edge middleware (terrain/http.py) found one from the
+    bearer credential before reading the body, or refused the request. This stays as a second line, and is what
+    marks a route as needing a bearer credential in the OpenAPI document. `settings` is kept for callers."""
+    del settings
 
-    The edge middleware (terrain/http.py) already refused such a request before reading its body; this stays
-    as a second line, and is what marks a route as needing the token in the OpenAPI document.
-    """
-    expected = settings.api_token.get_secret_value() if settings.api_token else None
+    async def require_token(request: Request,
+                            creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+        from terrain.access.deps import caller
 
-    async def require_token(creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
-        if expected is None:
-            return
-        import hmac
-
-        if creds is None or not hmac.compare_digest(creds.credentials.encode(), expected.encode()):
+        if caller(request) is None:
             raise http.unauthorized()
 
     return require_token
@@ -248,24 +245,35 @@ def build_http_app(
     description: str = "",
     public_routes: Mapping[str, str] | None = None,
     max_body_bytes: Mapping[str, int] | None = None,
+    pool: Callable[[], Any] | None = None,
 ) -> FastAPI:
     """The FastAPI app every service starts from: /healthz, /readyz, /metrics, the edge middleware (token, body
     type and size before the body is read, request metrics) and the kernel's error shapes.
 
     `public_routes` maps route templates a stranger may call without the token to why (a webhook signed by its
     sender); `max_body_bytes` maps route templates to a body limit other than TERRAIN_HTTP_MAX_BODY_BYTES.
+    `pool` gives the service's database pool once started (None before): keys, sessions and the audit log.
     """
+    from terrain.access import store as access_store
+    from terrain.access.verify import Authenticator
+
+    get_pool = pool or (lambda: None)
+    authenticator = Authenticator(settings, get_pool)
     app = FastAPI(
         title=f"Terrain {service}", description=description, lifespan=lifespan,  # type: ignore[arg-type]
         docs_url=None, redoc_url=None,
     )
     app.router.route_class = http.JsonBodyRoute
     _serve_docs_offline(app)
+    public = {**http.PUBLIC_ROUTES, **(public_routes or {})}
+    if authenticator.configured and not settings.public_docs:
+        for path in http.DOCS_ROUTES:
+            public.pop(path, None)
     policy = http.EdgePolicy(
-        token=settings.api_token.get_secret_value() if settings.api_token else None,
+        identify=authenticator.identify,
         default_max_body_bytes=settings.http_max_body_bytes,
         max_body_bytes=dict(max_body_bytes or {}),
-        public={**http.PUBLIC_ROUTES, **(public_routes or {})},
+        public=public,
     )
 
     def observe(route: str, status: int, seconds: float) -> None:
@@ -276,9 +284,22 @@ def build_http_app(
     def refused(route: str, reason: str) -> None:
         HTTP_REFUSED.labels(service=service, route=route, reason=reason).inc()
 
+    async def audit(identity: Any, method: str, route: str, path: str, status: int, address: str | None) -> None:
+        db_pool = get_pool()
+        if db_pool is None:
+            return
+        entry = access_store.AuditEntry(service, identity, method, route, path, status, address)
+        try:
+            await access_store.record(db_pool, [entry])
+        except Exception as exc:  # the answer is already sent: say so loudly, do not fail the request
+            logging.getLogger("terrain.access").error("audit entry not written (%s %s by %s): %s", method, route,
+                                                      identity.actor, type(exc).__name__)
+
     app.state.http_edge = policy  # read by the operators' reference
+    app.state.service = service
+    app.state.authenticator = authenticator
     app.add_middleware(http.EdgeMiddleware, policy=policy, routes=lambda: app.router.routes, observe=observe,
-                       refused=refused)
+                       refused=refused, audit=audit)
 
     @app.exception_handler(http.HTTPRefusal)
     async def _refusal(_: Request, exc: http.HTTPRefusal) -> JSONResponse:

@@ -240,6 +240,7 @@ def build_app(
     rt.on_stopping.append(_stopping)
 
     app = telemetry.build_http_app(
+        pool=rt.pool_or_none,
         service=SERVICE, settings=settings, health=rt.health, lifespan=rt.lifespan,
         description="Turns scored comments into incidents, pages people by policy and asks for field visits; "
         "acknowledge, resolve, annotate and silence here.",

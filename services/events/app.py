@@ -103,6 +103,7 @@ def build_app(
     rt.on_stopping.append(events.stop_maintenance)
 
     app = telemetry.build_http_app(
+        pool=rt.pool_or_none,
         service=SERVICE,
         settings=settings,
         health=rt.health,

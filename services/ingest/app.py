@@ -110,6 +110,7 @@ def build_app(
     rt.on_stopping.append(on_stopping)
 
     app = telemetry.build_http_app(
+        pool=rt.pool_or_none,
         service=SERVICE, settings=settings, health=rt.health, lifespan=rt.lifespan,
         description="Accepts comments (Meta webhooks, HTTP, the inbound topic) and publishes them, "
                     "deduplicated, to terrain.comments.v1.",

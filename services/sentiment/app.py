@@ -99,6 +99,7 @@ def build_app(
     rt.consumer(COMMENTS, scoring.on_comments)
 
     app = telemetry.build_http_app(
+        pool=rt.pool_or_none,
         service=SERVICE, settings=settings, health=rt.health, lifespan=rt.lifespan,
         description="Scores comments (sentiment, charter flags) from terrain.comments.v1 to "
                     "terrain.comments.scored.v1, and texts ad hoc.",

@@ -80,7 +80,8 @@ async def test_a_stranger_gets_401_before_one_byte_of_the_body_is_read():
         got = await c.post("/silences", content=stream, headers={"Content-Type": "application/json"})
         wrong = await c.post("/silences", json={"actor": "a", "minutes": 1},
                              headers={"Authorization": "Bearer nope"})
-        read = await c.get("/openapi.json")
+        read = await c.get("/healthz")
+        docs = await c.get("/openapi.json")
         unknown = await c.get("/nothing-here")
     assert got.status_code == 401 and got.headers["WWW-Authenticate"] == "Bearer"
     assert stream.pulled == 0
@@ -88,6 +89,7 @@ async def test_a_stranger_gets_401_before_one_byte_of_the_body_is_read():
     assert got.json()["detail"].startswith("missing or wrong bearer token")
     assert wrong.status_code == 401
     assert read.status_code == 200  # public
+    assert docs.status_code == 401  # the API's description too, where authentication is configured
     assert unknown.status_code == 401  # a stranger learns nothing about which paths exist
     assert REGISTRY.get_sample_value(
         "terrain_http_refused_total", {"service": "edge-401", "route": "/silences", "reason": "unauthorized"}) == 2
