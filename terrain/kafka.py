@@ -15,8 +15,9 @@ import asyncio
 import collections
 import contextlib
 import logging
+import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -25,11 +26,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.security import parse_security
 from faststream.middlewares import AckPolicy
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from pydantic import BaseModel, ValidationError
 
 from terrain import telemetry
-from terrain.contracts.base import Envelope, located_error
+from terrain.contracts.base import Envelope, located_error, utc_text
 from terrain.settings import TerrainSettings
 from terrain.topics import TopicSpec, dlq_name
 
@@ -91,10 +94,154 @@ class TransientError(RuntimeError):
     """A failure worth retrying (a dependency is down or busy)."""
 
 
+class KafkaSettingsError(ValueError):
+    """Kafka settings that cannot work together (a SASL mechanism without a user name, a missing CA file)."""
+
+
+class KafkaRefused(RuntimeError):
+    """The broker takes connections but not as the settings say (no TLS where TLS is asked, a certificate this
+    client does not trust): waiting for it cannot help, so a starting service stops and says why."""
+
+
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+_SASL_CLASSES: dict[str, type[SASLPlaintext | SASLScram256 | SASLScram512]] = {
+    "PLAIN": SASLPlaintext,
+    "SCRAM-SHA-256": SASLScram256,
+    "SCRAM-SHA-512": SASLScram512,
+}
+
+
+def kafka_security(settings: TerrainSettings) -> BaseSecurity | None:
+    """How every Kafka client of a service authenticates and encrypts, from the TERRAIN_KAFKA_* settings: the
+    FastStream security object (None for PLAINTEXT). `client_options` gives the same as aiokafka's arguments.
+
+    Raises KafkaSettingsError, naming the variables, for a combination that cannot work: it is found when the
+    service is built, so `terrain serve` stops at once with that line rather than retrying a broker for minutes.
+    """
+    s = settings
+    protocol = s.kafka_security_protocol
+    sasl, tls = protocol in SASL_PROTOCOLS, protocol in TLS_PROTOCOLS
+    password = s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password is not None else ""
+    sasl_given = {
+        "TERRAIN_KAFKA_SASL_MECHANISM": s.kafka_sasl_mechanism,
+        "TERRAIN_KAFKA_SASL_USERNAME": s.kafka_sasl_username,
+        "TERRAIN_KAFKA_SASL_PASSWORD": password,
+    }
+    files = {
+        "TERRAIN_KAFKA_SSL_CA_FILE": s.kafka_ssl_ca_file,
+        "TERRAIN_KAFKA_SSL_CERT_FILE": s.kafka_ssl_cert_file,
+        "TERRAIN_KAFKA_SSL_KEY_FILE": s.kafka_ssl_key_file,
+    }
+    if sasl:
+        missing = [name for name, value in sasl_given.items() if not value]
+        if missing:
+            raise KafkaSettingsError(f"TERRAIN_KAFKA_SECURITY_PROTOCOL={protocol} needs {' and '.join(missing)}")
+    else:
+        # Set but unused would connect without the credentials someone meant to use: say so instead.
+        stray = [name for name, value in sasl_given.items() if value]
+        if stray:
+            raise KafkaSettingsError(
+                f"{', '.join(stray)} set, but TERRAIN_KAFKA_SECURITY_PROTOCOL is {protocol}: set it to SASL_SSL "
+                "(or SASL_PLAINTEXT) to log in to Kafka, or unset them")
+    if not tls:
+        stray = [name for name, value in files.items() if value is not None]
+        if stray:
+            raise KafkaSettingsError(
+                f"{', '.join(stray)} set, but TERRAIN_KAFKA_SECURITY_PROTOCOL is {protocol}: set it to SSL or "
+                "SASL_SSL to use TLS, or unset them")
+    context = tls_context(settings) if tls else None
+    if not sasl:
+        return BaseSecurity(ssl_context=context) if context is not None else None
+    assert s.kafka_sasl_mechanism is not None and s.kafka_sasl_username is not None
+    return _SASL_CLASSES[s.kafka_sasl_mechanism](s.kafka_sasl_username, password, ssl_context=context, use_ssl=tls)
+
+
+def tls_context(settings: TerrainSettings) -> ssl.SSLContext:
+    """A client TLS context: the brokers' certificates checked against TERRAIN_KAFKA_SSL_CA_FILE (else the
+    system's CAs) and their host names; with TERRAIN_KAFKA_SSL_CERT_FILE, a client certificate (mutual TLS)."""
+    s = settings
+    for name, path in (("TERRAIN_KAFKA_SSL_CA_FILE", s.kafka_ssl_ca_file),
+                       ("TERRAIN_KAFKA_SSL_CERT_FILE", s.kafka_ssl_cert_file),
+                       ("TERRAIN_KAFKA_SSL_KEY_FILE", s.kafka_ssl_key_file)):
+        if path is not None and not path.is_file():
+            raise KafkaSettingsError(f"{name}: no file at {path}")
+    if s.kafka_ssl_key_file is not None and s.kafka_ssl_cert_file is None:
+        raise KafkaSettingsError("TERRAIN_KAFKA_SSL_KEY_FILE set without TERRAIN_KAFKA_SSL_CERT_FILE: the key "
+                                 "belongs to a client certificate; set both")
+    try:
+        context = ssl.create_default_context(cafile=str(s.kafka_ssl_ca_file) if s.kafka_ssl_ca_file else None)
+    except ssl.SSLError as exc:
+        raise KafkaSettingsError(f"TERRAIN_KAFKA_SSL_CA_FILE: {s.kafka_ssl_ca_file} holds no PEM certificate "
+                                 f"({exc.reason or exc})") from None
+    if s.kafka_ssl_cert_file is not None:
+        key = str(s.kafka_ssl_key_file) if s.kafka_ssl_key_file else None
+        try:
+            context.load_cert_chain(str(s.kafka_ssl_cert_file), key)
+        except (ssl.SSLError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            raise KafkaSettingsError(
+                f"TERRAIN_KAFKA_SSL_CERT_FILE / TERRAIN_KAFKA_SSL_KEY_FILE: no client certificate and matching "
+                f"private key in {s.kafka_ssl_cert_file}{f' and {key}' if key else ''} ({reason})") from None
+    return context
+
+
+def client_options(settings: TerrainSettings) -> dict[str, Any]:
+    """aiokafka's connection arguments (security_protocol, ssl_context, sasl_*) for `kafka_security`'s choice:
+    FastStream's own mapping, so a bare aiokafka client connects exactly as the service's broker does."""
+    return parse_security(kafka_security(settings))
+
+
+def _bootstrap_addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
+    out = []
+    for item in bootstrap_servers.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if host and port.isdigit():
+            out.append((host.strip("[]"), int(port)))
+    return out
+
+
+async def check_tls(
+    bootstrap_servers: str, options: Mapping[str, Any], *, timeout_s: float = 10.0
+) -> None:
+    """After a failed connection with TLS asked for (`options` from `client_options`): tell a broker that is
+    away (wait for it) from one that answers without TLS or with a certificate this client refuses (raise
+    KafkaRefused with one line). A plaintext Kafka listener given a TLS hello either closes the connection or
+    waits for the rest of a "request" that never comes; aiokafka then reports only that it could not
+    bootstrap, and a service would wait out TERRAIN_KAFKA_START_TIMEOUT_S for nothing."""
+    context = options.get("ssl_context")
+    if context is None:
+        return
+    protocol = options.get("security_protocol", "SSL")
+    for host, port in _bootstrap_addresses(bootstrap_servers):
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        except (OSError, TimeoutError):
+            continue  # nothing listens there (yet): that is for the caller's waiting, not a wrong setting
+        try:
+            await writer.start_tls(context, server_hostname=host, ssl_handshake_timeout=timeout_s)
+            return  # the handshake works: whatever failed was not TLS
+        except ssl.SSLCertVerificationError as exc:
+            raise KafkaRefused(
+                f"Kafka at {host}:{port} presented a certificate this client does not trust "
+                f"({exc.verify_message}): set TERRAIN_KAFKA_SSL_CA_FILE to the CA that signed it") from None
+        except ssl.SSLError as exc:
+            raise KafkaRefused(
+                f"Kafka at {host}:{port} refused the TLS handshake ({exc.reason or exc}): check that the listener "
+                "uses TLS and, for mutual TLS, TERRAIN_KAFKA_SSL_CERT_FILE") from None
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            raise KafkaRefused(
+                f"Kafka at {host}:{port} took the connection but completed no TLS handshake within {timeout_s:g} s: "
+                f"is it a plaintext listener? (TERRAIN_KAFKA_SECURITY_PROTOCOL is {protocol})") from None
+        finally:
+            writer.transport.abort()  # a probe: nothing to flush, and a TLS goodbye could wait on the peer
+
+
 def make_broker(settings: TerrainSettings, service: str) -> KafkaBroker:
     """A FastStream Kafka broker for one service, with Prometheus middleware and quiet per-batch logs."""
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
+        security=kafka_security(settings),
         client_id=f"{settings.kafka_client_id}-{service}",
         middlewares=(telemetry.kafka_prometheus_middleware(),),
         # Our logger, so FastStream's lines go through the service's (JSON or console) formatting.
@@ -117,12 +264,15 @@ async def ensure_topics(
     partitions: int,
     replication_factor: int = 1,
     timeout_s: float = 30.0,
+    security: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet, with their partition count. Returns the ones created."""
+    """Create the topics that do not exist yet, with their partition count. Returns the ones created.
+    `security`: the clients' connection arguments (`client_options`); none for a plaintext broker."""
     deadline = time.monotonic() + timeout_s
     wanted = list(dict.fromkeys(names))
+    options = dict(security or {})
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000, **options)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -134,6 +284,7 @@ async def ensure_topics(
                     )
             return missing
         except (KafkaConnectionError, OSError) as exc:
+            await check_tls(bootstrap_servers, options)
             if time.monotonic() > deadline:
                 raise TransientError(f"Kafka at {bootstrap_servers} unreachable: {exc}") from exc
             await asyncio.sleep(0.5)
@@ -251,7 +402,7 @@ def dead_letter(rejection: Rejection, consumer_group: str, now: datetime, topic:
             f"{DLQ_HEADER_PREFIX}origin-offset": str(rec.offset),
             f"{DLQ_HEADER_PREFIX}consumer-group": consumer_group,
             f"{DLQ_HEADER_PREFIX}reason": rejection.reason,
-            f"{DLQ_HEADER_PREFIX}failed-at": now.isoformat(),
+            f"{DLQ_HEADER_PREFIX}failed-at": utc_text(now),
         }
     )
     return OutMessage(

@@ -6,15 +6,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from terrain import db
+from terrain.kafka import KafkaRefused, check_tls
 from terrain.ops.plan import TopicPlan
 from terrain.stack import SERVICES
 
@@ -84,19 +86,22 @@ async def ensure_planned_topics(
     timeout_s: float = 60.0,
     rename: dict[str, str] | None = None,
     on_wait: Callable[[str], None] | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> TopicsReport:
     """Create the planned topics that are missing, with partitions and retention; report the ones present.
 
     Existing topics are never altered: changing partitions reshuffles keys, so it is an operator's decision.
     `rename` maps a planned name to the one to create (tests use unique names). While the broker does not
     answer, tries again every second for up to `timeout_s` (`on_wait` hears of it once), then raises
-    Unreachable.
+    Unreachable. `security`: the connection arguments of `terrain.kafka.client_options`; a broker that answers
+    other than they say (no TLS where TLS is asked) raises Unreachable at once.
     """
     rename = rename or {}
+    options = dict(security or {})
     deadline = time.monotonic() + timeout_s
     waiting = False
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000, **options)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -124,6 +129,10 @@ async def ensure_planned_topics(
                         report.short[topic["topic"]] = count
             return report
         except (KafkaConnectionError, OSError) as exc:
+            try:
+                await check_tls(bootstrap_servers, options)
+            except KafkaRefused as refused:
+                raise Unreachable(str(refused)) from None
             if time.monotonic() > deadline:
                 raise Unreachable(f"no Kafka broker answered at {bootstrap_servers} within {timeout_s:g} s "
                                   f"({db.reason(exc)})") from exc

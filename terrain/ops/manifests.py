@@ -15,6 +15,7 @@ from terrain.ops.plan import (
     CLUSTER_REPLICAS,
     ConsumerGroup,
     groups_of,
+    kafka_access,
     services,
     topic_plans,
 )
@@ -23,6 +24,16 @@ Manifest = dict[str, Any]
 
 PART_OF = "terrain"
 KAFKA_CLUSTER = "terrain"  # the Strimzi `Kafka` resource's name, in the same namespace
+# The Strimzi listener Terrain uses: TLS, SCRAM-SHA-512 users (one KafkaUser per service, with ACLs).
+KAFKA_PORT = 9093
+KAFKA_SASL_MECHANISM = "SCRAM-SHA-512"
+KEDA_SASL = {"SCRAM-SHA-512": "scram_sha512", "SCRAM-SHA-256": "scram_sha256", "PLAIN": "plaintext"}
+KAFKA_CA_SECRET = f"{KAFKA_CLUSTER}-cluster-ca-cert"  # Strimzi's cluster CA certificate (key ca.crt)
+KAFKA_CA_DIR = "/etc/terrain/kafka-ca"
+# Prometheus scrapes this port, which serves nothing else; the API port stays for people and systems.
+METRICS_PORT = 9464
+# The OIDC provider's keys (JWKS) come over HTTPS: 443 for a provider outside, 8443 for Keycloak in-cluster.
+OIDC_PORTS = (443, 8443)
 UID = 10001
 # A consumer finishes its batch and commits within FastStream's graceful timeout (15 s); uvicorn drains
 # requests and the outbox relay stops after it. The kubelet's SIGKILL must come well after all of that.
@@ -90,9 +101,27 @@ def _tmp_volume() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     )
 
 
-def _container(name: str, args: list[str], resources: tuple[dict[str, str], dict[str, str]]) -> dict[str, Any]:
+def _kafka_ca_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Strimzi's cluster CA certificate, for TERRAIN_KAFKA_SSL_CA_FILE (config.yaml) to check the brokers with."""
+    return (
+        {"name": "kafka-ca", "secret": {"secretName": KAFKA_CA_SECRET, "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"name": "kafka-ca", "mountPath": KAFKA_CA_DIR, "readOnly": True},
+    )
+
+
+def _kafka_login(user: str) -> list[dict[str, Any]]:
+    """The Kafka user's name and password: Strimzi's User Operator writes the password into a Secret named after
+    the KafkaUser, and rotates it there."""
+    return [
+        {"name": "TERRAIN_KAFKA_SASL_USERNAME", "value": user},
+        {"name": "TERRAIN_KAFKA_SASL_PASSWORD", "valueFrom": {"secretKeyRef": {"name": user, "key": "password"}}},
+    ]
+
+
+def _container(name: str, args: list[str], resources: tuple[dict[str, str], dict[str, str]],
+               kafka_user: str | None = None) -> dict[str, Any]:
     _, mounts = _tmp_volume()
-    return {
+    out: dict[str, Any] = {
         "name": name,
         "image": "terrain",
         "args": args,
@@ -101,11 +130,17 @@ def _container(name: str, args: list[str], resources: tuple[dict[str, str], dict
         "securityContext": _container_security(),
         "volumeMounts": mounts,
     }
+    if kafka_user is not None:
+        out["env"] = _kafka_login(kafka_user)
+        out["volumeMounts"] = [*mounts, _kafka_ca_volume()[1]]
+    return out
 
 
 def deployment(svc: str, port: int) -> Manifest:
-    main = _container(svc, ["serve", svc], RESOURCES[svc])
-    main["ports"] = [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    main = _container(svc, ["serve", svc], RESOURCES[svc], kafka_user=f"terrain-{svc}")
+    main["env"].append({"name": "TERRAIN_METRICS_PORT", "value": str(METRICS_PORT)})
+    main["ports"] = [{"name": "http", "containerPort": port, "protocol": "TCP"},
+                     {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
     # Started: the process answers; ready: database, broker and every consumer are fine (turns false when a
     # consumer stops on its dead-letter bound or the database is gone); alive: the event loop answers.
     main["startupProbe"] = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 2,
@@ -118,6 +153,7 @@ def deployment(svc: str, port: int) -> Manifest:
     # Pods wait for the migrate Job rather than migrating themselves (TERRAIN_MIGRATE_ON_START=false).
     wait = _container("wait-for-migrations", ["migrate", "--check", "--wait", "600"], JOB_RESOURCES)
     volumes, _ = _tmp_volume()
+    volumes = [*volumes, _kafka_ca_volume()[0]]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -148,7 +184,8 @@ def service(svc: str, port: int) -> Manifest:
         "metadata": {"name": f"terrain-{svc}", "labels": labels(svc)},
         "spec": {
             "selector": labels(svc),
-            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"},
+                      {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}],
         },
     }
 
@@ -170,7 +207,7 @@ def service_monitor(svc: str) -> Manifest:
         "metadata": {"name": f"terrain-{svc}", "labels": labels(svc)},
         "spec": {
             "selector": {"matchLabels": labels(svc)},
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}],
+            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}],
         },
     }
 
@@ -188,6 +225,26 @@ def _trigger(group: ConsumerGroup, svc: str) -> dict[str, Any]:
             "activationLagThreshold": "0",
             "offsetResetPolicy": "earliest",
             "allowIdleConsumers": "false",
+            # The listener of config.yaml: TLS and SCRAM-SHA-512, as the service's user (trigger_authentication).
+            "sasl": KEDA_SASL[KAFKA_SASL_MECHANISM],
+            "tls": "enable",
+        },
+        "authenticationRef": {"name": f"terrain-{svc}-kafka"},
+    }
+
+
+def trigger_authentication(svc: str) -> Manifest:
+    """KEDA reads the lag of a service's groups as that service's Kafka user (its ACLs allow describing them)."""
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": {"name": f"terrain-{svc}-kafka", "labels": labels(svc)},
+        "spec": {
+            "env": [{"parameter": "username", "name": "TERRAIN_KAFKA_SASL_USERNAME", "containerName": svc}],
+            "secretTargetRef": [
+                {"parameter": "password", "name": f"terrain-{svc}", "key": "password"},
+                {"parameter": "ca", "name": KAFKA_CA_SECRET, "key": "ca.crt"},
+            ],
         },
     }
 
@@ -223,12 +280,14 @@ def service_manifests() -> list[Manifest]:
     for svc in services():
         port = svc.default_port
         out += [deployment(svc.name, port), service(svc.name, port), pdb(svc.name),
-                service_monitor(svc.name), scaled_object(svc.name)]
+                service_monitor(svc.name), trigger_authentication(svc.name), scaled_object(svc.name)]
     return out
 
 
-def job(name: str, args: list[str]) -> Manifest:
+def job(name: str, args: list[str], *, kafka: bool = False) -> Manifest:
     volumes, _ = _tmp_volume()
+    if kafka:
+        volumes = [*volumes, _kafka_ca_volume()[0]]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -244,7 +303,8 @@ def job(name: str, args: list[str]) -> Manifest:
                     "serviceAccountName": "terrain",
                     "automountServiceAccountToken": False,
                     "securityContext": _pod_security(),
-                    "containers": [_container(name, args, JOB_RESOURCES)],
+                    "containers": [_container(name, args, JOB_RESOURCES,
+                                              kafka_user=f"terrain-{name}" if kafka else None)],
                     "volumes": volumes,
                 },
             },
@@ -253,7 +313,44 @@ def job(name: str, args: list[str]) -> Manifest:
 
 
 def job_manifests() -> list[Manifest]:
-    return [job("migrate", ["migrate"]), job("topics", ["topics"])]
+    return [job("migrate", ["migrate"]), job("topics", ["topics"], kafka=True)]
+
+
+def _acl(kind: str, name: str, operations: list[str]) -> dict[str, Any]:
+    return {"resource": {"type": kind, "name": name, "patternType": "literal"}, "operations": operations,
+            "host": "*"}
+
+
+def kafka_user(name: str, component: str, acls: list[dict[str, Any]]) -> Manifest:
+    return {
+        "apiVersion": "kafka.strimzi.io/v1beta2",
+        "kind": "KafkaUser",
+        "metadata": {"name": name, "labels": {"strimzi.io/cluster": KAFKA_CLUSTER, **labels(component)}},
+        "spec": {
+            "authentication": {"type": KAFKA_SASL_MECHANISM.lower()},
+            "authorization": {"type": "simple", "acls": acls},
+        },
+    }
+
+
+def kafka_users(partitions: int = CLUSTER_PARTITIONS) -> list[Manifest]:
+    """One Strimzi KafkaUser per service, allowed exactly what terrain/ops/plan.py says it does: read its
+    consumer groups' topics, write what it produces and its dead-letter twins, use its own groups; and one for
+    the topics Job, which may create and describe the planned topics and nothing else. Literal names only: a
+    prefix would let a service reach topics added later for someone else."""
+    out: list[Manifest] = []
+    for svc in services():
+        access = kafka_access(svc.name)
+        acls = []
+        for topic in sorted({*access.reads, *access.writes}):
+            ops = ["Describe", *(["Read"] if topic in access.reads else []),
+                   *(["Write"] if topic in access.writes else [])]
+            acls.append(_acl("topic", topic, ops))
+        acls += [_acl("group", group, ["Read"]) for group in sorted(access.groups)]
+        out.append(kafka_user(f"terrain-{svc.name}", svc.name, acls))
+    out.append(kafka_user("terrain-topics", "topics",
+                          [_acl("topic", plan.name, ["Create", "Describe"]) for plan in topic_plans(partitions)]))
+    return out
 
 
 def kafka_topics(partitions: int = CLUSTER_PARTITIONS, replicas: int = CLUSTER_REPLICAS) -> list[Manifest]:
@@ -293,10 +390,12 @@ def network_policies() -> list[Manifest]:
            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
     brokers = {"strimzi.io/cluster": KAFKA_CLUSTER, "strimzi.io/kind": "Kafka"}
     kafka = {"to": [{"podSelector": {"matchLabels": brokers}}],
-             "ports": [{"protocol": "TCP", "port": 9092}]}
+             "ports": [{"protocol": "TCP", "port": KAFKA_PORT}]}
     postgres = {"to": [{"podSelector": {"matchLabels": {"terrain.io/database": "true"}}}],
                 "ports": [{"protocol": "TCP", "port": 5432}]}
     api_services = ("escalation", "events")
+    service_pods = {"matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In",
+                                          "values": [svc.name for svc in services()]}]}
     return [
         # Everything is refused unless a policy below lets it through.
         policy("default-deny", {"podSelector": _all_pods(), "policyTypes": ["Ingress", "Egress"]}),
@@ -307,10 +406,19 @@ def network_policies() -> list[Manifest]:
             "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {
                 "kubernetes.io/metadata.name": "ingress-nginx"}}}], "ports": [{"protocol": "TCP", "port": "http"}]}],
         }),
+        # Prometheus (the operator's pods in `monitoring`) reaches the metrics port and nothing else.
         policy("metrics-from-prometheus", {
-            "podSelector": _all_pods(), "policyTypes": ["Ingress"],
+            "podSelector": service_pods, "policyTypes": ["Ingress"],
             "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {
-                "kubernetes.io/metadata.name": "monitoring"}}}], "ports": [{"protocol": "TCP", "port": "http"}]}],
+                "kubernetes.io/metadata.name": "monitoring"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}],
+                "ports": [{"protocol": "TCP", "port": "metrics"}]}],
+        }),
+        # Verifying people's access tokens needs the OIDC provider's signing keys (JWKS, over HTTPS). Its
+        # address is not known here: narrow `to` to it in an overlay (an ipBlock, or Keycloak's namespace).
+        policy("egress-oidc", {
+            "podSelector": service_pods, "policyTypes": ["Egress"],
+            "egress": [{"ports": [{"protocol": "TCP", "port": p} for p in OIDC_PORTS]}],
         }),
         # The operator APIs (incidents, silences, events) answer pods the operator labels as API clients.
         *[policy(f"{svc}-api-clients", {
@@ -337,5 +445,6 @@ def generated_files() -> dict[str, str]:
         "services.yaml": render(service_manifests()),
         "jobs.yaml": render(job_manifests()),
         "kafka-topics.yaml": render(kafka_topics()),
+        "kafka-users.yaml": render(kafka_users()),
         "network-policies.yaml": render(network_policies()),
     }

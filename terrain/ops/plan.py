@@ -14,6 +14,7 @@ from terrain.topics import (
     EVENTS_OUTCOMES,
     INCIDENTS,
     TopicSpec,
+    dlq_name,
 )
 
 DAY_MS = 86_400_000
@@ -95,3 +96,27 @@ def services() -> tuple[ServiceDef, ...]:
 
 def groups_of(service: str) -> list[ConsumerGroup]:
     return [g for g in CONSUMER_GROUPS if g.service == service]
+
+
+@dataclass(frozen=True)
+class KafkaAccess:
+    """What one service does on Kafka, and so all its Kafka user may do: the topics it reads (its consumer
+    groups' topics), the topics it writes (those the registry names it a producer of, and the dead-letter twins of
+    what it reads) and its consumer groups."""
+
+    service: str
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    groups: tuple[str, ...]
+
+
+def kafka_access(service: str, prefix: str = "terrain") -> KafkaAccess:
+    groups = groups_of(service)
+    reads = tuple(dict.fromkeys(g.topic.name for g in groups))
+    produced = [t.name for t in ALL_TOPICS if service in t.producers]
+    return KafkaAccess(
+        service=service,
+        reads=reads,
+        writes=tuple(dict.fromkeys([*produced, *(dlq_name(t) for t in reads)])),
+        groups=tuple(dict.fromkeys(g.group_id(prefix) for g in groups)),
+    )

@@ -61,6 +61,10 @@ def test_jobs_and_infrastructure(compose: dict[str, Any]) -> None:
     assert kafka["image"].startswith("apache/kafka:")
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
     assert kafka["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    # Kafka is plaintext here, which is fine only while it stays on the project's private network.
+    assert "ports" not in kafka and "network_mode" not in kafka
+    assert set(kafka["environment"]["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].replace(",", ":").split(":")[1::2]) == {
+        "PLAINTEXT"}
     for name, spec in services.items():
         image = spec["image"]
         assert ":" in image and not image.endswith(":latest"), name

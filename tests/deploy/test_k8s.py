@@ -13,7 +13,7 @@ import pytest
 import yaml
 from kubernetes_validate.utils import latest_version, validate
 
-from terrain.ops.manifests import TERMINATION_GRACE_S
+from terrain.ops.manifests import KAFKA_PORT, METRICS_PORT, TERMINATION_GRACE_S
 from terrain.ops.plan import CONSUMER_GROUPS
 from terrain.stack import SERVICES
 from terrain.topics import all_topic_names
@@ -42,14 +42,15 @@ def test_every_builtin_resource_passes_strict_validation(built: dict[str, list[D
             continue
         validate(doc, version, strict=True)  # raises ValidationError with the path
         checked[doc["kind"]] += 1
-    assert checked == {"Deployment": 4, "Service": 4, "PodDisruptionBudget": 4, "Job": 2, "NetworkPolicy": 7,
+    assert checked == {"Deployment": 4, "Service": 4, "PodDisruptionBudget": 4, "Job": 2, "NetworkPolicy": 8,
                        "ServiceAccount": 1, "ConfigMap": 1, "Ingress": 1}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_custom_resources_conform_to_their_schemas(built: dict[str, list[Doc]], overlay: str) -> None:
     kinds = Counter(d["kind"] for d in built[overlay] if d["apiVersion"].startswith(CUSTOM_GROUPS))
-    assert kinds == {"KafkaTopic": 2 * len(all_topic_names(with_dlq=False)), "ScaledObject": 4, "ServiceMonitor": 4}
+    assert kinds == {"KafkaTopic": 2 * len(all_topic_names(with_dlq=False)), "ScaledObject": 4, "ServiceMonitor": 4,
+                     "TriggerAuthentication": 4, "KafkaUser": 4 + 1}
     problems = {f"{d['kind']}/{d['metadata']['name']}": check_custom_resource(d)
                 for d in built[overlay] if d["apiVersion"].startswith(CUSTOM_GROUPS)}
     assert {k: v for k, v in problems.items() if v} == {}
@@ -67,7 +68,17 @@ def test_the_custom_resource_check_catches_unknown_and_wrong_fields(built: dict[
     topic = copy.deepcopy(next(iter(by_kind(built["prod"], "KafkaTopic").values())))
     topic["spec"]["retention"] = "7d"
     assert check_custom_resource(topic)
-    assert set(MODELS) == {("keda.sh/v1alpha1", "ScaledObject"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
+    user = copy.deepcopy(by_kind(built["prod"], "KafkaUser")["terrain-ingest"])
+    user["spec"]["authorization"]["acls"][0]["operation"] = "Read"  # the deprecated singular spelling
+    assert check_custom_resource(user)
+    user = copy.deepcopy(by_kind(built["prod"], "KafkaUser")["terrain-ingest"])
+    user["spec"]["authentication"]["type"] = "scram-sha-256"  # Strimzi manages SCRAM-SHA-512 users only
+    assert check_custom_resource(user)
+    auth = copy.deepcopy(by_kind(built["prod"], "TriggerAuthentication")["terrain-ingest-kafka"])
+    auth["spec"]["secretTargetRef"][0]["secret"] = auth["spec"]["secretTargetRef"][0].pop("name")
+    assert check_custom_resource(auth)
+    assert set(MODELS) == {("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication"),
+                           ("monitoring.coreos.com/v1", "ServiceMonitor")}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -108,7 +119,8 @@ def test_each_service_has_probes_resources_and_a_locked_down_pod(built: dict[str
         pod = deployments[f"terrain-{svc.name}"]["spec"]["template"]["spec"]
         main = pod["containers"][0]
         assert main["args"] == ["serve", svc.name]
-        assert main["ports"] == [{"name": "http", "containerPort": svc.default_port, "protocol": "TCP"}]
+        assert main["ports"] == [{"name": "http", "containerPort": svc.default_port, "protocol": "TCP"},
+                                 {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
         assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
         assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         # A consumer's graceful stop (FastStream: 15 s) and the preStop pause fit inside the grace period.
@@ -149,8 +161,13 @@ def test_every_service_is_monitored_and_protected(built: dict[str, list[Doc]], o
         assert services[name]["spec"]["selector"].items() <= labels.items()
         assert pdbs[name]["spec"]["selector"]["matchLabels"].items() <= labels.items()
         assert monitors[name]["spec"]["selector"]["matchLabels"].items() <= services[name]["metadata"]["labels"].items()
-        assert monitors[name]["spec"]["endpoints"][0] | {"path": "/metrics", "port": "http"} == monitors[name][
+        # Prometheus scrapes the metrics port, which the service serves apart (TERRAIN_METRICS_PORT).
+        assert monitors[name]["spec"]["endpoints"][0] | {"path": "/metrics", "port": "metrics"} == monitors[name][
             "spec"]["endpoints"][0]
+        ports = {p["name"]: p for p in services[name]["spec"]["ports"]}
+        assert ports["metrics"] == {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}
+        env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["TERRAIN_METRICS_PORT"]["value"] == str(METRICS_PORT)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -162,7 +179,7 @@ def test_network_policies_let_through_only_kafka_postgres_ingress_and_prometheus
     assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny
     egress_ports = sorted(p["port"] for rule in policies["terrain-egress-kafka-postgres"]["spec"]["egress"]
                           for p in rule["ports"])
-    assert egress_ports == [53, 53, 5432, 9092]
+    assert egress_ports == [53, 53, 5432, KAFKA_PORT]
     ingest = policies["terrain-ingest-from-ingress"]["spec"]
     assert ingest["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "ingest"
     # Every policy that opens a way in names who may come.
@@ -199,4 +216,5 @@ def test_kubernetes_validate_command_passes_the_built_overlay(
     assert result.returncode == 0, result.stdout + result.stderr
     for line in (result.stdout + result.stderr).splitlines():
         assert line.startswith("WARN") and "Couldn't find schema for kind" in line, line
-        assert any(kind in line for kind in ("KafkaTopic", "ScaledObject", "ServiceMonitor")), line
+        assert any(kind in line for kind in ("KafkaTopic", "KafkaUser", "ScaledObject", "TriggerAuthentication",
+                                             "ServiceMonitor")), line
