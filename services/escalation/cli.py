@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 escalation_app = typer.Typer(help="Escalation: replay scenarios and measure precision, recall and delays.",
@@ -123,8 +125,9 @@ def check_command(
     at: Annotated[str | None, typer.Option(
         help="Show who is on call at this time (ISO 8601, UTC unless it says); default: now.")] = None,
 ) -> None:
-    """Validate a policy file: print every error with its path (exit 1), or a short summary of what it sets."""
-    from services.escalation.policy import PolicyError, load_policy
+    """Validate a policy file: print every error with its path (exit 1), or a short summary of what it sets and
+    a warning for each thing it does that is valid but likely unmeant (exit 0)."""
+    from services.escalation.policy import PolicyError, load_policy, policy_warnings
 
     try:
         pf = load_policy(file)
@@ -138,7 +141,10 @@ def check_command(
         raise typer.Exit(2) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    console.print(f"[green]{file}: valid[/green]")
+    warnings = policy_warnings(pf)
+    console.print(f"[green]{file}: valid[/green]" + (f", with {len(warnings)} warning(s)" if warnings else ""))
+    for line in warnings:
+        console.print(f"  [yellow]warning:[/yellow] {escape(line)}", soft_wrap=True)
     console.print(f"communities with overrides: {len(pf.communities)}"
                   + (f" ({', '.join(sorted(pf.communities))})" if pf.communities else ""))
     for where, pol in [("defaults", pf.defaults), *((c, pf.community(c)) for c in sorted(pf.communities))]:
@@ -149,7 +155,10 @@ def check_command(
     if not pf.rotas:
         console.print("rotas: none")
     for name, rota in sorted(pf.rotas.items()):
-        console.print(f"rota {name}: on call at {when.isoformat(timespec='minutes')}: {rota.on_call(when)} "
+        # Read by people: each time with its zone named, the rota's own beside UTC (hand-offs are local).
+        local = when.astimezone(ZoneInfo(rota.timezone))
+        console.print(f"rota {name}: on call at {when.astimezone(UTC):%Y-%m-%d %H:%M} UTC "
+                      f"({local:%Y-%m-%d %H:%M %Z} {rota.timezone}): {rota.on_call(when)} "
                       f"({len(rota.people)} people, {rota.shift_days}-day shifts, hand-off "
                       f"{rota.handoff.strftime('%H:%M')} {rota.timezone})")
 
@@ -162,6 +171,6 @@ def _fmt(seconds: float) -> str:
 
 
 def _print_errors(source: str, errors: list[str]) -> None:
-    console.print(f"[red]{source}: {len(errors)} error(s)[/red]")
-    for e in errors:
-        console.print(f"  {e}", soft_wrap=True)
+    console.print(f"[red]{escape(source)}: {len(errors)} error(s)[/red]")
+    for e in errors:  # as written: a value quoted from the file, or a form like [rota:<name>], is not markup
+        console.print(f"  {escape(e)}", soft_wrap=True)

@@ -2,9 +2,9 @@
 
 A policy file (YAML or JSON) holds `defaults`, per-community overrides under `communities` (merged
 key by key over the defaults), named `channels` and `rotas`, and `inhibit` rules. Durations are
-written `90s`, `30m`, `2h`, `7d` or as seconds, from zero to 366 days. `terrain policy check FILE`
-prints every error with its path; the service reloads the file when it changes and keeps the last good
-one on an error.
+written `90s`, `30m`, `2h`, `7d`, `2w`, `500ms` or as seconds, from zero to 366 days. `terrain policy check FILE`
+prints every error with its path, and warnings for what is valid but likely unmeant; the service reloads the
+file when it changes and keeps the last good one on an error.
 The policy of a community is frozen into each incident when it opens.
 """
 
@@ -23,6 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -32,11 +33,13 @@ from terrain.contracts.base import located_error
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+DURATION_FORMS = "90s, 30m, 2h, 7d, 2w, 500ms, or a number of seconds"
 
 
 # The engine adds and subtracts durations from comment times: one of a million days passed validation and
 # then every comment failed with OverflowError (dead-lettered, nobody paged). No rule needs more than a year.
 MAX_DURATION = timedelta(days=366)
+_TIMEDELTA: TypeAdapter[timedelta] = TypeAdapter(timedelta)
 
 
 def _duration(value: Any) -> Any:
@@ -47,6 +50,11 @@ def _duration(value: Any) -> Any:
                 return timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
             except OverflowError:  # "5000000000d": past what a timedelta holds
                 raise ValueError(f"a duration may not exceed {MAX_DURATION.days} days") from None
+        try:  # what pydantic reads besides (ISO 8601 "PT15M", "00:15:00", "900") stays accepted
+            return _TIMEDELTA.validate_python(value)
+        except ValidationError:
+            # pydantic's own message named only ISO 8601, not the forms this file is written in.
+            raise ValueError(f"{value!r} is not a duration: write {DURATION_FORMS}") from None
     return value
 
 
@@ -166,6 +174,15 @@ class CommunityPolicy(_Strict):
     repeat_interval: Duration = Field(
         default=timedelta(hours=4), description="Re-notify the last step this often while unacknowledged."
     )
+
+    @field_validator("steps")
+    @classmethod
+    def _pages_someone(cls, value: list[StepRule]) -> list[StepRule]:
+        # A human-level incident runs step 1: with none, the engine had nobody to page and failed on the comment.
+        if not value:
+            raise ValueError("a policy must page someone: give at least one step "
+                             "(notify: [rota:<name>, channel:<name> or person:<name>])")
+        return value
     # Notifications for incidents that do not page anyone (respond, moderate): none by default, the API
     # is the work queue.
     routes: dict[Literal["respond", "moderate"], list[str]] = Field(default_factory=dict)
@@ -313,6 +330,27 @@ def reference_errors(data: dict[str, Any]) -> list[str]:
                 if kind != "channel" or name not in known["channel"]:
                     errors.append(f"{where}.routes.{level}: {ref!r} is not a defined channel:<name>")
     return errors
+
+
+def policy_warnings(policy: PolicyFile) -> list[str]:
+    """What a valid policy does that its author may not expect, each with its path and why: a step that notifies
+    the rota `oncall` while the file defines no rota (the built-in default, and an empty file's) pages through
+    terrain.escalations.v1 only; nobody is notified directly."""
+    scopes = [("defaults", policy.defaults)]
+    scopes += [(f"communities.{cid}", policy.community(cid)) for cid in policy.communities
+               if "steps" in policy.communities[cid]]
+    warnings = []
+    for where, pol in scopes:
+        for i, step in enumerate(pol.steps):
+            for ref in step.notify:
+                kind, _, name = ref.partition(":")
+                if kind == "rota" and name not in policy.rotas:
+                    warnings.append(
+                        f"{where}.steps.{i}.notify: {ref} names no rota of this file, so this step notifies nobody "
+                        "directly: its page goes to terrain.escalations.v1 only (define the rota under `rotas`, "
+                        "or notify a person or a channel)"
+                    )
+    return warnings
 
 
 _SECTIONS = ("defaults", "communities", "channels", "people", "rotas", "inhibit")

@@ -1,5 +1,9 @@
 """`python -m services.events`: run the events service alone."""
 
-from services.events.app import main
+from services import leave_working_directory_off_the_path
+
+leave_working_directory_off_the_path()
+
+from services.events.app import main  # noqa: E402 (the import path is set first)
 
 main()

@@ -73,15 +73,22 @@ def summary(report: dict[str, Any]) -> list[str]:
 @report_app.command("event")
 def event(
     event_id: Annotated[str, typer.Argument(help="The event's id.")],
-    url: Annotated[str, typer.Option(help="The events service.", envvar="TERRAIN_EVENTS_URL")] = DEFAULT_URL,
+    url: Annotated[str | None, typer.Option(
+        help="The events service. Default: the running `terrain up` of this home (TERRAIN_HOME), with its API "
+        f"token; else {DEFAULT_URL}.", envvar="TERRAIN_EVENTS_URL", show_default=False)] = None,
     window_days: Annotated[int, typer.Option(help="Days in each window, before and after.")] = 14,
     out: Annotated[Path | None, typer.Option(help="Where to save the chart (PNG).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the endpoint's JSON instead of text.")] = False,
 ) -> None:
     """Print an event's impact (after vs before, and against comparable communities) and save its chart."""
     from services.events.chart import render
+    from terrain.stack import TOKEN_VAR, service_url_var, use_running_stack
 
-    token = os.environ.get("TERRAIN_API_TOKEN")
+    if url is None:  # as every command beside a live `terrain up`; said on stderr, so --json stays JSON
+        use_running_stack(lambda line: Console(stderr=True, highlight=False).print(line, soft_wrap=True),
+                          (service_url_var("events"), TOKEN_VAR))
+        url = os.environ.get(service_url_var("events")) or DEFAULT_URL
+    token = os.environ.get(TOKEN_VAR)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         with httpx.Client(base_url=url, headers=headers, timeout=30.0) as client:

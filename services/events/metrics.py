@@ -50,7 +50,7 @@ OPEN_VISITS = Gauge(
     ["status"],
 )
 BY_RESULT = Gauge(
-    "terrain_events_events_by_result",
+    "terrain_events_stored",
     "Stored events by kind and result; refreshed from the database.",
     ["kind", "result"],
 )

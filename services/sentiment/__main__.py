@@ -1,5 +1,9 @@
 """`python -m services.sentiment`: run the sentiment service alone."""
 
-from services.sentiment.app import main
+from services import leave_working_directory_off_the_path
+
+leave_working_directory_off_the_path()
+
+from services.sentiment.app import main  # noqa: E402 (the import path is set first)
 
 main()

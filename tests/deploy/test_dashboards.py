@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import itertools
 import re
 from typing import Any
 
@@ -19,16 +20,6 @@ import pytest
 
 from terrain.ops.dashboards import all_dashboards, prometheus_exprs
 from terrain.stack import SERVICES
-
-# Kernel metrics the dashboards use that were added alongside them; listed so that, should one be missing, the
-# test names it as pending instead of failing on an unrelated-looking name. Nothing else gets this leniency.
-PENDING_KERNEL = {
-    "terrain_consumer_lag",
-    "terrain_outbox_depth",
-    "terrain_consumer_dead_letter_bound_tripped",
-    "terrain_processed_messages_pruned_total",
-    "terrain_ready",
-}
 
 FUNCTIONS = {
     "sum", "min", "max", "avg", "count", "rate", "irate", "increase", "histogram_quantile", "topk", "bottomk",
@@ -80,9 +71,21 @@ async def _scrape() -> dict[str, set[str]]:
 
 
 @pytest.fixture(scope="module")
-def exported() -> set[str]:
-    per_service = asyncio.run(_scrape())
+def per_service() -> dict[str, set[str]]:
+    return asyncio.run(_scrape())
+
+
+@pytest.fixture(scope="module")
+def exported(per_service: dict[str, set[str]]) -> set[str]:
     return set().union(*per_service.values())
+
+
+def test_no_metric_name_says_a_word_twice(per_service: dict[str, set[str]]) -> None:
+    # `terrain_<service>_<thing>_<unit>`: the service is said once (`terrain_events_events_by_result` said it twice).
+    for service, names in per_service.items():
+        assert any(n.startswith(f"terrain_{service}_") for n in names), service
+        repeated = sorted(n for n in names if any(a == b for a, b in itertools.pairwise(n.split("_"))))
+        assert repeated == [], service
 
 
 def test_metric_name_extraction() -> None:
@@ -99,17 +102,10 @@ def test_every_query_names_only_exported_metrics(exported: set[str]) -> None:
             for metric in metric_names(expr):
                 used.setdefault(metric, set()).add(name)
     assert used, "no Prometheus query found"
-    unknown = {m: sorted(b) for m, b in used.items() if m not in exported and m not in PENDING_KERNEL}
+    unknown = {m: sorted(b) for m, b in used.items() if m not in exported}
     assert unknown == {}, f"metrics no service exports: {unknown}"
-    pending = sorted(m for m in used if m not in exported and m in PENDING_KERNEL)
-    if pending:
-        pytest.xfail(f"kernel metrics pending (not exported yet, panels kept): {', '.join(pending)}")
-
-
-def test_the_kernel_metrics_the_dashboards_were_built_for_are_exported(exported: set[str]) -> None:
-    missing = sorted(PENDING_KERNEL - exported)
-    if missing:
-        pytest.xfail(f"pending kernel metrics: {', '.join(missing)}")
+    # The kernel's, which every service exports, are among those the boards read.
+    assert {"terrain_consumer_lag", "terrain_outbox_depth", "terrain_ready"} <= set(used)
 
 
 def test_check_catches_a_metric_nobody_exports(exported: set[str]) -> None:

@@ -10,10 +10,12 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from terrain.devstack import TansuBroker
 from terrain.ops.dashboards import all_dashboards, sql_queries
 from terrain.ops.jobs import ensure_planned_topics, migrate_all, migration_components
 from terrain.ops.plan import topic_plans
 from terrain.stack import SERVICES
+from terrain.topics import all_topic_names
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +76,7 @@ async def test_topics_are_created_with_partitions_and_retention_and_reported_aft
 
 
 def test_the_commands_exit_non_zero_while_work_is_pending(
-    schema_url: str, kafka_bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch
+    schema_url: str, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from typer.testing import CliRunner
 
@@ -87,12 +89,21 @@ def test_the_commands_exit_non_zero_while_work_is_pending(
     applied = runner.invoke(app, ["migrate"])
     assert applied.exit_code == 0 and "migration(s) applied" in applied.output
     assert runner.invoke(app, ["migrate", "--check", "--wait", "1"]).exit_code == 0
-    # `terrain topics --check` against a broker that has none of the contract topics under a fresh name is
-    # covered above with renamed topics; here only that the command reads its settings and reports.
-    monkeypatch.setenv("TERRAIN_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
-    monkeypatch.setenv("TERRAIN_TOPIC_PARTITIONS", "2")
-    report = runner.invoke(app, ["topics", "--check"])
-    assert report.exit_code in (0, 1) and "topics:" in report.output
+    # A broker of its own, so what it holds is known (the session's broker holds whatever other tests made):
+    # none of the registry's topics, then every one of them.
+    broker = TansuBroker().start()
+    try:
+        monkeypatch.setenv("TERRAIN_KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers)
+        monkeypatch.setenv("TERRAIN_TOPIC_PARTITIONS", "2")
+        n = len(all_topic_names())
+        missing = runner.invoke(app, ["topics", "--check"])
+        assert missing.exit_code == 1 and f"topics: {n} missing, 0 present" in missing.output, missing.output
+        created = runner.invoke(app, ["topics"])
+        assert created.exit_code == 0 and f"topics: {n} created, 0 present" in created.output, created.output
+        present = runner.invoke(app, ["topics", "--check"])
+        assert present.exit_code == 0 and f"topics: 0 missing, {n} present" in present.output, present.output
+    finally:
+        broker.stop()
 
 
 def test_migrate_and_import_never_guess_a_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

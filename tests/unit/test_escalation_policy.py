@@ -25,8 +25,9 @@ def test_the_example_policy_passes_the_check_and_says_who_is_on_call() -> None:
     assert code == 0, out
     assert "valid" in out
     assert "marque-nationale" in out and "resto-lyon-croix-rousse" in out
-    # Twelve weeks after the rota's start (an even shift): Camille, at 10:00 Paris time.
-    assert "rota community-managers: on call at 2026-03-30T08:00+00:00: camille" in out
+    # Twelve weeks after the rota's start (an even shift): Camille, at 10:00 Paris time, each zone named.
+    assert ("rota community-managers: on call at 2026-03-30 08:00 UTC (2026-03-30 10:00 CEST Europe/Paris): "
+            "camille") in out
 
 
 def test_the_example_policy_sets_a_quiet_default_and_a_busy_override() -> None:
@@ -42,8 +43,12 @@ PEOPLE = "people:\n  camille: {name: Camille, email: c@example.org}\n"
 ROTA = "rotas:\n  cm: {people: [camille], start: 2026-01-05}\n"
 
 BAD_FILES = [
-    # A duration nobody can read: the path names the field.
-    ("defaults:\n  horizon: soon\n", ["defaults.horizon", "timedelta"]),
+    # A duration nobody can read: the path names the field, and the error the forms a duration takes.
+    ("defaults:\n  horizon: soon\n", ["defaults.horizon", "'soon' is not a duration: write 90s, 30m, 2h, 7d"]),
+    # A policy that pages nobody: the engine ran step 1 of none and failed on the comment (IndexError).
+    ("defaults:\n  steps: []\n", ["defaults.steps", "a policy must page someone: give at least one step",
+                                   "[rota:<name>, channel:<name> or person:<name>]"]),
+    ("communities:\n  quiet:\n    steps: []\n", ["communities.quiet.steps", "must page someone"]),
     # Durations past a year: one past what Python can hold was a traceback, one of a million days passed and
     # then made the engine dead-letter every comment.
     ("defaults:\n  cascade: {window: 5000000000d}\n", ["defaults.cascade.window", "may not exceed 366 days"]),
@@ -176,3 +181,42 @@ def test_an_empty_policy_file_means_the_built_in_defaults(tmp_path: Path) -> Non
     path = tmp_path / "empty.yaml"
     path.write_text("# nothing yet\n", encoding="utf-8")
     assert load_policy(path) == PolicyFile()
+
+
+def test_a_step_notifying_a_rota_the_file_does_not_define_is_valid_with_a_warning_that_says_why(
+    tmp_path: Path,
+) -> None:
+    # The built-in default step, `rota:oncall`, with no rota defined: valid (pages travel on the escalations
+    # topic), but nobody is notified directly, which an empty file's author may not know.
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing yet\n", encoding="utf-8")
+    code, out = check(path)
+    assert code == 0, out
+    assert "valid, with 1 warning(s)" in out
+    assert "warning: defaults.steps.0.notify: rota:oncall names no rota of this file, so this step notifies " \
+           "nobody directly: its page goes to terrain.escalations.v1 only" in out
+    # Defining it, or notifying a person, silences the warning; the shipped example has none.
+    path.write_text("defaults:\n" + GOOD_STEPS + PEOPLE + ROTA, encoding="utf-8")
+    code, out = check(path)
+    assert code == 0 and "warning" not in out, out
+    code, out = check(EXAMPLE)
+    assert code == 0 and "warning" not in out, out
+
+
+def test_a_community_that_sets_its_own_steps_is_warned_about_separately() -> None:
+    from services.escalation.policy import policy_warnings
+
+    pf = parse_policy({"communities": {"quiet": {"steps": [{"notify": ["rota:oncall"], "wait": "1h"}]},
+                                       "loud": {"horizon": "1h"}}})
+    assert [w.split(":", 1)[0] for w in policy_warnings(pf)] == ["defaults.steps.0.notify",
+                                                                  "communities.quiet.steps.0.notify"]
+
+
+@pytest.mark.parametrize(("written", "seconds"), [
+    ("90s", 90), ("30m", 1800), ("2h", 7200), ("7d", 7 * 86400), ("2w", 14 * 86400), ("500ms", 0.5), (600, 600),
+    # What pydantic reads besides stays accepted: ISO 8601 and clock forms.
+    ("PT15M", 900), ("00:10:00", 600),
+])
+def test_the_forms_a_duration_is_written_in(written: object, seconds: float) -> None:
+    pf = parse_policy({"defaults": {"horizon": written}})
+    assert pf.defaults.horizon == timedelta(seconds=seconds)
