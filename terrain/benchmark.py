@@ -644,11 +644,10 @@ def run(cfg: BenchConfig, say: Callable[[str], None] = print) -> BenchResult:
 
 def _start_replicas(stack: Any, extra: dict[str, int], services: Sequence[Any]) -> dict[str, subprocess.Popen[bytes]]:
     """More processes of a service beside the stack's own, each on its own HTTP port, in the same group."""
-    import sys
-
     import httpx
 
     from terrain.devstack import _die_with_parent
+    from terrain.stack import service_command
 
     by_name = {s.name: s for s in services}
     started: dict[str, subprocess.Popen[bytes]] = {}
@@ -663,7 +662,7 @@ def _start_replicas(stack: Any, extra: dict[str, int], services: Sequence[Any]) 
             env["TERRAIN_MIGRATE_ON_START"] = "false"
             assert stack.log_dir is not None
             with open(stack.log_dir / f"{name}-{k + 2}.log", "ab") as out:
-                proc = subprocess.Popen([sys.executable, "-m", svc.module], env=env, preexec_fn=_die_with_parent,
+                proc = subprocess.Popen(service_command(svc.module), env=env, preexec_fn=_die_with_parent,
                                         start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
             started[f"{name} #{k + 2}"] = proc
             deadline = time.monotonic() + 120
@@ -672,7 +671,8 @@ def _start_replicas(stack: Any, extra: dict[str, int], services: Sequence[Any]) 
                     raise RuntimeError(f"{name} #{k + 2} exited with code {proc.returncode} during start-up")
                 with contextlib.suppress(httpx.HTTPError, ValueError):
                     got = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                    if got.status_code == 200 and got.json().get("pid") == proc.pid:
+                    own = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)  # names the process
+                    if got.status_code == 200 and own.json().get("pid") == proc.pid:
                         break
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{name} #{k + 2} not ready after 120 s")

@@ -52,7 +52,24 @@ def _while_stopping() -> None:
         signal.signal(signum, lambda _signum, _frame: None)
 
 
-@app.command()
+def _up_epilog() -> str:
+    """The settings a newcomer moves first, for `terrain up --help` (paragraphs: Typer joins single lines)."""
+    from terrain.stack import LOCAL_RUN_VARIABLES
+
+    parts = ["[b]Environment[/b] (every setting: docs/operators/reference.md):"]
+    parts += [f"{name}: {text}" for name, text in LOCAL_RUN_VARIABLES.items()]
+    parts += [f"{svc.port_env}: the {svc.name} service's HTTP port (default {svc.default_port})."
+              for svc in discover_services()]
+    parts += [
+        "TERRAIN_KAFKA_BOOTSTRAP_SERVERS, TERRAIN_DATABASE_URL: your own Kafka, your own PostgreSQL; "
+        "`terrain up` then starts only what is missing.",
+        "TERRAIN_API_TOKEN: the services' bearer token; unset, the one kept in TERRAIN_HOME (made on the first "
+        "start).",
+    ]
+    return "\n\n".join(parts)
+
+
+@app.command(epilog=_up_epilog())
 def up(
     demo: Annotated[bool, typer.Option(help="Feed demo comments and show them scored and escalated.")] = False,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be ready.")] = 90.0,

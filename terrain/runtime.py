@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from terrain import db, telemetry
 from terrain.contracts.base import error_message
-from terrain.kafka import BatchConsumer, Publisher, ensure_topics, make_broker
+from terrain.kafka import BatchConsumer, KafkaRefused, Publisher, check_tls, client_options, ensure_topics, make_broker
 from terrain.looplag import LoopLagMonitor
 from terrain.settings import TerrainSettings
 from terrain.topics import TopicSpec, all_topic_names
@@ -51,7 +51,10 @@ class ServiceRuntime:
         self.consumers: list[BatchConsumer[Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.broker = make_broker(settings, service)
+        # The broker's own security, as arguments for the bare aiokafka clients (topic creation).
+        self.kafka_options = client_options(settings)
         self.publisher = Publisher(self.broker, service)
+        self._metrics_server: telemetry.MetricsServer | None = None
         self._pool: asyncpg.Pool | None = None
         self._outbox: db.Outbox | None = None
         self.on_started: list[Callable[[], Awaitable[None]]] = []
@@ -101,6 +104,11 @@ class ServiceRuntime:
     async def start(self) -> None:
         try:
             await self._start()
+        except KafkaRefused as exc:
+            # A setting to fix, not an outage to wait out: one line in the log says which.
+            log.error("cannot start: %s", exc, extra={"service": self.service})
+            await self.stop()
+            raise
         except BaseException:
             # A start-up failure must not leak what was opened (the pool, the broker's connections).
             await self.stop()
@@ -108,6 +116,10 @@ class ServiceRuntime:
 
     async def _start(self) -> None:
         s = self.settings
+        if s.metrics_port is not None:
+            # First, so that Prometheus sees a starting service (terrain_ready 0) rather than none.
+            self._metrics_server = telemetry.MetricsServer.start(s.host, s.metrics_port)
+            log.info("metrics served apart", extra={"service": self.service, "port": self._metrics_server.port})
         if self.use_database:
             self.health.set("database", False, "connecting")
             where = db.describe_url(s.database_url)
@@ -127,11 +139,15 @@ class ServiceRuntime:
                 await db.migrate(self._pool, self.service, self.migrations_package)
             self._outbox = db.Outbox(self._pool, self.publisher, self.service)
             self.health.set("database", True, "connected")
+        # With TLS asked for, one handshake first: a plaintext listener is then named in seconds, before any client
+        # waits out its request timeout on it (40 s for the broker's).
+        await check_tls(s.kafka_bootstrap_servers, self.kafka_options)
         if s.create_topics:
             names = [self.topic(n) for n in all_topic_names()]
             created = await ensure_topics(
                 s.kafka_bootstrap_servers, names,
                 partitions=s.topic_partitions, replication_factor=s.topic_replication_factor,
+                security=self.kafka_options,
             )
             if created:
                 log.info("topics created", extra={"topics": ",".join(created)})
@@ -159,6 +175,7 @@ class ServiceRuntime:
                 await self.broker.start()
                 return
             except (KafkaError, OSError) as exc:
+                await check_tls(self.settings.kafka_bootstrap_servers, self.kafka_options)
                 if asyncio.get_running_loop().time() > deadline:
                     raise
                 self.health.set("broker", False, f"unreachable: {type(exc).__name__}")
@@ -236,6 +253,9 @@ class ServiceRuntime:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.stop)
+            self._metrics_server = None
         log.info("service stopped", extra={"service": self.service})
 
     @asynccontextmanager

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,6 +15,28 @@ class TerrainSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TERRAIN_", extra="ignore")
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # How every Kafka client of a service connects (terrain.kafka.kafka_security turns these into the clients'
+    # arguments and refuses a combination that cannot work).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How Kafka clients connect: PLAINTEXT (a private network, local runs), SSL (TLS, and mutual TLS "
+        "with a client certificate), SASL_SSL (TLS and a user name and password: Strimzi's SCRAM listeners, "
+        "managed services) or SASL_PLAINTEXT (a password without TLS: only on a network nobody else reads).",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = Field(
+        default=None, description="SASL mechanism with SASL_SSL or SASL_PLAINTEXT: SCRAM-SHA-512 (Strimzi's "
+        "KafkaUser), SCRAM-SHA-256, or PLAIN (managed services' API keys; only over TLS).")
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name (a Strimzi KafkaUser's name).")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password; from a Secret (Strimzi writes it in the KafkaUser's Secret).")
+    kafka_ssl_ca_file: Path | None = Field(
+        default=None, description="PEM file of the CA that signed the brokers' certificates (Strimzi: ca.crt of the "
+        "<cluster>-cluster-ca-cert Secret); unset: the system's trusted CAs.")
+    kafka_ssl_cert_file: Path | None = Field(
+        default=None, description="PEM client certificate for mutual TLS (Strimzi's tls authentication: user.crt).")
+    kafka_ssl_key_file: Path | None = Field(
+        default=None, description="PEM private key of the client certificate (Strimzi: user.key); unset when the "
+        "certificate file holds the key too.")
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     api_token: SecretStr | None = Field(
         default=None,
@@ -46,6 +69,11 @@ class TerrainSettings(BaseSettings):
         default=12.0, gt=0, le=24 * 30, description="How long a local user's sign-in lasts.")
 
     host: str = "127.0.0.1"
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="Serve Prometheus metrics on this port of TERRAIN_HOST, apart from the API, and no longer at "
+        "/metrics on the API port (a cluster lets Prometheus reach this port only). Unset: /metrics on the API port.",
+    )
     public_docs: bool = Field(
         default=False, description="Serve /docs and /openapi.json without a credential even where authentication "
         "is configured (terrain up sets it: a local run's documentation is for whoever runs it).")
@@ -121,3 +149,13 @@ class TerrainSettings(BaseSettings):
     processed_retention_hours: float = Field(default=168.0, gt=0)
     processed_prune_batch: int = Field(default=10_000, ge=1, description="Rows deleted per prune statement.")
     processed_prune_interval_s: float = Field(default=600.0, gt=0)
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _kafka_names_any_case(cls, value: Any, info: ValidationInfo) -> Any:
+        # Kafka's own clients take `sasl_ssl` or `scram-sha-512`; so do these, and an empty value means unset.
+        if isinstance(value, str):
+            value = value.strip().upper()
+            if not value:
+                return "PLAINTEXT" if info.field_name == "kafka_security_protocol" else None
+        return value

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,18 +44,44 @@ def state_dir() -> Path:
     return Path(platformdirs.user_data_dir("terrain", appauthor=False))
 
 
+# What `terrain up` reads besides the services' settings, said once: `terrain up --help` and the operators'
+# reference (terrain/ops/reference.py, which refuses a variable read here without a line) show these words.
+LOCAL_RUN_VARIABLES: dict[str, str] = {
+    "TERRAIN_HOME": "Folder of local runs: the embedded database, the API token (`api-token`), the broker's log, "
+    "and the lock and state of a live `terrain up`; default: the user data directory (~/.local/share/terrain "
+    "on Linux). Commands run beside a live `terrain up` find it through the same folder.",
+    "TERRAIN_TANSU_PORT": "Port of the embedded Kafka-protocol broker (default 9092); when it is taken, or 0, "
+    "`terrain up` picks a free one and prints it.",
+    "TERRAIN_TANSU_LOG": "Log filter of the embedded broker (RUST_LOG syntax, default `warn`), written to "
+    "`tansu.log` in TERRAIN_HOME.",
+}
+
 # In a home: the lock a live `terrain up` holds, and the state file it writes (pids, ports, addresses).
 LOCK_FILE, STATE_FILE = "terrain.lock", "stack.json"
 
 
-def running_stack_env(home: Path, env: dict[str, str]) -> dict[str, str]:
-    """For a command run beside `terrain up` on the same home (`terrain import`): the broker and embedded
-    database of that live run, as TERRAIN_* variables, for those `env` does not set. Empty when no run is
-    live there (nobody holds the home's lock) or when both are set; an external database (TERRAIN_DATABASE_URL
-    given to `terrain up`) is never written down, so it is never offered."""
+# What a command run beside a live `terrain up` of the same home takes from that run when it is not set (one rule
+# for every command that talks to a running stack): its broker, its embedded database, a service's URL
+# (TERRAIN_<SERVICE>_URL) and the API token it keeps in the home.
+BROKER_VAR, DATABASE_VAR, TOKEN_VAR = "TERRAIN_KAFKA_BOOTSTRAP_SERVERS", "TERRAIN_DATABASE_URL", "TERRAIN_API_TOKEN"
+TOKEN_FILE = "api-token"
+
+
+def service_url_var(service: str) -> str:
+    return f"TERRAIN_{service.upper()}_URL"
+
+
+def running_stack_env(
+    home: Path, env: dict[str, str], wanted: Sequence[str] = (BROKER_VAR, DATABASE_VAR)
+) -> dict[str, str]:
+    """For a command run beside `terrain up` on the same home (`terrain import`, `terrain report event`): the
+    `wanted` variables `env` does not set, as that live run has them. Empty when no run is live there (nobody
+    holds the home's lock) or when all are set. An external database (TERRAIN_DATABASE_URL given to `terrain
+    up`) is never written down, so it is never offered; the token only when `terrain up` took it from the home
+    (not from TERRAIN_API_TOKEN), and only with a service URL of the same run, so it goes nowhere else."""
     import fcntl
 
-    wanted = [k for k in ("TERRAIN_KAFKA_BOOTSTRAP_SERVERS", "TERRAIN_DATABASE_URL") if not env.get(k)]
+    wanted = [k for k in wanted if not env.get(k)]
     if not wanted:
         return {}
     try:
@@ -74,9 +100,18 @@ def running_stack_env(home: Path, env: dict[str, str]) -> dict[str, str]:
         state = json.loads((home / STATE_FILE).read_text())
     except (OSError, ValueError):
         return {}
-    found = {"TERRAIN_KAFKA_BOOTSTRAP_SERVERS": state.get("bootstrap"),
-             "TERRAIN_DATABASE_URL": state.get("database_url")}
-    return {k: str(found[k]) for k in wanted if found[k]}
+    found: dict[str, Any] = {BROKER_VAR: state.get("bootstrap"), DATABASE_VAR: state.get("database_url")}
+    for name, port in (state.get("ports") or {}).items():
+        found[service_url_var(name)] = f"http://127.0.0.1:{port}"
+    offered = {k: str(found[k]) for k in wanted if found.get(k)}
+    if TOKEN_VAR in wanted and state.get("api_token_file") and any(k.endswith("_URL") for k in offered):
+        try:
+            token = (home / str(state["api_token_file"])).read_text(encoding="utf-8").strip()
+        except OSError:
+            token = ""
+        if token:
+            offered[TOKEN_VAR] = token
+    return offered
 
 
 NO_DATABASE = (
@@ -95,16 +130,17 @@ def database_for_command(say: Callable[[str], None]) -> bool:
     return bool(os.environ.get("TERRAIN_DATABASE_URL"))
 
 
-def use_running_stack(say: Callable[[str], None], only: str | None = None) -> None:
-    """Beside a live `terrain up` of this home, put its broker and embedded database (or `only` that
-    variable) in the environment where unset, and say so."""
+def use_running_stack(say: Callable[[str], None], wanted: Sequence[str] = (BROKER_VAR, DATABASE_VAR)) -> None:
+    """Beside a live `terrain up` of this home, put what it has of `wanted` in the environment where unset, and
+    say so (the token by where it is kept, never its value)."""
     home = state_dir()
-    found = running_stack_env(home, dict(os.environ))
-    if only is not None:
-        found = {k: v for k, v in found.items() if k == only}
+    found = running_stack_env(home, dict(os.environ), wanted)
     if found:
         os.environ.update(found)
-        where = ", ".join(f"{k.removeprefix('TERRAIN_').lower()} {v}" for k, v in found.items())
+        where = ", ".join(
+            f"{k.removeprefix('TERRAIN_').lower()} " + (str(home / TOKEN_FILE) if k == TOKEN_VAR else v)
+            for k, v in found.items()
+        )
         say(f"using the running `terrain up` of {home}: {where}")
 
 
@@ -208,7 +244,7 @@ class Stack:
         """The API token kept in the home, made on the first start and readable by its owner only, so an
         exported header and a script keep working from one `terrain up` to the next on the same home (a
         new token each start answered them 401)."""
-        path = self.home / "api-token"
+        path = self.home / TOKEN_FILE
         try:
             token = path.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
@@ -233,7 +269,7 @@ class Stack:
         else:
             wanted = int(self.env.get("TERRAIN_TANSU_PORT", "9092"))
             port = wanted if wanted and _port_free(wanted) else free_port()
-            self.broker = TansuBroker(port=port, log_path=self.home / "tansu.log").start()
+            self.broker = TansuBroker(port=port, log_path=self.home / "tansu.log", bin_dir=self.home / "bin").start()
             self.bootstrap = self.broker.bootstrap_servers
             self.say(f"broker      Tansu (embedded, in memory) at {self.bootstrap}")
         if self.env.get("TERRAIN_DATABASE_URL"):
@@ -244,7 +280,8 @@ class Stack:
             self.database_url = self.postgres.url
             self.say(f"database    PostgreSQL (embedded) at {self.database_url}, data in {self.postgres.datadir}")
         partitions = int(self.env.get("TERRAIN_TOPIC_PARTITIONS", "4"))
-        created = asyncio.run(ensure_topics(self.bootstrap, all_topic_names(), partitions=partitions))
+        created = asyncio.run(ensure_topics(self.bootstrap, all_topic_names(), partitions=partitions,
+                                            security=self._kafka_security()))
         self.say(f"topics      {len(all_topic_names())} ready ({len(created)} created, {partitions} partitions each)")
         for svc in discover_services():
             self._spawn(svc)
@@ -283,6 +320,17 @@ class Stack:
             if out is not None:
                 out.close()
 
+    def _kafka_security(self) -> dict[str, Any]:
+        """An external broker's TLS and SASL settings (TERRAIN_KAFKA_*), as the services will use them; the embedded
+        broker needs none."""
+        if self.broker is not None:
+            return {}
+        from terrain.kafka import client_options
+        from terrain.settings import TerrainSettings
+
+        given = {k.removeprefix("TERRAIN_").lower(): v for k, v in self.env.items() if k.startswith("TERRAIN_KAFKA_")}
+        return client_options(TerrainSettings.model_validate(given))
+
     def _write_state(self) -> None:
         state = {
             "pid": os.getpid(),
@@ -293,6 +341,8 @@ class Stack:
             "bootstrap": self.bootstrap,
             # Only the embedded database's URL (no password in it): other commands on this home find it here.
             "database_url": self.database_url if self.postgres else None,
+            # Where the token in use is kept, when it is the home's (a token given by the environment is not).
+            "api_token_file": None if self.env.get(TOKEN_VAR) else TOKEN_FILE,
         }
         self.state_file.write_text(json.dumps(state, indent=2))
 
@@ -310,8 +360,10 @@ class Stack:
                         raise RuntimeError(f"service {name} exited with code {proc.returncode} during start-up")
                     try:
                         got = client.get(f"{self.urls()[name]}/readyz")
-                        # Only our own process counts: another program on the port must not pass for it.
-                        if got.status_code == 200 and got.json().get("pid") == proc.pid:
+                        # Only our own process counts: another program on the port must not pass for it. /healthz
+                        # names the process (/readyz, public on a cluster, does not).
+                        if (got.status_code == 200
+                                and client.get(f"{self.urls()[name]}/healthz").json().get("pid") == proc.pid):
                             pending.discard(name)
                             self.say(f"{name:<11} ready at {self.urls()[name]}")
                     except (httpx.HTTPError, ValueError, AttributeError):

@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 from terrain import http
+from terrain.contracts.base import utc_text
 from terrain.settings import TerrainSettings
 
 # Kernel metrics; each service also declares its own domain metrics in its metrics.py.
@@ -107,7 +108,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "ts": utc_text(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
@@ -186,10 +187,39 @@ class Health:
         return {
             "ready": self.ready(),
             "started": self.started,
-            # Which process answers: `terrain up` checks it is one of its own, not a leftover on the port.
-            "pid": os.getpid(),
+            # No process id here: /readyz is public, and a stranger learns nothing from it; /healthz names the
+            # process for `terrain up`.
             "checks": {k: {"ok": c.ok, "detail": c.detail} for k, c in sorted(self._checks.items())},
         }
+
+
+# --- metrics on their own port ---------------------------------------------------------------------
+
+
+class MetricsServer:
+    """prometheus_client's own HTTP server (a thread) for TERRAIN_METRICS_PORT: the metrics answer even while
+    the event loop is busy, and a cluster can let Prometheus reach this port and nothing else."""
+
+    def __init__(self, server: Any, thread: Any) -> None:
+        self._server = server
+        self._thread = thread
+        self.port: int = server.server_address[1]
+
+    @classmethod
+    def start(cls, host: str, port: int) -> MetricsServer:
+        from prometheus_client import start_http_server
+
+        try:
+            server, thread = start_http_server(port, addr=host, registry=REGISTRY)
+        except OSError as exc:
+            raise OSError(f"TERRAIN_METRICS_PORT: cannot serve metrics on {host}:{port} "
+                          f"({exc.strerror or exc})") from None
+        return cls(server, thread)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
 
 
 # --- HTTP -------------------------------------------------------------------------------------------
@@ -247,8 +277,9 @@ def build_http_app(
     max_body_bytes: Mapping[str, int] | None = None,
     pool: Callable[[], Any] | None = None,
 ) -> FastAPI:
-    """The FastAPI app every service starts from: /healthz, /readyz, /metrics, the edge middleware (token, body
-    type and size before the body is read, request metrics) and the kernel's error shapes.
+    """The FastAPI app every service starts from: /healthz, /readyz, /metrics (unless TERRAIN_METRICS_PORT serves
+    them apart), the edge middleware (token, body type and size before the body is read, request metrics) and the
+    kernel's error shapes.
 
     `public_routes` maps route templates a stranger may call without the token to why (a webhook signed by its
     sender); `max_body_bytes` maps route templates to a body limit other than TERRAIN_HTTP_MAX_BODY_BYTES.
@@ -266,6 +297,8 @@ def build_http_app(
     app.router.route_class = http.JsonBodyRoute
     _serve_docs_offline(app)
     public = {**http.PUBLIC_ROUTES, **(public_routes or {})}
+    if settings.metrics_port is not None:
+        public.pop("/metrics", None)  # served on its own port; here it is an unknown path like any other
     if authenticator.configured and not settings.public_docs:
         for path in http.DOCS_ROUTES:
             public.pop(path, None)
@@ -328,8 +361,9 @@ def build_http_app(
         report = health.report()
         return JSONResponse(status_code=200 if report["ready"] else 503, content=report)
 
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    if settings.metrics_port is None:
+        @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+        async def metrics() -> PlainTextResponse:
+            return PlainTextResponse(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -7,26 +7,23 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import pydantic
-from fastapi import Body, Depends, FastAPI, HTTPException, Query, Response
-from pydantic import BaseModel, Field, model_validator
+from fastapi import FastAPI
+from pydantic import Field
 
-from services.escalation import metrics
-from services.escalation.domain import Silence
-from services.escalation.handlers import Escalator, IllegalTransition, UnknownIncident, UnknownSilence
+from services.escalation import api, metrics
+from services.escalation.handlers import Escalator
 from services.escalation.notifiers import EmailNotifier, NotificationLog, Notifier, WebhookNotifier
 from services.escalation.policy import PolicyError, PolicyFile, load_policy
-from terrain import http, telemetry
-from terrain.contracts import IncidentEventType, IncidentLevel, IncidentSnapshot, IncidentState
-from terrain.contracts.base import AwareDatetime, Identifier
+from terrain import telemetry
+from terrain.access.api import PUBLIC as ACCESS_PUBLIC
+from terrain.access.api import access_router
 from terrain.runtime import ServiceRuntime
 from terrain.settings import TerrainSettings
 from terrain.topics import COMMENTS_SCORED
 
 SERVICE = "escalation"
-DEFAULT_ACTOR = "api"
 
 log = logging.getLogger("terrain.escalation")
 
@@ -114,77 +111,6 @@ class PolicyReloader:
         log.info("policy file reloaded", extra={"path": str(self.path)})
 
 
-class TransitionIn(BaseModel):
-    """Who acknowledges or resolves, and an optional note for the timeline."""
-
-    actor: str = Field(default=DEFAULT_ACTOR, min_length=1, max_length=200)
-    note: str | None = Field(default=None, max_length=2000)
-
-
-class NoteIn(BaseModel):
-    actor: str = Field(default=DEFAULT_ACTOR, min_length=1, max_length=200)
-    text: str = Field(min_length=1, max_length=5000)
-
-
-class IncidentList(BaseModel):
-    items: list[IncidentSnapshot]
-
-
-class Matchers(BaseModel):
-    """Equality matchers; a silence applies to incidents whose labels carry every given value."""
-
-    model_config = {"extra": "forbid"}
-
-    community_id: Identifier | None = None
-    thread_id: Identifier | None = None
-    level: IncidentLevel | None = None
-    kind: Literal["thread", "spike"] | None = None
-
-    def as_dict(self) -> dict[str, str]:
-        return {k: str(v.value if hasattr(v, "value") else v) for k, v in self.model_dump().items() if v is not None}
-
-
-class SilenceIn(BaseModel):
-    matchers: Matchers
-    starts_at: AwareDatetime | None = Field(default=None, description="Default: now.")
-    ends_at: AwareDatetime | None = Field(default=None, description="Give ends_at or duration_minutes.")
-    duration_minutes: float | None = Field(default=None, gt=0, le=60 * 24 * 90)
-    created_by: str = Field(min_length=1, max_length=200)
-    comment: str = Field(min_length=1, max_length=2000)
-
-    @model_validator(mode="after")
-    def _span(self) -> SilenceIn:
-        if not self.matchers.as_dict():
-            raise ValueError("matchers: give at least one of community_id, thread_id, level, kind")
-        if (self.ends_at is None) == (self.duration_minutes is None):
-            raise ValueError("give exactly one of ends_at and duration_minutes")
-        if self.ends_at is not None and self.starts_at is not None and self.ends_at <= self.starts_at:
-            raise ValueError("ends_at must be after starts_at")
-        return self
-
-
-class SilenceOut(BaseModel):
-    id: str
-    matchers: dict[str, str]
-    starts_at: datetime
-    ends_at: datetime
-    created_by: str
-    comment: str
-    expired_at: datetime | None
-    active: bool
-
-
-class SilenceList(BaseModel):
-    items: list[SilenceOut]
-
-
-def _silence_out(s: Silence, now: datetime) -> SilenceOut:
-    return SilenceOut(
-        id=s.id, matchers=dict(s.matchers), starts_at=s.starts_at, ends_at=s.ends_at, created_by=s.created_by,
-        comment=s.comment, expired_at=s.expired_at, active=s.active(now),
-    )
-
-
 def build_notifiers(settings: EscalationSettings) -> dict[str, Notifier]:
     out: dict[str, Notifier] = {"webhook": WebhookNotifier(secret=settings.escalation_webhook_secret)}
     if settings.escalation_smtp_host:
@@ -243,101 +169,15 @@ def build_app(
         pool=rt.pool_or_none,
         service=SERVICE, settings=settings, health=rt.health, lifespan=rt.lifespan,
         description="Turns scored comments into incidents, pages people by policy and asks for field visits; "
-        "acknowledge, resolve, annotate and silence here.",
+        "acknowledge, resolve, annotate and silence here. Also the access API: sign-in, keys, users, audit log.",
+        public_routes=ACCESS_PUBLIC,
     )
     app.state.runtime = rt
     app.state.escalator = escalator
-    auth = telemetry.token_guard(settings)
-
-    @app.get("/v1/incidents", dependencies=[Depends(auth)], tags=["incidents"])
-    async def list_incidents(
-        community_id: Annotated[str | None, Query(max_length=200)] = None,
-        state: IncidentState | None = None,
-        level: IncidentLevel | None = None,
-        # A filter, not a stored time: any instant with an offset will do ("since 2999": nothing yet).
-        since: Annotated[pydantic.AwareDatetime | None, Query(description="Updated at or after (ISO 8601).")] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> IncidentList:
-        items = await escalator.list_incidents(
-            community_id=community_id, state=state, level=level, since=since, limit=limit, offset=offset
-        )
-        return IncidentList(items=items)
-
-    @app.get("/v1/incidents/{incident_id}", dependencies=[Depends(auth)], tags=["incidents"])
-    async def get_incident(incident_id: str) -> dict[str, Any]:
-        try:
-            return await escalator.detail(incident_id)
-        except UnknownIncident as exc:
-            raise HTTPException(status_code=404, detail=f"no incident {incident_id}") from exc
-
-    async def _transition(
-        incident_id: str, event: IncidentEventType, body: TransitionIn | None
-    ) -> IncidentSnapshot:
-        body = body or TransitionIn()
-        try:
-            return await escalator.transition(incident_id, event, body.actor, body.note)
-        except UnknownIncident as exc:
-            raise HTTPException(status_code=404, detail=f"no incident {incident_id}") from exc
-        except IllegalTransition as exc:
-            raise HTTPException(status_code=409, detail=str(exc)) from exc
-
-    @app.post("/v1/incidents/{incident_id}/ack", dependencies=[Depends(auth)], tags=["incidents"])
-    async def acknowledge(
-        incident_id: str, body: Annotated[TransitionIn | None, Body()] = None
-    ) -> IncidentSnapshot:
-        return await _transition(incident_id, IncidentEventType.acknowledged, body)
-
-    @app.post("/v1/incidents/{incident_id}/resolve", dependencies=[Depends(auth)], tags=["incidents"])
-    async def resolve(
-        incident_id: str, body: Annotated[TransitionIn | None, Body()] = None
-    ) -> IncidentSnapshot:
-        return await _transition(incident_id, IncidentEventType.resolved, body)
-
-    @app.post("/v1/incidents/{incident_id}/notes", dependencies=[Depends(auth)], tags=["incidents"],
-              status_code=201)
-    async def add_note(incident_id: str, body: NoteIn) -> dict[str, Any]:
-        try:
-            return await escalator.add_note(incident_id, body.actor, body.text)
-        except UnknownIncident as exc:
-            raise HTTPException(status_code=404, detail=f"no incident {incident_id}") from exc
-
-    @app.post("/v1/silences", dependencies=[Depends(auth)], tags=["silences"], status_code=201)
-    async def create_silence(body: SilenceIn) -> SilenceOut:
-        now = clock()
-        starts = body.starts_at or now
-        ends = body.ends_at or starts + timedelta(minutes=body.duration_minutes or 0)
-        if ends <= now:
-            raise http.invalid_request([{"field": "ends_at", "message": "the silence would already be over: it is in "
-                                                                  "the past"}])
-        s = await escalator.create_silence(body.matchers.as_dict(), starts, ends, body.created_by, body.comment)
-        return _silence_out(s, now)
-
-    @app.get("/v1/silences", dependencies=[Depends(auth)], tags=["silences"])
-    async def list_silences(active: bool = True) -> SilenceList:
-        now = clock()
-        return SilenceList(items=[_silence_out(s, now) for s in await escalator.list_silences(active_only=active)])
-
-    @app.delete("/v1/silences/{silence_id}", dependencies=[Depends(auth)], tags=["silences"])
-    async def expire_silence(
-        silence_id: str, actor: Annotated[str, Query(min_length=1, max_length=200)] = DEFAULT_ACTOR
-    ) -> SilenceOut:
-        """Expire a silence now (who expired it is kept)."""
-        try:
-            s = await escalator.expire_silence(silence_id, actor)
-        except UnknownSilence as exc:
-            raise HTTPException(status_code=404, detail=f"no silence {silence_id}") from exc
-        except IllegalTransition as exc:
-            raise HTTPException(status_code=409, detail=str(exc)) from exc
-        return _silence_out(s, clock())
-
-    @app.get("/v1/policy", dependencies=[Depends(auth)], tags=["policy"])
-    async def policy(community_id: Annotated[str | None, Query(max_length=200)] = None) -> Response:
-        """The policy in force: the defaults, or one community's merged policy."""
-        p = escalator.policies
-        body = p.community(community_id) if community_id else p.defaults
-        return Response(content=body.model_dump_json(), media_type="application/json")
-
+    # The routes join the app's own list rather than through include_router, which keeps an included router's
+    # routes behind one opaque entry where the HTTP edge (route templates, public routes, body limits) and the
+    # route-permission test would not see them. The access API (sign-in, keys, users, audit log) lives here.
+    app.router.routes.extend([*api.router.routes, *access_router(settings, lambda: rt.pool, clock).routes])
     return app
 
 

@@ -41,7 +41,7 @@ from terrain.contracts import (
     ScoredCommentMessage,
     SentimentLabel,
 )
-from terrain.contracts.base import derived_id
+from terrain.contracts.base import derived_id, utc_text
 
 PRODUCER = "terrain-escalation"
 SYSTEM_ACTOR = "terrain-escalation"
@@ -223,6 +223,7 @@ class Silence:
     created_by: str
     comment: str
     expired_at: datetime | None = None
+    created_at: datetime | None = None  # when it was stored (lists page by it)
 
     def active(self, now: datetime) -> bool:
         return self.expired_at is None and self.starts_at <= now < self.ends_at
@@ -286,6 +287,14 @@ class Refusal:
     """A lifecycle transition that is not allowed from the incident's state."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """A lifecycle command whose effect is already in place (acknowledge an acknowledged incident, resolve a
+    resolved one): a repeat, answered with the incident as it is, not an error."""
+
+    incident: Incident
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -494,7 +503,7 @@ def muted(
     labels = incident.labels()
     for s in book.silences:
         if s.active(now) and s.matches(labels):
-            return f"silenced by {s.id} until {s.ends_at.isoformat()} ({s.created_by}: {s.comment})"
+            return f"silenced by {s.id} until {utc_text(s.ends_at)} ({s.created_by}: {s.comment})"
     source = inhibited_by(incident, community_incidents, rules)
     if source is not None:
         return f"inhibited by incident {source.id} ({source.level.value}, {source.kind.value})"
@@ -551,7 +560,7 @@ class Engine:
         payload = {
             "incident_id": inc.id, "escalation_id": escalation_id, "community_id": inc.community_id,
             "thread_id": inc.thread_id, "level": inc.level.value, "state": inc.state.value,
-            "reason": inc.reason, "ack_deadline": inc.ack_deadline.isoformat() if inc.ack_deadline else None,
+            "reason": inc.reason, "ack_deadline": utc_text(inc.ack_deadline) if inc.ack_deadline else None,
             "actions": [a.model_dump(mode="json") for a in inc.actions],
         }
         out = [
@@ -1045,22 +1054,20 @@ class Engine:
         return fx, "field visit requested: the crisis persisted"
 
     def transition(self, inc: Incident, event: IncidentEventType, actor: str, note: str | None, now: datetime
-                   ) -> Step | Refusal:
-        """A person acknowledges or resolves an incident; anything else from its state is refused with why."""
+                   ) -> Step | Unchanged | Refusal:
+        """A person acknowledges or resolves an incident. A repeat (the incident is already in the state asked
+        for) changes nothing; acknowledging a resolved incident is refused with why."""
         if event is IncidentEventType.acknowledged:
-            if inc.state is not IncidentState.open:
-                acked = inc.state is IncidentState.acknowledged
-                since = inc.acknowledged_at if acked else inc.resolved_at
-                when = f" since {since.isoformat()}" if since else ""
-                return Refusal(
-                    f"incident is already {inc.state.value}{when}: only an open incident can be acknowledged"
-                )
+            if inc.state is IncidentState.acknowledged:
+                return Unchanged(inc)
+            if inc.state is IncidentState.resolved:
+                when = f" since {utc_text(inc.resolved_at)}" if inc.resolved_at else ""
+                return Refusal(f"incident is resolved{when}: only an open incident can be acknowledged")
             changed = evolve(inc, state=IncidentState.acknowledged, acknowledged_at=now, ack_deadline=None,
                               step_fence=inc.step_fence + 1, negatives_since_ack=0)
         elif event is IncidentEventType.resolved:
             if inc.state is IncidentState.resolved:
-                when = f" since {inc.resolved_at.isoformat()}" if inc.resolved_at else ""
-                return Refusal(f"incident is already resolved{when}")
+                return Unchanged(inc)
             changed = evolve(inc, state=IncidentState.resolved, resolved_at=now, ack_deadline=None,
                               step_fence=inc.step_fence + 1)
         else:

@@ -18,9 +18,10 @@ from typing import Any
 import asyncpg
 
 from services.escalation import domain, metrics, repository
-from services.escalation.domain import Book, Effects, Engine, Incident, Refusal, Silence, Step
+from services.escalation.domain import Book, Effects, Engine, Incident, Refusal, Silence, Step, Unchanged
 from services.escalation.notifiers import Notification, NotificationLog
 from services.escalation.policy import PolicyFile
+from terrain.access.model import EVERYTHING, Scope
 from terrain.contracts import (
     IncidentEventType,
     IncidentLevel,
@@ -28,6 +29,7 @@ from terrain.contracts import (
     IncidentState,
     ScoredCommentMessage,
 )
+from terrain.contracts.base import utc_text
 from terrain.db import claim_new
 from terrain.kafka import Decoded, OutMessage, Rejection
 from terrain.runtime import ServiceRuntime
@@ -49,7 +51,11 @@ class UnknownSilence(LookupError):
 
 
 class IllegalTransition(RuntimeError):
-    pass
+    """A command the incident's state forbids: why, and the state."""
+
+    def __init__(self, reason: str, state: IncidentState) -> None:
+        super().__init__(reason)
+        self.state = state
 
 
 class Escalator:
@@ -247,20 +253,23 @@ class Escalator:
         self._count(total)
         return len(due)
 
-    # -- people
+    # -- people (every read and write within the caller's scope: a row outside it is as good as absent)
 
     async def transition(
-        self, incident_id: str, event: IncidentEventType, actor: str, note: str | None
-    ) -> IncidentSnapshot:
-        """Acknowledge or resolve; raises UnknownIncident or IllegalTransition (with the reason)."""
+        self, incident_id: str, event: IncidentEventType, actor: str, note: str | None, scope: Scope = EVERYTHING
+    ) -> tuple[IncidentSnapshot, bool]:
+        """Acknowledge or resolve: the incident as it stands after, and whether this changed it (a repeat does
+        not). Raises UnknownIncident or IllegalTransition (with the reason and the state)."""
         now = self.clock()
         async with self.rt.pool.acquire() as conn, conn.transaction():
-            incident = await repository.get_incident(conn, incident_id, for_update=True)
+            incident = await repository.get_incident(conn, incident_id, for_update=True, scope=scope)
             if incident is None:
                 raise UnknownIncident(incident_id)
             step = self.engine.transition(incident, event, actor, note, now)
             if isinstance(step, Refusal):
-                raise IllegalTransition(step.reason)
+                raise IllegalTransition(step.reason, incident.state)
+            if isinstance(step, Unchanged):
+                return step.incident.snapshot(), False
             fx = Effects(incidents={step.incident.id: step.incident}, steps=[step])
             ids, out = await self._store(conn, fx, now)
         try:
@@ -271,35 +280,38 @@ class Escalator:
             log.warning("lifecycle message left to the outbox relay: %s", type(exc).__name__)
         metrics.TRANSITIONS.labels(event=event.value).inc()
         log.info("incident %s", event.value, extra={"incident_id": incident_id})
-        return step.incident.snapshot()
+        return step.incident.snapshot(), True
 
-    async def add_note(self, incident_id: str, actor: str, text: str) -> dict[str, Any]:
+    async def add_note(self, incident_id: str, actor: str, text: str, scope: Scope = EVERYTHING) -> dict[str, Any]:
         now = self.clock()
         async with self.rt.pool.acquire() as conn, conn.transaction():
-            incident = await repository.get_incident(conn, incident_id, for_update=True)
+            incident = await repository.get_incident(conn, incident_id, for_update=True, scope=scope)
             if incident is None:
                 raise UnknownIncident(incident_id)
             step = domain.note_step(incident, actor, text, now)
             await repository.save_incidents(conn, [step.incident])
             await repository.save_steps(conn, [step])
         metrics.TRANSITIONS.labels(event="note").inc()
-        return {"at": now.isoformat(), "event": "note", "actor": actor, "detail": text}
+        return {"at": utc_text(now), "event": "note", "actor": actor, "detail": text}
 
     async def list_incidents(
         self, *, community_id: str | None, state: IncidentState | None, level: IncidentLevel | None,
-        since: datetime | None, limit: int, offset: int,
-    ) -> list[IncidentSnapshot]:
+        since: datetime | None, limit: int, offset: int = 0, scope: Scope = EVERYTHING,
+        after: tuple[datetime, str] | None = None,
+    ) -> tuple[list[IncidentSnapshot], int]:
+        """A page of incidents (most recently updated first) and how many match over every page."""
+        filters: dict[str, Any] = {
+            "community_id": community_id, "state": state, "level": level, "since": since, "scope": scope}
         async with self.rt.pool.acquire() as conn:
-            found = await repository.list_incidents(
-                conn, community_id=community_id, state=state, level=level, since=since, limit=limit, offset=offset
-            )
-        return [i.snapshot() for i in found]
+            found = await repository.list_incidents(conn, **filters, limit=limit, offset=offset, after=after)
+            total = await repository.count_incidents(conn, **filters)
+        return [i.snapshot() for i in found], total
 
-    async def detail(self, incident_id: str) -> dict[str, Any]:
+    async def detail(self, incident_id: str, scope: Scope = EVERYTHING) -> dict[str, Any]:
         """The snapshot with every piece of evidence (not only the recent ones), the audit timeline, the
         frozen policy and the notifications sent."""
         async with self.rt.pool.acquire() as conn:
-            incident = await repository.get_incident(conn, incident_id)
+            incident = await repository.get_incident(conn, incident_id, scope=scope)
             if incident is None:
                 raise UnknownIncident(incident_id)
             evidence = await repository.evidence(conn, incident_id, DETAIL_EVIDENCE_LIMIT)
@@ -309,11 +321,11 @@ class Escalator:
             )
         body = incident.snapshot().model_copy(update={"evidence": evidence}).model_dump(mode="json")
         body["step"] = incident.step
-        body["field_requested_at"] = incident.field_requested_at.isoformat() if incident.field_requested_at else None
+        body["field_requested_at"] = utc_text(incident.field_requested_at) if incident.field_requested_at else None
         body["policy"] = incident.policy.model_dump(mode="json")
-        body["timeline"] = [{**t, "at": t["at"].isoformat()} for t in timeline]
+        body["timeline"] = [{**t, "at": utc_text(t["at"])} for t in timeline]
         body["notifications"] = [
-            {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in n.items()} for n in sent
+            {k: (utc_text(v) if isinstance(v, datetime) else v) for k, v in n.items()} for n in sent
         ]
         return body
 
@@ -322,10 +334,11 @@ class Escalator:
     async def create_silence(
         self, matchers: dict[str, str], starts_at: datetime | None, ends_at: datetime, created_by: str, comment: str
     ) -> Silence:
+        """Store a silence; who may make which silence is the API's to check."""
         now = self.clock()
         s = Silence(
             id=str(uuid.uuid4()), matchers=matchers, starts_at=starts_at or now, ends_at=ends_at,
-            created_by=created_by, comment=comment,
+            created_by=created_by, comment=comment, created_at=now,
         )
         await repository.create_silence(self.rt.pool, s, now)
         self._silence_cache = None
@@ -333,21 +346,29 @@ class Escalator:
         log.info("silence created", extra={"silence_id": s.id, "matchers": ",".join(sorted(matchers))})
         return s
 
-    async def list_silences(self, *, active_only: bool) -> list[Silence]:
-        return await repository.list_silences(self.rt.pool, active_at=self.clock() if active_only else None)
+    async def list_silences(
+        self, *, active_only: bool, scope: Scope = EVERYTHING, after: tuple[datetime, str] | None = None,
+        limit: int = 500,
+    ) -> tuple[list[Silence], int]:
+        """A page of silences (newest first) and how many match over every page."""
+        active_at = self.clock() if active_only else None
+        async with self.rt.pool.acquire() as conn:
+            found = await repository.list_silences(conn, active_at=active_at, scope=scope, after=after, limit=limit)
+            total = await repository.count_silences(conn, active_at=active_at, scope=scope)
+        return found, total
 
-    async def expire_silence(self, silence_id: str, by: str) -> Silence:
+    async def expire_silence(self, silence_id: str, by: str, scope: Scope = EVERYTHING) -> tuple[Silence, bool]:
+        """End a silence now: the silence after, and whether this ended it (False: it had already ended or been
+        expired, a repeat). Raises UnknownSilence."""
         now = self.clock()
-        if not await repository.expire_silence(self.rt.pool, silence_id, by, now):
-            found = await repository.get_silence(self.rt.pool, silence_id)
-            if found is None:
-                raise UnknownSilence(silence_id)
-            raise IllegalTransition(f"silence {silence_id} already ended or expired")
-        metrics.SILENCES.labels(action="expired").inc()
-        self._silence_cache = None
-        found = await repository.get_silence(self.rt.pool, silence_id)
-        assert found is not None
-        return found
+        changed = await repository.expire_silence(self.rt.pool, silence_id, by, now, scope)
+        found = await repository.get_silence(self.rt.pool, silence_id, scope)
+        if found is None:
+            raise UnknownSilence(silence_id)
+        if changed:
+            metrics.SILENCES.labels(action="expired").inc()
+            self._silence_cache = None
+        return found, changed
 
     # -- background loops
 

@@ -103,8 +103,10 @@ def language(lang: str | None) -> str:
 
 
 def when(at: datetime, lang: str) -> str:
+    """A time people read, with its zone named (CET or CEST for Paris: a deadline read in another zone, or across
+    a change of daylight saving time, is otherwise an hour off)."""
     local = at.astimezone(_ZONES[language(lang)])
-    return local.strftime("%d/%m/%Y %H:%M") if lang == "fr" else local.strftime("%Y-%m-%d %H:%M UTC")
+    return local.strftime("%d/%m/%Y %H:%M %Z") if lang == "fr" else local.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def duration(seconds: float, lang: str) -> str:

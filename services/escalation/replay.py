@@ -62,6 +62,7 @@ from services.escalation.domain import (
     Silence,
     ThreadKey,
     Timer,
+    Unchanged,
     author_key,
     bucket_start,
 )
@@ -655,6 +656,9 @@ class Simulation:
         step = self.engine.transition(inc, event, action.by, action.note, now)
         if isinstance(step, Refusal):
             self.out.log.append((now, f"{action.by} could not {action.do} {inc.id}: {step.reason}"))
+            return
+        if isinstance(step, Unchanged):
+            self.out.log.append((now, f"{action.by} would {action.do} {inc.id}: already {inc.state.value}"))
             return
         self.out.log.append((now, f"{action.by} {event.value} {key[0]}/{key[1]}"))
         self._keep_incident(step.incident, now)

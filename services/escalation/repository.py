@@ -27,6 +27,7 @@ from services.escalation.domain import (
     TimerKind,
 )
 from services.escalation.policy import CommunityPolicy, InhibitRule
+from terrain.access.model import EVERYTHING, Scope
 from terrain.contracts import Evidence, IncidentKind, IncidentLevel, IncidentState, RecommendedAction
 
 # A resolved incident can flare up again at most this long after it was resolved (the policy's
@@ -318,7 +319,7 @@ async def active_silences(conn: asyncpg.Connection | asyncpg.Pool, now: datetime
 def _silence(r: asyncpg.Record) -> Silence:
     return Silence(
         id=r["id"], matchers=json.loads(r["matchers"]), starts_at=r["starts_at"], ends_at=r["ends_at"],
-        created_by=r["created_by"], comment=r["comment"], expired_at=r["expired_at"],
+        created_by=r["created_by"], comment=r["comment"], expired_at=r["expired_at"], created_at=r["created_at"],
     )
 
 
@@ -575,14 +576,31 @@ async def lock_incidents(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[s
 
 
 async def get_incident(
-    conn: asyncpg.Connection, incident_id: str, *, for_update: bool = False
+    conn: asyncpg.Connection, incident_id: str, *, for_update: bool = False, scope: Scope = EVERYTHING
 ) -> Incident | None:
+    """The incident, when it is within `scope` (else None, as for an id that does not exist)."""
+    in_scope, params = scope.sql("community_id", first_param=2)
     row = await conn.fetchrow(
-        f"SELECT {_INCIDENT_COLUMNS} FROM escalation_incidents WHERE id = $1"
+        f"SELECT {_INCIDENT_COLUMNS} FROM escalation_incidents WHERE id = $1 AND {in_scope}"
         + (" FOR UPDATE" if for_update else ""),
-        incident_id,
+        incident_id, *params,
     )
     return _incident(row) if row else None
+
+
+def _incidents_where(
+    *, community_id: str | None, state: IncidentState | None, level: IncidentLevel | None,
+    since: datetime | None, scope: Scope,
+) -> tuple[str, list[Any]]:
+    in_scope, params = scope.sql("community_id", first_param=5)
+    return (
+        f"""($1::text IS NULL OR community_id = $1)
+            AND ($2::text IS NULL OR state = $2)
+            AND ($3::text IS NULL OR level = $3)
+            AND ($4::timestamptz IS NULL OR updated_at >= $4)
+            AND {in_scope}""",
+        [community_id, state.value if state else None, level.value if level else None, since, *params],
+    )
 
 
 async def list_incidents(
@@ -593,19 +611,31 @@ async def list_incidents(
     level: IncidentLevel | None,
     since: datetime | None,
     limit: int,
-    offset: int,
+    offset: int = 0,
+    scope: Scope = EVERYTHING,
+    after: tuple[datetime, str] | None = None,
 ) -> list[Incident]:
-    """Most recently updated first."""
+    """Most recently updated first (ties by id), within `scope`; `after` is the (updated_at, id) of the row
+    the previous page ended on."""
+    where, args = _incidents_where(community_id=community_id, state=state, level=level, since=since, scope=scope)
+    if after is not None:
+        where += f" AND (updated_at, id) < (${len(args) + 1}::timestamptz, ${len(args) + 2}::text)"
+        args += list(after)
     rows = await conn.fetch(
-        f"""SELECT {_INCIDENT_COLUMNS} FROM escalation_incidents
-            WHERE ($1::text IS NULL OR community_id = $1)
-              AND ($2::text IS NULL OR state = $2)
-              AND ($3::text IS NULL OR level = $3)
-              AND ($4::timestamptz IS NULL OR updated_at >= $4)
-            ORDER BY updated_at DESC, id LIMIT $5 OFFSET $6""",
-        community_id, state.value if state else None, level.value if level else None, since, limit, offset,
+        f"""SELECT {_INCIDENT_COLUMNS} FROM escalation_incidents WHERE {where}
+            ORDER BY updated_at DESC, id DESC LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}""",
+        *args, limit, offset,
     )
     return [_incident(r) for r in rows]
+
+
+async def count_incidents(
+    conn: asyncpg.Connection, *, community_id: str | None, state: IncidentState | None,
+    level: IncidentLevel | None, since: datetime | None, scope: Scope = EVERYTHING,
+) -> int:
+    """How many incidents `list_incidents` pages through: the same filters and scope, every page."""
+    where, args = _incidents_where(community_id=community_id, state=state, level=level, since=since, scope=scope)
+    return int(await conn.fetchval(f"SELECT count(*) FROM escalation_incidents WHERE {where}", *args))
 
 
 async def evidence(conn: asyncpg.Connection, incident_id: str, limit: int) -> list[Evidence]:
@@ -650,26 +680,59 @@ async def create_silence(conn: asyncpg.Connection | asyncpg.Pool, s: Silence, no
     )
 
 
-async def list_silences(conn: asyncpg.Connection | asyncpg.Pool, *, active_at: datetime | None) -> list[Silence]:
+# A silence's community, for scopes: a silence without a community matcher (NULL here) matches every
+# community, so only an identity whose scope is everything sees it (`Scope.sql` is TRUE only then).
+SILENCE_COMMUNITY = "(matchers->>'community_id')"
+
+
+def _silences_where(active_at: datetime | None, scope: Scope) -> tuple[str, list[Any]]:
+    in_scope, params = scope.sql(SILENCE_COMMUNITY, first_param=2)
+    return (f"($1::timestamptz IS NULL OR (expired_at IS NULL AND ends_at > $1)) AND {in_scope}",
+            [active_at, *params])
+
+
+async def list_silences(
+    conn: asyncpg.Connection | asyncpg.Pool, *, active_at: datetime | None, scope: Scope = EVERYTHING,
+    after: tuple[datetime, str] | None = None, limit: int = 500,
+) -> list[Silence]:
+    """Newest first (ties by id), within `scope`; `after` is the (created_at, id) the previous page ended on."""
+    where, args = _silences_where(active_at, scope)
+    if after is not None:
+        where += f" AND (created_at, id) < (${len(args) + 1}::timestamptz, ${len(args) + 2}::text)"
+        args += list(after)
     rows = await conn.fetch(
-        """SELECT * FROM escalation_silences
-           WHERE $1::timestamptz IS NULL OR (expired_at IS NULL AND ends_at > $1)
-           ORDER BY created_at DESC LIMIT 500""",
-        active_at,
+        f"""SELECT * FROM escalation_silences WHERE {where}
+            ORDER BY created_at DESC, id DESC LIMIT ${len(args) + 1}""",
+        *args, limit,
     )
     return [_silence(r) for r in rows]
 
 
-async def get_silence(conn: asyncpg.Connection | asyncpg.Pool, silence_id: str) -> Silence | None:
-    row = await conn.fetchrow("SELECT * FROM escalation_silences WHERE id = $1", silence_id)
+async def count_silences(
+    conn: asyncpg.Connection | asyncpg.Pool, *, active_at: datetime | None, scope: Scope = EVERYTHING
+) -> int:
+    where, args = _silences_where(active_at, scope)
+    return int(await conn.fetchval(f"SELECT count(*) FROM escalation_silences WHERE {where}", *args))
+
+
+async def get_silence(
+    conn: asyncpg.Connection | asyncpg.Pool, silence_id: str, scope: Scope = EVERYTHING
+) -> Silence | None:
+    in_scope, params = scope.sql(SILENCE_COMMUNITY, first_param=2)
+    row = await conn.fetchrow(f"SELECT * FROM escalation_silences WHERE id = $1 AND {in_scope}",
+                              silence_id, *params)
     return _silence(row) if row else None
 
 
-async def expire_silence(conn: asyncpg.Connection | asyncpg.Pool, silence_id: str, by: str, now: datetime) -> bool:
+async def expire_silence(
+    conn: asyncpg.Connection | asyncpg.Pool, silence_id: str, by: str, now: datetime, scope: Scope = EVERYTHING
+) -> bool:
+    """Expire a silence still running or still to come, within `scope`; False when there is none such."""
+    in_scope, params = scope.sql(SILENCE_COMMUNITY, first_param=4)
     done = await conn.fetchval(
-        """UPDATE escalation_silences SET expired_at = $2, expired_by = $3
-           WHERE id = $1 AND expired_at IS NULL AND ends_at > $2 RETURNING id""",
-        silence_id, now, by,
+        f"""UPDATE escalation_silences SET expired_at = $2, expired_by = $3
+            WHERE id = $1 AND expired_at IS NULL AND ends_at > $2 AND {in_scope} RETURNING id""",
+        silence_id, now, by, *params,
     )
     return done is not None
 

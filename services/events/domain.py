@@ -23,14 +23,19 @@ Merge rules (an event logged again under the same id is an update, not a new eve
 - Status (see :mod:`services.events.visits`): a write that states ``status`` asks for that move; one
   that does not, but carries a decided result, completes the event (cancels it for ``cancelled``);
   a new assignee on an open event is an assignment. A move the lifecycle forbids refuses the whole
-  write (HTTP 409, dead-letter on the topic). Each move is returned as a transition with who and when.
+  write (HTTP 409 naming the status, dead-letter on the topic). Each move is returned as a transition
+  with who and when.
+- Over HTTP, an event cannot be scheduled (moved to ``scheduled``, or given a new date while
+  scheduled) for a start more than a grace before now (HTTP 422 naming ``starts_at``): a date in the
+  past is a typo or a visit that took place, which ``close`` reports. Topics are not held to it: a
+  field app's report may arrive late.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
@@ -38,12 +43,15 @@ from pydantic import Field
 
 from services.events.visits import Action, Forbidden, Transition, action_for, is_open, next_status
 from terrain.contracts import EscalationMessage, EscalationTarget, EventIn, EventOutcome, Evidence
-from terrain.contracts.base import AwareDatetime, derived_id, one_line
+from terrain.contracts.base import AwareDatetime, derived_id, one_line, utc_text
 from terrain.contracts.events import PENDING, EventStatus
 
 TITLE_MAX = 300
 NOTES_MAX = 10_000
 REASON_MAX = 2_000
+# How far in the past a person may still schedule an event: a date typed a few minutes late still
+# means "now"; TERRAIN_EVENTS_SCHEDULE_GRACE_S sets it for the service.
+SCHEDULE_GRACE = timedelta(minutes=5)
 # Results that say the event did not take place.
 CANCELLED = "cancelled"
 
@@ -85,11 +93,13 @@ class RefusalKind(StrEnum):
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why an update cannot apply, naming the field at fault."""
+    """Why an update cannot apply, naming the field at fault (and, for a move the lifecycle forbids, the
+    status the event is in)."""
 
     kind: RefusalKind
     field: str
     reason: str
+    status: EventStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -157,7 +167,28 @@ def implied_action(stored: StoredEvent, update: EventIn) -> Action | None:
 
 
 def _refuse(forbidden: Forbidden) -> Refusal:
-    return Refusal(RefusalKind.conflict, "status", forbidden.reason)
+    return Refusal(RefusalKind.conflict, "status", forbidden.reason, forbidden.before)
+
+
+def scheduled_in_the_past(
+    before: StoredEvent | None, after: StoredEvent, now: datetime, grace: timedelta = SCHEDULE_GRACE
+) -> Refusal | None:
+    """Why a write that schedules `after` is refused: it moves the event to ``scheduled``, or moves a
+    scheduled event's date, to a start more than `grace` before `now`. None when it does not.
+
+    A scheduled event whose date is left as it was (a new assignee, a repeat) is not scheduled again.
+    """
+    if after.status is not EventStatus.scheduled or after.starts_at >= now - grace:
+        return None
+    if before is not None and before.status is EventStatus.scheduled and before.starts_at == after.starts_at:
+        return None
+    minutes = int(grace.total_seconds() // 60)
+    return Refusal(
+        RefusalKind.invalid,
+        "starts_at",
+        f"{utc_text(after.starts_at)} is more than {minutes} minute(s) in the past (now {utc_text(now)}):"
+        " schedule a date to come, or close the event to report one that took place",
+    )
 
 
 def _transition(
@@ -188,6 +219,7 @@ def merge(
     origin: Origin,
     now: datetime,
     actor: str | None = None,
+    grace: timedelta = SCHEDULE_GRACE,
 ) -> Merged | Refusal:
     """Apply one write to what is stored under its id (see the module docstring for the rules)."""
     who = update.actor or actor or origin.value
@@ -204,6 +236,9 @@ def merge(
         move = next_status(None, action_for(status))
         if isinstance(move, Forbidden):
             return _refuse(move)
+        past = scheduled_in_the_past(None, created, now, grace) if origin is Origin.http else None
+        if past is not None:
+            return past
         return Merged(created, Change.created, (_transition(created, None, move.action, who, now, None),))
     if update.community_id != stored.community_id:
         return Refusal(
@@ -245,6 +280,9 @@ def merge(
     )
     if _content(candidate) == _content(stored):
         return Merged(stored, Change.unchanged)
+    past = scheduled_in_the_past(stored, candidate, now, grace) if origin is Origin.http else None
+    if past is not None:
+        return past
     transitions: tuple[Transition, ...] = ()
     if action is not None and _moved(stored, candidate):
         transitions = (_transition(candidate, stored.status, action, who, now, None),)
@@ -266,12 +304,14 @@ def act(
     actor: str,
     now: datetime,
     note: str | None = None,
+    grace: timedelta = SCHEDULE_GRACE,
 ) -> Merged | Refusal:
     """Apply an operator's command: check the move, apply its changes, keep the transition.
 
-    A command that changes nothing (the same schedule twice, a second cancel) is a no-op; any other
-    is kept as a transition, even one that leaves the status as it was (a new assignee, a corrected
-    outcome).
+    A command the current status forbids is refused naming that status. A command whose effect is
+    already in place (the same schedule twice, a second cancel) is a no-op, checked before the date
+    rule so that a retried schedule still answers as the first one did; any other is kept as a
+    transition, even one that leaves the status as it was (a new assignee, a corrected outcome).
     """
     if stored is None:
         return Refusal(RefusalKind.missing, "id", f"no event with id {event_id}")
@@ -289,6 +329,9 @@ def act(
         candidate = candidate.model_copy(update={"outcome": candidate.outcome.model_copy(update={"result": CANCELLED})})
     if _content(candidate) == _content(stored):
         return Merged(stored, Change.unchanged)
+    past = scheduled_in_the_past(stored, candidate, now, grace)
+    if past is not None:
+        return past
     # Every change an operator's command makes is kept, a correction of a done visit's outcome too.
     transitions = (_transition(candidate, stored.status, action, actor, now, note),)
     return Merged(candidate.model_copy(update={"updated_at": now}), Change.updated, transitions)

@@ -14,6 +14,7 @@ from services.events import domain, engagement, impact, metrics, repository
 from services.events.domain import Change, Merged, Origin, Refusal, StoredEvent
 from services.events.visits import Action, Transition
 from terrain import db
+from terrain.access.model import EVERYTHING, Scope
 from terrain.contracts import EscalationMessage, EventIn, EventOutcomeMessage, ScoredCommentMessage
 from terrain.kafka import Decoded, Rejection
 from terrain.runtime import ServiceRuntime
@@ -59,22 +60,28 @@ class EventLog:
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         *,
         retention_days: int = 120,
+        schedule_grace: timedelta = domain.SCHEDULE_GRACE,
     ) -> None:
         self.rt = rt
         self.clock = clock
         self.new_id = new_id
         self.retention_days = retention_days
+        self.schedule_grace = schedule_grace
         self._maintenance: asyncio.Task[None] | None = None
 
     # --- HTTP ----------------------------------------------------------------------------------------
 
-    async def log(self, event: EventIn) -> Merged | Refusal:
-        """One write from HTTP."""
+    async def log(self, event: EventIn, actor: str) -> Merged | Refusal:
+        """One write from HTTP by `actor` (the caller's identity: a name in the body is not taken)."""
         event_id = domain.http_event_id(event.id, self.new_id())
         now = self.clock()
+        event = event.model_copy(update={"actor": None})
         async with self.rt.pool.acquire() as conn, conn.transaction():
+            # Unscoped on purpose: ids are global, so an id taken by a community out of the caller's scope must
+            # still refuse the write (409) rather than overwrite that event.
             stored = await repository.lock_events(conn, [event_id])
-            result = domain.merge(stored.get(event_id), event_id, event, Origin.http, now)
+            result = domain.merge(stored.get(event_id), event_id, event, Origin.http, now, actor,
+                                  self.schedule_grace)
             if isinstance(result, Merged) and result.change is not Change.unchanged:
                 await repository.save(conn, [result.event])
                 await repository.add_transitions(conn, result.transitions)
@@ -84,13 +91,15 @@ class EventLog:
         return result
 
     async def act(
-        self, event_id: str, action: Action, changes: dict[str, Any], actor: str, note: str | None
+        self, event_id: str, action: Action, changes: dict[str, Any], actor: str, note: str | None,
+        scope: Scope = EVERYTHING,
     ) -> Merged | Refusal:
-        """An operator's schedule, assign, close or cancel."""
+        """An operator's schedule, assign, close or cancel; an event outside `scope` is missing."""
         now = self.clock()
         async with self.rt.pool.acquire() as conn, conn.transaction():
-            stored = await repository.lock_events(conn, [event_id])
-            result = domain.act(stored.get(event_id), event_id, action, changes, actor, now, note)
+            stored = await repository.lock_events(conn, [event_id], scope)
+            result = domain.act(stored.get(event_id), event_id, action, changes, actor, now, note,
+                                self.schedule_grace)
             if isinstance(result, Merged) and result.change is not Change.unchanged:
                 await repository.save(conn, [result.event])
                 await repository.add_transitions(conn, result.transitions)
@@ -99,43 +108,50 @@ class EventLog:
             _observe({event_id: result.event}, result.transitions)
         return result
 
-    async def get(self, event_id: str) -> StoredEvent | None:
-        return await repository.get(self.rt.pool, event_id)
+    async def get(self, event_id: str, scope: Scope = EVERYTHING) -> StoredEvent | None:
+        return await repository.get(self.rt.pool, event_id, scope)
 
-    async def history(self, event_id: str) -> list[dict[str, Any]]:
-        return await repository.transitions_of(self.rt.pool, event_id)
+    async def history(self, event_id: str, scope: Scope = EVERYTHING) -> list[dict[str, Any]]:
+        return await repository.transitions_of(self.rt.pool, event_id, scope)
 
     async def find(
         self,
         *,
+        scope: Scope = EVERYTHING,
         community_id: str | None,
         kind: str | None,
         incident_id: str | None,
         status: str | None = None,
+        after: tuple[datetime, str] | None = None,
         limit: int,
-        offset: int,
-    ) -> list[StoredEvent]:
-        return await repository.list_events(
-            self.rt.pool,
-            community_id=community_id,
-            kind=kind,
-            incident_id=incident_id,
-            status=status,
-            limit=limit,
-            offset=offset,
-        )
+        offset: int = 0,
+    ) -> tuple[list[StoredEvent], int, bool]:
+        """A page of events in `scope` (newest start first), how many match in all, and whether more follow."""
+        filters: dict[str, Any] = {"scope": scope, "community_id": community_id, "kind": kind,
+                                   "incident_id": incident_id, "status": status}
+        # One more row than asked says whether a next page exists.
+        rows = await repository.list_events(self.rt.pool, **filters, after=after, limit=limit + 1, offset=offset)
+        total = await repository.count_events(self.rt.pool, **filters)
+        return rows[:limit], total, len(rows) > limit
 
-    async def impact(self, event_id: str, window_days: int) -> impact.ImpactReport | None:
-        """The impact report of one event, from the rollups; its verdict is kept for the metrics."""
-        event = await repository.get(self.rt.pool, event_id)
+    async def impact(
+        self, event_id: str, window_days: int, scope: Scope = EVERYTHING
+    ) -> impact.ImpactReport | None:
+        """The impact report of one event in `scope`, from the rollups; its verdict is kept for the metrics.
+
+        Comparison communities come from `scope` only: a report never holds numbers of a community its reader
+        may not see (the price: a reader scoped to one community gets the before/after change alone).
+        """
+        event = await repository.get(self.rt.pool, event_id, scope)
         if event is None:
             return None
         span = _span(event)
         w = impact.windows_of(span, window_days)
         first = datetime.combine(w.before_from, datetime.min.time(), tzinfo=UTC)
         last = datetime.combine(w.after_to, datetime.max.time(), tzinfo=UTC)
-        others = await repository.events_touching(self.rt.pool, first - timedelta(days=1), last + timedelta(days=1))
-        daily = await repository.daily_between(self.rt.pool, w.before_from, w.after_to)
+        others = await repository.events_touching(
+            self.rt.pool, first - timedelta(days=1), last + timedelta(days=1), scope)
+        daily = await repository.daily_between(self.rt.pool, w.before_from, w.after_to, scope=scope)
         now = self.clock()
         # statsmodels fits take milliseconds each; off the event loop all the same.
         report = await asyncio.to_thread(

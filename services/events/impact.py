@@ -45,6 +45,7 @@ from enum import StrEnum
 from typing import Any
 
 from services.events.engagement import DailyEngagement, utc_day
+from terrain.contracts.base import utc_text
 from terrain.contracts.events import EventStatus
 
 OUTCOMES = ("mean_sentiment", "comments")
@@ -205,7 +206,7 @@ class ImpactReport:
             "community_id": self.event.community_id,
             "kind": self.event.kind,
             "status": self.event.status.value,
-            "computed_at": self.computed_at.isoformat(),
+            "computed_at": utc_text(self.computed_at),
             "window_days": self.window_days,
             "confidence": self.confidence,
             "windows": {"before": {"from": w.before_from.isoformat(), "to": w.before_to.isoformat()},

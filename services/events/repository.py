@@ -12,6 +12,7 @@ import asyncpg
 from services.events.domain import StoredEvent
 from services.events.engagement import CommentFact, DailyEngagement
 from services.events.visits import Transition
+from terrain.access.model import EVERYTHING, Scope
 
 # Two-key advisory locks live apart from the one-key ones the kernel's migrations use; this class
 # number keeps events' per-id locks apart from any other service's two-key locks.
@@ -32,11 +33,14 @@ def _to_event(row: asyncpg.Record) -> StoredEvent:
     return StoredEvent.model_validate(data)
 
 
-async def lock_events(conn: asyncpg.Connection, event_ids: Sequence[str]) -> dict[str, StoredEvent]:
-    """What is stored under these ids, with each id locked until the transaction ends.
+async def lock_events(
+    conn: asyncpg.Connection, event_ids: Sequence[str], scope: Scope = EVERYTHING
+) -> dict[str, StoredEvent]:
+    """What is stored under these ids within `scope`, with each id locked until the transaction ends.
 
     The lock is per id, not per row, so it also serialises two writers creating the same new id.
-    Ids are locked in sorted order so that two batches never wait on each other in a cycle.
+    Ids are locked in sorted order so that two batches never wait on each other in a cycle. An event
+    outside `scope` is left out as if it did not exist.
     """
     ids = sorted(set(event_ids))
     if not ids:
@@ -46,7 +50,10 @@ async def lock_events(conn: asyncpg.Connection, event_ids: Sequence[str]) -> dic
         _LOCK_CLASS,
         ids,
     )
-    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM events_log WHERE id = ANY($1::text[])", ids)
+    in_scope, params = scope.sql("community_id", first_param=2)
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM events_log WHERE id = ANY($1::text[]) AND {in_scope}", ids, *params
+    )
     return {r["id"]: _to_event(r) for r in rows}
 
 
@@ -98,38 +105,70 @@ async def save(conn: asyncpg.Connection, events: Sequence[StoredEvent]) -> None:
 
 
 
-async def get(conn: asyncpg.Connection | asyncpg.Pool, event_id: str) -> StoredEvent | None:
-    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM events_log WHERE id = $1", event_id)
+async def get(
+    conn: asyncpg.Connection | asyncpg.Pool, event_id: str, scope: Scope = EVERYTHING
+) -> StoredEvent | None:
+    """The event stored under this id, if its community is in `scope`."""
+    in_scope, params = scope.sql("community_id", first_param=2)
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM events_log WHERE id = $1 AND {in_scope}", event_id, *params)
     return _to_event(row) if row is not None else None
 
 
-async def list_events(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    *,
-    community_id: str | None = None,
-    kind: str | None = None,
-    incident_id: str | None = None,
-    status: str | None = None,
-    limit: int = 50,
-    offset: int = 0,
-) -> list[StoredEvent]:
-    """Events matching every given filter, newest start first."""
-    where: list[str] = []
-    args: list[Any] = []
+def _filters(
+    scope: Scope, community_id: str | None, kind: str | None, incident_id: str | None, status: str | None
+) -> tuple[list[str], list[Any]]:
+    """The conditions of a list (scope first, then each given filter) and their parameters."""
+    in_scope, args = scope.sql("community_id", first_param=1)
+    where = [in_scope]
     for column, value in (
         ("community_id", community_id), ("kind", kind), ("incident_id", incident_id), ("status", status)
     ):
         if value is not None:
             args.append(value)
             where.append(f"{column} = ${len(args)}")
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    return where, args
+
+
+async def list_events(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    scope: Scope = EVERYTHING,
+    community_id: str | None = None,
+    kind: str | None = None,
+    incident_id: str | None = None,
+    status: str | None = None,
+    after: tuple[datetime, str] | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[StoredEvent]:
+    """Events in `scope` matching every given filter, newest start first (then by id); `after` is the
+    (starts_at, id) of the last event of the page before: the list goes on from there."""
+    where, args = _filters(scope, community_id, kind, incident_id, status)
+    if after is not None:
+        args += [after[0], after[1]]
+        a, b = len(args) - 1, len(args)
+        where.append(f"(starts_at < ${a} OR (starts_at = ${a} AND id > ${b}))")
     args += [limit, offset]
     rows = await conn.fetch(
-        f"""SELECT {_COLUMNS} FROM events_log {clause}
+        f"""SELECT {_COLUMNS} FROM events_log WHERE {' AND '.join(where)}
             ORDER BY starts_at DESC, id LIMIT ${len(args) - 1} OFFSET ${len(args)}""",
         *args,
     )
     return [_to_event(r) for r in rows]
+
+
+async def count_events(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    scope: Scope = EVERYTHING,
+    community_id: str | None = None,
+    kind: str | None = None,
+    incident_id: str | None = None,
+    status: str | None = None,
+) -> int:
+    """How many events in `scope` match every given filter."""
+    where, args = _filters(scope, community_id, kind, incident_id, status)
+    return int(await conn.fetchval(f"SELECT count(*) FROM events_log WHERE {' AND '.join(where)}", *args))
 
 
 # --- transitions --------------------------------------------------------------------------------------
@@ -155,11 +194,16 @@ async def add_transitions(conn: asyncpg.Connection, transitions: Sequence[Transi
     )
 
 
-async def transitions_of(conn: asyncpg.Connection | asyncpg.Pool, event_id: str) -> list[dict[str, Any]]:
+async def transitions_of(
+    conn: asyncpg.Connection | asyncpg.Pool, event_id: str, scope: Scope = EVERYTHING
+) -> list[dict[str, Any]]:
+    """The kept steps of an event whose community is in `scope`, oldest first."""
+    in_scope, params = scope.sql("e.community_id", first_param=2)
     rows = await conn.fetch(
-        """SELECT from_status, to_status, action, actor, at, note, assignee, scheduled_for
-           FROM events_transitions WHERE event_id = $1 ORDER BY seq""",
-        event_id,
+        f"""SELECT t.from_status, t.to_status, t.action, t.actor, t.at, t.note, t.assignee, t.scheduled_for
+            FROM events_transitions t JOIN events_log e ON e.id = t.event_id
+            WHERE t.event_id = $1 AND {in_scope} ORDER BY t.seq""",
+        event_id, *params,
     )
     return [dict(r) for r in rows]
 
@@ -254,12 +298,16 @@ _DAILY = "community_id, day, comments, unique_authors, replies, reactions, posit
 
 
 async def daily_between(
-    conn: asyncpg.Connection | asyncpg.Pool, first: date, last: date, community_id: str | None = None
+    conn: asyncpg.Connection | asyncpg.Pool, first: date, last: date, community_id: str | None = None,
+    scope: Scope = EVERYTHING,
 ) -> list[DailyEngagement]:
+    """Daily rollups between two days: of one community, or of every community in `scope`."""
     if community_id is None:
+        in_scope, params = scope.sql("community_id", first_param=3)
         rows = await conn.fetch(
-            f"SELECT {_DAILY} FROM events_engagement_daily WHERE day BETWEEN $1 AND $2 ORDER BY community_id, day",
-            first, last,
+            f"""SELECT {_DAILY} FROM events_engagement_daily WHERE day BETWEEN $1 AND $2 AND {in_scope}
+                ORDER BY community_id, day""",
+            first, last, *params,
         )
     else:
         rows = await conn.fetch(
@@ -271,13 +319,15 @@ async def daily_between(
 
 
 async def events_touching(
-    conn: asyncpg.Connection | asyncpg.Pool, first: datetime, last: datetime
+    conn: asyncpg.Connection | asyncpg.Pool, first: datetime, last: datetime, scope: Scope = EVERYTHING
 ) -> list[StoredEvent]:
-    """Events (not cancelled) that overlap [first, last]."""
+    """Events (not cancelled) of communities in `scope` that overlap [first, last]."""
+    in_scope, params = scope.sql("community_id", first_param=3)
     rows = await conn.fetch(
         f"""SELECT {_COLUMNS} FROM events_log
-            WHERE status <> 'cancelled' AND starts_at <= $2 AND coalesce(ends_at, starts_at) >= $1""",
-        first, last,
+            WHERE status <> 'cancelled' AND starts_at <= $2 AND coalesce(ends_at, starts_at) >= $1
+              AND {in_scope}""",
+        first, last, *params,
     )
     return [_to_event(r) for r in rows]
 

@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from terrain.contracts import Comment, CommentAction, CommentIn, CommentMessage, comment_id_for
-from terrain.contracts.base import Envelope, derived_id, error_message
+from terrain.contracts.base import Envelope, derived_id, error_message, utc_text
 
 PRODUCER = "terrain-ingest"
 COMMENTS_TOPIC = "terrain.comments.v1"
@@ -86,6 +86,7 @@ class Reason(StrEnum):
     too_large = "too_large"
     unsupported = "unsupported"  # a Meta change Terrain cannot read as a comment
     future_timestamp = "future_timestamp"  # dated further ahead than the allowed clock skew
+    out_of_scope = "out_of_scope"  # for a community outside the caller's scope (HTTP: the request is refused whole)
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,7 @@ def screen(
 
 def _future_message(at: datetime, now: datetime, limits: Limits) -> str:
     skew = limits.max_future_skew.total_seconds()
-    return (f"dated {at.isoformat()}, more than {skew:g} s after the time it arrived ({now.isoformat()}): "
+    return (f"dated {utc_text(at)}, more than {skew:g} s after the time it arrived ({utc_text(now)}): "
             "a comment cannot be written in the future")
 
 

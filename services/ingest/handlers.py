@@ -46,7 +46,7 @@ from services.ingest.domain import (
     Tally,
 )
 from terrain import telemetry
-from terrain.kafka import Decoded, OutMessage, Record, Rejection, dead_letter, send_record_batches
+from terrain.kafka import Decoded, OutMessage, Record, Rejection, client_options, dead_letter, send_record_batches
 from terrain.runtime import ServiceRuntime
 from terrain.settings import TerrainSettings
 from terrain.topics import COMMENTS, COMMENTS_INBOUND
@@ -92,7 +92,7 @@ class BulkPublisher:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.settings.kafka_bootstrap_servers,
                 client_id=f"{self.settings.kafka_client_id}-{self.service}-bulk", acks="all", linger_ms=2,
-                partitioner=self._partitioner,
+                partitioner=self._partitioner, **client_options(self.settings),
             )
             await producer.start()
             self._producer = producer

@@ -27,7 +27,7 @@ DUPLICATES = Counter(
 REJECTED = Counter(
     "terrain_ingest_rejected_total",
     "Comments or requests refused, by channel and reason (invalid, empty_text, unknown_source, malformed_json, "
-    "too_large, unsupported, future_timestamp, bad_signature).",
+    "too_large, unsupported, future_timestamp, out_of_scope, bad_signature).",
     ["channel", "reason"],
 )
 TRUNCATED = Counter(

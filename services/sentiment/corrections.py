@@ -3,6 +3,10 @@
 Pure: the request and stored models, the metric, and the conversion to the labelled-JSONL rows the
 trainer reads (`{"text", "label", "lang"}` per line). A text corrected more than once (for one comment or,
 without a comment id, as the same words) trains with its latest label only.
+
+A correction belongs to its comment's community, which the caller names (sentiment keeps no comments to look it
+up) and which must be in the caller's scope: it is what scopes the list and the export. A comment's correction
+is keyed by community and comment, so a caller can only ever replace corrections of its own communities.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from prometheus_client import Counter
 from pydantic import Field, StringConstraints
 
 from terrain.contracts import SentimentLabel
-from terrain.contracts.base import AwareDatetime, Contract
-from terrain.contracts.comments import Identifier, Lang
+from terrain.contracts.base import AwareDatetime, Contract, Identifier
+from terrain.contracts.comments import Lang
 
 # Kept beside the corrections rather than in metrics.py so that this feature stays in the files it owns.
 CORRECTIONS = Counter(
@@ -32,7 +36,12 @@ class CorrectionIn(Contract):
     """A community manager's label for a text, optionally the comment it came from and what the model said."""
 
     comment_id: Identifier | None = Field(
-        default=None, description="The comment's Terrain id; a later correction of the same comment replaces this one."
+        default=None, description="The comment's Terrain id; a later correction of the same comment (in the same "
+        "community) replaces this one."
+    )
+    community_id: Identifier | None = Field(
+        default=None, description="The comment's community, in the caller's scope. Required unless the caller's "
+        "scope is every community; a correction without one is seen only by such callers."
     )
     text: Annotated[str, StringConstraints(min_length=1, max_length=20_000)] = Field(
         description="The text as scored: this is what the next training run learns from."
@@ -41,7 +50,10 @@ class CorrectionIn(Contract):
     label: SentimentLabel = Field(description="The right label: negative, neutral or positive.")
     previous_label: SentimentLabel | None = Field(default=None, description="The label the model had given.")
     model_version: ShortText | None = Field(default=None, description="The model version that gave it.")
-    corrected_by: ShortText | None = Field(default=None, description="Who corrected it (a name or handle).")
+    corrected_by: ShortText | None = Field(
+        default=None, description="Accepted for compatibility and ignored: a correction is recorded under the "
+        "caller's identity (a person's name, or key:<name> for an API key)."
+    )
     note: Annotated[str, StringConstraints(max_length=2_000)] | None = None
 
 
@@ -50,6 +62,7 @@ class Correction(Contract):
 
     id: int
     comment_id: str | None
+    community_id: str | None
     text: str
     lang: str | None
     label: SentimentLabel

@@ -9,30 +9,35 @@ from typing import Any
 import asyncpg
 
 from services.sentiment.corrections import Correction, CorrectionIn
+from terrain.access.model import Scope
 
 _COLUMNS = (
-    "id, comment_id, text, lang, label, previous_label, previous_model_version, corrected_by, note, created_at"
+    "id, comment_id, community_id, text, lang, label, previous_label, previous_model_version, corrected_by, note, "
+    "created_at"
 )
 EXPORT_BATCH = 500
 
 
-async def save(conn: asyncpg.Connection | asyncpg.Pool, c: CorrectionIn, now: datetime) -> tuple[Correction, bool]:
-    """Store a correction; with a comment id it replaces that comment's earlier one. True when a row was created.
+async def save(conn: asyncpg.Connection | asyncpg.Pool, c: CorrectionIn, now: datetime, *,
+               corrected_by: str | None) -> tuple[Correction, bool]:
+    """Store a correction; with a comment id it replaces that comment's earlier one in the same community (never
+    one of another community: the key is both). True when a row was created.
 
-    `xmax = 0` tells an inserted row from one the ON CONFLICT branch updated, in the same statement.
+    `xmax = 0` tells an inserted row from one the ON CONFLICT branch updated, in the same statement. The conflict
+    target is migration 002's unique index, whose first column reads a missing community as ''.
     """
     row = await conn.fetchrow(
         f"""INSERT INTO sentiment_corrections
-                (comment_id, text, lang, label, previous_label, previous_model_version, corrected_by, note,
-                 created_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-            ON CONFLICT (comment_id) DO UPDATE SET
+                (comment_id, community_id, text, lang, label, previous_label, previous_model_version, corrected_by,
+                 note, created_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            ON CONFLICT ((coalesce(community_id, '')), comment_id) DO UPDATE SET
                 text = EXCLUDED.text, lang = EXCLUDED.lang, label = EXCLUDED.label,
                 previous_label = EXCLUDED.previous_label, previous_model_version = EXCLUDED.previous_model_version,
                 corrected_by = EXCLUDED.corrected_by, note = EXCLUDED.note, created_at = EXCLUDED.created_at
             RETURNING {_COLUMNS}, (xmax = 0) AS inserted""",
-        c.comment_id, c.text, c.lang, c.label.value, c.previous_label.value if c.previous_label else None,
-        c.model_version, c.corrected_by, c.note, now,
+        c.comment_id, c.community_id, c.text, c.lang, c.label.value,
+        c.previous_label.value if c.previous_label else None, c.model_version, corrected_by, c.note, now,
     )
     assert row is not None
     data = dict(row)
@@ -42,43 +47,46 @@ async def save(conn: asyncpg.Connection | asyncpg.Pool, c: CorrectionIn, now: da
 
 async def list_corrections(
     conn: asyncpg.Connection | asyncpg.Pool,
+    scope: Scope,
     *,
     since: datetime | None = None,
     label: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> list[Correction]:
-    """Corrections made at or after `since`, with this label, newest first."""
-    where: list[str] = []
-    args: list[Any] = []
+    """Corrections of the scope's communities made at or after `since`, with this label, newest first."""
+    cond, args = scope.sql("community_id", first_param=1)
+    where = [cond]
     if since is not None:
         args.append(since)
         where.append(f"created_at >= ${len(args)}")
     if label is not None:
         args.append(label)
         where.append(f"label = ${len(args)}")
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
     args += [limit, offset]
     rows = await conn.fetch(
-        f"""SELECT {_COLUMNS} FROM sentiment_corrections {clause}
+        f"""SELECT {_COLUMNS} FROM sentiment_corrections WHERE {' AND '.join(where)}
             ORDER BY created_at DESC, id DESC LIMIT ${len(args) - 1} OFFSET ${len(args)}""",
         *args,
     )
     return [Correction.model_validate(dict(r)) for r in rows]
 
 
-# The latest correction of each distinct text, oldest first: what `corrections_to_training_rows` keeps too.
+# The latest correction of each distinct text among the scope's, oldest first: what
+# `corrections_to_training_rows` keeps too.
 _LATEST_PER_TEXT = """
     SELECT text, label, lang FROM (
         SELECT DISTINCT ON (text) text, label, lang, created_at, id
-        FROM sentiment_corrections ORDER BY text, created_at DESC, id DESC
+        FROM sentiment_corrections WHERE {scope} ORDER BY text, created_at DESC, id DESC
     ) latest ORDER BY created_at, id"""
 
 
-async def stream_training_rows(pool: asyncpg.Pool) -> AsyncIterator[dict[str, Any]]:
-    """Every correction as a training row, read with a server-side cursor so the export's memory stays flat."""
+async def stream_training_rows(pool: asyncpg.Pool, scope: Scope) -> AsyncIterator[dict[str, Any]]:
+    """The scope's corrections as training rows, read with a server-side cursor so the export's memory stays
+    flat."""
+    cond, args = scope.sql("community_id", first_param=1)
     async with pool.acquire() as conn, conn.transaction(readonly=True):
-        async for row in conn.cursor(_LATEST_PER_TEXT, prefetch=EXPORT_BATCH):
+        async for row in conn.cursor(_LATEST_PER_TEXT.format(scope=cond), *args, prefetch=EXPORT_BATCH):
             yield dict(row)
 
 

@@ -16,7 +16,8 @@ from terrain.access.deps import Admin, Reader
 from terrain.access.model import Identity, Role, ScopeError
 from terrain.access.verify import parse_scope
 from terrain.contracts.base import AwareDatetime as Timestamp
-from terrain.http import HTTPRefusal, invalid_request, unauthorized
+from terrain.contracts.base import utc_text
+from terrain.http import HTTPRefusal, JsonBodyRoute, invalid_request, unauthorized
 from terrain.settings import TerrainSettings
 
 SIGN_IN = "/v1/access/sessions"
@@ -60,7 +61,7 @@ def _store_error(exc: store.AccessError, field: str = "name") -> HTTPRefusal:
 
 def access_router(settings: TerrainSettings, pool: Callable[[], asyncpg.Pool],
                   clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> APIRouter:
-    router = APIRouter(prefix="/v1/access", tags=["access"])
+    router = APIRouter(prefix="/v1/access", tags=["access"], route_class=JsonBodyRoute)
 
     @router.post("/sessions", status_code=201)
     async def sign_in(body: SignIn, request: Request) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def access_router(settings: TerrainSettings, pool: Callable[[], asyncpg.Pool],
         if opened is None:
             raise unauthorized("wrong name or password, or the user is disabled")
         token, expires = opened
-        return {"token": token, "expires_at": expires.isoformat(), "name": body.name}
+        return {"token": token, "expires_at": utc_text(expires), "name": body.name}
 
     @router.delete("/sessions/current")
     async def sign_out(who: Reader, request: Request) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from terrain.access.model import Identity, Role, Scope
+from terrain.contracts.base import utc_text
 
 KEY_PREFIX = "trk"
 SESSION_PREFIX = "trs"
@@ -67,9 +68,9 @@ class KeyInfo:
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "role": self.role.value, "communities": self.scope.entries(),
-                "created_at": self.created_at.isoformat(), "created_by": self.created_by,
-                "expires_at": self.expires_at.isoformat() if self.expires_at else None,
-                "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None}
+                "created_at": utc_text(self.created_at), "created_by": self.created_by,
+                "expires_at": utc_text(self.expires_at) if self.expires_at else None,
+                "revoked_at": utc_text(self.revoked_at) if self.revoked_at else None}
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,8 @@ class UserInfo:
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "role": self.role.value, "communities": self.scope.entries(),
-                "created_at": self.created_at.isoformat(), "created_by": self.created_by,
-                "disabled_at": self.disabled_at.isoformat() if self.disabled_at else None}
+                "created_at": utc_text(self.created_at), "created_by": self.created_by,
+                "disabled_at": utc_text(self.disabled_at) if self.disabled_at else None}
 
 
 def _key(row: asyncpg.Record) -> KeyInfo:
@@ -277,4 +278,4 @@ async def read_audit(pool: asyncpg.Pool, *, limit: int, before_id: int | None, a
            WHERE ($1::bigint IS NULL OR id < $1) AND ($2::text IS NULL OR actor = $2)
              AND ($3::timestamptz IS NULL OR at >= $3)
            ORDER BY id DESC LIMIT $4""", before_id, actor, since, limit)
-    return [{**dict(r), "at": r["at"].isoformat()} for r in rows]
+    return [{**dict(r), "at": utc_text(r["at"])} for r in rows]

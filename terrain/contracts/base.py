@@ -5,10 +5,18 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
 
 # The schema version Terrain's producers write. Readers accept any later one on the same topic: see
 # `Envelope.schema_version` and docs/contracts/README.md (schema evolution).
@@ -65,7 +73,24 @@ def _require_tz(value: datetime) -> datetime:
 # but the few hours at either end where only the offset decides (1900-01-01T00:30+01:00 is 1899 in UTC).
 YEAR_PATTERN = "^(19|20|21)[0-9]{2}-"
 
-AwareDatetime = Annotated[datetime, AfterValidator(_require_tz), Field(json_schema_extra={"pattern": YEAR_PATTERN})]
+def utc_text(at: datetime) -> str:
+    """An instant as the APIs, the messages and the JSON logs write it: RFC 3339 in UTC, with `Z`. One rule, so a
+    reader never meets `+01:00` beside `Z` (a comment keeps the instant its platform gave, not its offset)."""
+    return at.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
+
+
+def _in_utc(value: datetime) -> datetime:
+    # Given back as a datetime, so pydantic writes it (`Z` for UTC) and the schemas still say date-time.
+    return value if value.utcoffset() == _ZERO and value.tzinfo is UTC else value.astimezone(UTC)
+
+
+_ZERO = timedelta(0)
+
+# Read with any offset (RFC 3339: all are valid), kept as given in memory, written to JSON in UTC with `Z`.
+AwareDatetime = Annotated[
+    datetime, AfterValidator(_require_tz), PlainSerializer(_in_utc, return_type=datetime, when_used="json"),
+    Field(json_schema_extra={"pattern": YEAR_PATTERN}),
+]
 
 # The largest count or version a message may carry: what the services' integer columns hold. The schemas say it
 # (`maximum`), so a number the consumers cannot store is refused by the schema as by the model, not

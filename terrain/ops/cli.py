@@ -66,13 +66,20 @@ def topics(
 
     The broker is TERRAIN_KAFKA_BOOTSTRAP_SERVERS; unset, a live `terrain up` of the same home is used (and
     said), else the default address."""
-    from terrain.stack import use_running_stack
+    from terrain.stack import BROKER_VAR, use_running_stack
 
     def say(line: str) -> None:
         console.print(line, soft_wrap=True)
 
-    use_running_stack(say, only="TERRAIN_KAFKA_BOOTSTRAP_SERVERS")
+    use_running_stack(say, (BROKER_VAR,))
     s = TerrainSettings()
+    from terrain.kafka import KafkaSettingsError, client_options
+
+    try:
+        security = client_options(s)
+    except KafkaSettingsError as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
     plans = topic_plans(s.topic_partitions)
     min_isr = max(1, s.topic_replication_factor - 1) if s.topic_replication_factor > 1 else None
     # The client logs every failed connection attempt; while the broker starts, one "waiting" line says it.
@@ -82,7 +89,7 @@ def topics(
     try:
         report = asyncio.run(ensure_planned_topics(
             s.kafka_bootstrap_servers, plans, replication_factor=s.topic_replication_factor,
-            min_insync_replicas=min_isr, check_only=check, timeout_s=timeout, on_wait=say,
+            min_insync_replicas=min_isr, check_only=check, timeout_s=timeout, on_wait=say, security=security,
         ))
     except Unreachable as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True)

@@ -354,7 +354,7 @@ def events() -> Json:
         ]),
         ("Results", [
             Panel("Events by result", "Stored events by kind and result.",
-                  [Prom("sum by (kind, result) (terrain_events_events_by_result)", "{{kind}} {{result}}")],
+                  [Prom("sum by (kind, result) (terrain_events_stored)", "{{kind}} {{result}}")],
                   kind="bargauge"),
             Panel("Events closed", "Events that reached done, by result.",
                   [Prom("sum by (result) (increase(terrain_events_closed_total[$__interval]))", "{{result}}")],

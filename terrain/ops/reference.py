@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
-from terrain.ops.plan import CLUSTER_PARTITIONS, CONSUMER_GROUPS, DAY_MS, topic_plans
+from terrain.ops.plan import CLUSTER_PARTITIONS, CONSUMER_GROUPS, DAY_MS, kafka_access, topic_plans
 from terrain.settings import TerrainSettings
 from terrain.stack import SERVICES
 from terrain.topics import ALL_TOPICS
@@ -54,7 +54,9 @@ FALLBACK_DESCRIPTIONS: dict[str, str] = {
     "escalation_smtp_starttls": "Upgrade the SMTP connection with STARTTLS.",
 }
 
-_ENV_READ = re.compile(r"""(?:environ|env)(?:\.get\(|\.setdefault\(|\[)\s*["'](TERRAIN_[A-Z0-9_]+)["']""")
+_ENV_READ = re.compile(
+    r"""(?:(?:environ|env)(?:\.get\(|\.setdefault\(|\[)\s*|envvar=)["'](TERRAIN_[A-Z0-9_]+)["']"""
+)
 
 
 def settings_classes() -> list[tuple[str, type[TerrainSettings]]]:
@@ -126,9 +128,35 @@ def variables() -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
+def command_variables() -> dict[str, str]:
+    """TERRAIN_* variables a `terrain` command option reads (Typer's `envvar`), described by the option's help."""
+    import typer.main
+
+    from terrain.cli import app
+
+    found: dict[str, str] = {}
+
+    def walk(command: Any, path: str) -> None:  # a click command, of the click Typer brings
+        for param in command.params:
+            names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+            for name in names:
+                found[name] = f"`{path} --{param.name}`: {getattr(param, 'help', None) or ''}".strip()
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            walk(sub, f"{path} {name}")
+
+    walk(typer.main.get_command(app), "terrain")
+    return found
+
+
+def environ_descriptions() -> dict[str, str]:
+    from terrain.stack import LOCAL_RUN_VARIABLES
+
+    return {**LOCAL_RUN_VARIABLES, **command_variables()}
+
+
 def environ_reads(root: Path) -> dict[str, list[str]]:
-    """TERRAIN_* variables read straight from the environment (local runs, CLI helpers) that no settings class
-    declares, with where."""
+    """TERRAIN_* variables read straight from the environment (local runs, CLI helpers) or by a command option
+    that no settings class declares, with where."""
     declared = {row[1] for row in variables()}
     out: dict[str, list[str]] = {}
     for folder in ("terrain", "services"):
@@ -198,6 +226,31 @@ def render(root: Path) -> str:
     ]
     for g in CONSUMER_GROUPS:
         lines.append(f"| {g.service} | `{g.group_id()}` | `{g.topic.name}` |")
+    lines += [
+        "",
+        "## Kafka connections and users",
+        "",
+        "Every Kafka client of a service (its consumers, its producers, its admin client; `terrain topics`;",
+        "ingest's bulk producer) connects as `TERRAIN_KAFKA_SECURITY_PROTOCOL` says: `PLAINTEXT` (local runs,",
+        "a private network), `SSL` (TLS; with `TERRAIN_KAFKA_SSL_CERT_FILE` and `_KEY_FILE`, mutual TLS),",
+        "`SASL_SSL` (TLS and `TERRAIN_KAFKA_SASL_MECHANISM` SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN with",
+        "`TERRAIN_KAFKA_SASL_USERNAME` and `_PASSWORD`) or `SASL_PLAINTEXT` (the same without TLS). The brokers'",
+        "certificates are checked against `TERRAIN_KAFKA_SSL_CA_FILE`, else the system's CAs. A combination",
+        "that cannot work (a mechanism without a user name, a certificate file without TLS, a missing file)",
+        "stops the service at start with one line naming the variables (exit code 2), and a listener that takes",
+        "the connection but no TLS handshake stops it with one line too, instead of a wait for the broker.",
+        "",
+        "On Kubernetes each service logs in as its own Strimzi `KafkaUser` (`deploy/k8s/base/kafka-users.yaml`),",
+        "allowed exactly this (topics and groups by literal name; Describe on each):",
+        "",
+        "| Kafka user | reads | writes | consumer groups |",
+        "|---|---|---|---|",
+    ]
+    for svc in SERVICES:
+        access = kafka_access(svc.name)
+        lines.append(f"| `terrain-{svc.name}` | {', '.join(f'`{t}`' for t in access.reads)} "
+                     f"| {', '.join(f'`{t}`' for t in access.writes)} | {', '.join(f'`{g}`' for g in access.groups)} |")
+    lines.append("| `terrain-topics` (the topics Job) | | | (creates and describes the planned topics) |")
     default_limit = TerrainSettings.model_fields["http_max_body_bytes"].default
     lines += [
         "",
@@ -210,7 +263,9 @@ def render(root: Path) -> str:
         f"never read. Body limit: `TERRAIN_HTTP_MAX_BODY_BYTES` ({default_limit:,} bytes) unless listed here.",
         "Metrics: `terrain_http_requests_total` and `terrain_http_request_duration_seconds` by service, route",
         "template and status class; `terrain_http_refused_total` by service, route and reason (unauthorized,",
-        "too_large, unsupported_media_type).",
+        "too_large, unsupported_media_type). With `TERRAIN_METRICS_PORT` set (as on Kubernetes, 9464), the",
+        "metrics are served on that port of `TERRAIN_HOST` by their own server and `/metrics` leaves the API",
+        "port (401 there without a credential, 404 with one). `/readyz` names no process; `/healthz` does.",
         "",
         "Comment text: at most 20,000 characters (the contract's limit). The sentiment and charter rules read the",
         "whole text, each pattern in linear time; ingest's language detection reads the first 400 characters.",
@@ -241,11 +296,15 @@ def render(root: Path) -> str:
         "",
         "Variables outside the settings classes, mostly for local runs (`terrain up`) and the CLI:",
         "",
-        "| variable | read in |",
-        "|---|---|",
+        "| variable | read in | description |",
+        "|---|---|---|",
     ]
+    described = environ_descriptions()
     for var, where in environ_reads(root).items():
-        lines.append(f"| `{var}` | {', '.join(f'`{w}`' for w in where)} |")
+        if var not in described:
+            raise ValueError(f"{var} is read in {', '.join(where)} but described nowhere: add it to "
+                             "LOCAL_RUN_VARIABLES in terrain/stack.py (or give its option a help text)")
+        lines.append(f"| `{var}` | {', '.join(f'`{w}`' for w in where)} | {_cell(described[var])} |")
     codes = exit_codes()
     if codes:
         lines += [

@@ -82,6 +82,19 @@ def test_up_comment_to_incident_and_clean_stop(tmp_path: Path):
         detail = httpx.get(f"{escalation}/v1/incidents/{found[0]['id']}", headers=headers).json()
         assert detail["comment_count"] == 1
         assert httpx.get(f"{escalation}/v1/incidents", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+        # Another system's key, made from the shell beside the running stack: it publishes for its brand only.
+        made = subprocess.run([sys.executable, "-m", "terrain.cli", "access", "key", "create", "--name", "crm",
+                               "--role", "service", "--communities", "resto-*"],
+                              env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert made.returncode == 0, (made.stdout, made.stderr)
+        crm = {"Authorization": f"Bearer {made.stdout.strip().splitlines()[-1]}"}
+        praise = {**comment, "external_id": "e2e-crm", "thread_id": "post-10", "text": "Merci, super soirée !"}
+        assert httpx.post(f"{ingest}/v1/comments", json=praise, headers=crm, timeout=10).status_code == 202
+        elsewhere = httpx.post(f"{ingest}/v1/comments", json={**praise, "community_id": "bistro-paris"},
+                               headers=crm, timeout=10)
+        assert elsewhere.status_code == 403, elsewhere.text
+        assert elsewhere.json()["detail"] == "community 'bistro-paris' is outside your scope"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.send_signal(signal.SIGINT)  # a second signal while stopping must not break off the stop

@@ -114,6 +114,10 @@ def sign(body: bytes, secret: str = META_SECRET) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+# Ahead of any run: a planned event stays scheduled (not done) and may be scheduled again.
+WEEK_AHEAD = time.strftime("%Y-%m-%dT18:00:00Z", time.gmtime(time.time() + 7 * 86400))
+
+
 def base_bodies(now: str) -> dict[tuple[str, str], Any]:
     comment = {"source": "forum", "external_id": "fuzz-base", "community_id": "c-fuzz", "thread_id": "t-fuzz",
                "author_id": "fuzz-author", "text": "Bonjour, une question sur les horaires", "created_at": now}
@@ -127,7 +131,8 @@ def base_bodies(now: str) -> dict[tuple[str, str], Any]:
         ("POST", "/v1/silences"): {"matchers": {"community_id": "c-fuzz"}, "duration_minutes": 5,
                                    "created_by": "fuzz", "comment": "maintenance"},
         ("POST", "/v1/events"): {"community_id": "c-fuzz", "kind": "meetup", "title": "Apéro", "starts_at": now},
-        ("POST", "/v1/events/{event_id}/schedule"): {"actor": "fuzz", "starts_at": now},
+        # A visit is scheduled ahead: one in the past is refused (422), however long the run takes.
+        ("POST", "/v1/events/{event_id}/schedule"): {"actor": "fuzz", "starts_at": WEEK_AHEAD},
         ("POST", "/v1/events/{event_id}/assign"): {"actor": "fuzz", "assignee": "someone"},
         ("POST", "/v1/events/{event_id}/close"): {"actor": "fuzz", "outcome": {"result": "success"}},
         ("POST", "/v1/events/{event_id}/cancel"): {"actor": "fuzz", "note": "rain"},
@@ -452,7 +457,7 @@ def seed_targets(stack: Stack) -> dict[str, str]:
     urls = stack.urls()
     with httpx.Client(timeout=30, headers=AUTH) as c:
         event = c.post(f"{urls['events']}/v1/events", json={
-            "community_id": "c-fuzz", "kind": "meetup", "title": "Base", "starts_at": "2026-12-01T18:00:00Z"})
+            "community_id": "c-fuzz", "kind": "meetup", "title": "Base", "starts_at": WEEK_AHEAD})
         assert event.status_code in (200, 201), event.text
         silence = c.post(f"{urls['escalation']}/v1/silences", json={
             "matchers": {"community_id": "c-fuzz-silence"}, "duration_minutes": 5, "created_by": "fuzz",

@@ -13,12 +13,16 @@ import asyncpg
 import httpx
 import pytest
 
+from services.escalation import repository
 from services.escalation.app import EscalationSettings, build_app
-from services.escalation.policy import parse_policy
+from services.escalation.domain import Incident
+from services.escalation.policy import CommunityPolicy, parse_policy
 from terrain.contracts import (
     Comment,
     EscalationMessage,
+    IncidentLevel,
     IncidentMessage,
+    IncidentState,
     ScoredCommentMessage,
     Sentiment,
     SentimentLabel,
@@ -141,24 +145,34 @@ async def test_cascade_escalates_then_ack_note_and_resolve(settings_kwargs, topi
         noted = await client.post(f"/v1/incidents/{iid}/notes", json={"actor": "claire", "text": "called the chef"})
         empty_note = await client.post(f"/v1/incidents/{iid}/notes", json={"text": ""})
         note_unknown = await client.post("/v1/incidents/nope/notes", json={"text": "x"})
-        resolved = await client.post(f"/v1/incidents/{iid}/resolve")  # no body: the actor defaults
+        resolved = await client.post(f"/v1/incidents/{iid}/resolve")  # no body
         twice = await client.post(f"/v1/incidents/{iid}/resolve", json={"actor": "claire"})
+        ack_resolved = await client.post(f"/v1/incidents/{iid}/ack")
         unknown = await client.post("/v1/incidents/nope/resolve")
         detail = (await client.get(f"/v1/incidents/{iid}")).json()
         unauth = await client.get("/v1/incidents", headers={"Authorization": "Bearer wrong"})
         exported = (await client.get("/metrics")).text
 
     assert since == [] and bad_since.status_code == 422
-    assert acked.status_code == 200 and acked.json()["state"] == "acknowledged"
+    assert acked.status_code == 200 and acked.json()["state"] == "acknowledged" and acked.json()["changed"] is True
     assert acked.json()["ack_deadline"] is None
-    assert again.status_code == 409 and "already acknowledged" in again.json()["detail"]
+    # A repeat whose effect is in place: 200, the current state, changed false (and nothing on the timeline).
+    assert again.status_code == 200 and again.json()["state"] == "acknowledged" and again.json()["changed"] is False
     assert noted.status_code == 201 and empty_note.status_code == 422 and note_unknown.status_code == 404
-    assert resolved.status_code == 200 and resolved.json()["state"] == "resolved"
-    assert twice.status_code == 409 and unknown.status_code == 404 and unauth.status_code == 401
+    assert resolved.status_code == 200 and resolved.json()["state"] == "resolved" and resolved.json()["changed"]
+    assert twice.status_code == 200 and twice.json()["state"] == "resolved" and twice.json()["changed"] is False
+    assert twice.json()["resolved_at"] == resolved.json()["resolved_at"]
+    # A command the state forbids: 409 naming the state.
+    assert ack_resolved.status_code == 409 and ack_resolved.json()["state"] == "resolved"
+    assert "incident is resolved" in ack_resolved.json()["detail"]
+    assert unknown.status_code == 404 and unauth.status_code == 401
     assert 'terrain_escalation_escalations_total{target="human",trigger="cascade"}' in exported
     timeline = detail["timeline"]
     assert [t["event"] for t in timeline] == ["opened", "updated", "escalated", "acknowledged", "note", "resolved"]
-    assert timeline[3]["detail"] == "acknowledged by claire: on it" and timeline[4]["detail"] == "called the chef"
+    # The actor is the caller's identity (here the bootstrap token), never the body's "claire".
+    assert timeline[3]["detail"] == "acknowledged by bootstrap-admin: on it"
+    assert timeline[4]["detail"] == "called the chef"
+    assert {t["actor"] for t in timeline[3:]} == {"bootstrap-admin"}
 
     lifecycle = await consume(kafka_bootstrap, topic_overrides["terrain.incidents.v1"], expect=5, settle_s=1.0)
     messages = [IncidentMessage.model_validate_json(r.value) for r in lifecycle]
@@ -303,8 +317,10 @@ async def test_silence_mutes_pages_until_expired(settings_kwargs, topic_override
     assert muted_detail["notifications"] == []
     # Only the unsilenced thread paged alice.
     assert [r.path for r in hook.requests] == ["/alice"]
-    assert expired.status_code == 200 and expired.json()["active"] is False
-    assert expired_again.status_code == 409 and gone.status_code == 404 and active_after == []
+    assert expired.status_code == 200 and expired.json()["active"] is False and expired.json()["changed"] is True
+    assert expired_again.status_code == 200 and expired_again.json()["changed"] is False
+    assert expired_again.json()["expired_at"] == expired.json()["expired_at"]
+    assert gone.status_code == 404 and active_after == []
     paged = await consume(kafka_bootstrap, topic_overrides["terrain.escalations.v1"], expect=1, settle_s=1.0)
     assert [EscalationMessage.model_validate_json(r.value).thread_id for r in paged] == ["post-2"]
 
@@ -319,3 +335,64 @@ async def test_a_silence_matcher_with_a_control_character_is_refused_naming_the_
     assert newline.status_code == 422 and "community_id" in newline.text and "U+000A" in newline.text
     assert bidi.status_code == 422 and "thread_id" in bidi.text and "U+202E" in bidi.text
     assert listed == []
+
+
+async def test_lists_say_how_many_there_are_and_page_with_a_cursor(settings_kwargs, topic_overrides):
+    app = build_app(EscalationSettings(**settings_kwargs), topic_overrides=topic_overrides)
+    at = datetime.now(UTC)
+    # 120 incidents of the community, 7 at a time sharing one updated_at (a batch's incidents do): pages end
+    # inside ties. And 5 of another community, which a filter on the first leaves out of the total.
+    stored = [
+        Incident(id=f"inc-{i:03d}", community_id=community, thread_id=f"t-{i}", level=IncidentLevel.respond,
+                 reason="r", state=IncidentState.open, opened_at=at, updated_at=at - timedelta(seconds=i // 7),
+                 policy=CommunityPolicy(), language="fr")
+        for i, community in [*((i, COMMUNITY) for i in range(120)), *((i, "resto-paris") for i in range(120, 125))]
+    ]
+    async with running(app) as client:
+        async with app.state.runtime.pool.acquire() as conn:
+            await repository.save_incidents(conn, stored)
+        pages: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"community_id": COMMUNITY}
+        while True:
+            page = (await client.get("/v1/incidents", params=params)).json()
+            pages.append(page)
+            if page["next"] is None:
+                break
+            params = {"community_id": COMMUNITY, "cursor": page["next"]}
+        everything = (await client.get("/v1/incidents", params={"limit": 500})).json()
+        by_offset = (await client.get("/v1/incidents", params={"community_id": COMMUNITY, "offset": 100})).json()
+        too_many = await client.get("/v1/incidents", params={"limit": 501})
+        garbled = await client.get("/v1/incidents", params={"cursor": "not-a-cursor"})
+        both = await client.get("/v1/incidents", params={"cursor": pages[0]["next"], "offset": 3})
+
+        for i in range(7):
+            made = await client.post("/v1/silences", json={
+                "matchers": {"community_id": COMMUNITY, "thread_id": f"post-{i}"}, "duration_minutes": 30,
+                "comment": "by hand"})
+            assert made.status_code == 201, made.text
+        silences: list[dict[str, Any]] = []
+        cursor: dict[str, str] = {}
+        while True:
+            page = (await client.get("/v1/silences", params={"limit": 3, **cursor})).json()
+            silences.append(page)
+            if page["next"] is None:
+                break
+            cursor = {"cursor": page["next"]}
+        crossed = await client.get("/v1/incidents", params={"cursor": silences[0]["next"]})
+
+    # The default page is 50; every page says the total; the cursor walks the whole list once, in order.
+    assert [len(p["items"]) for p in pages] == [50, 50, 20]
+    assert {p["total"] for p in pages} == {120}
+    walked = [i["id"] for p in pages for i in p["items"]]
+    mine = sorted((s for s in stored if s.community_id == COMMUNITY), key=lambda s: (s.updated_at, s.id),
+                  reverse=True)
+    assert walked == [s.id for s in mine]
+    assert everything["total"] == 125 and len(everything["items"]) == 125 and everything["next"] is None
+    # offset still works for older clients, and a page found by offset offers a cursor too.
+    assert [i["id"] for i in by_offset["items"]] == walked[100:] and by_offset["total"] == 120
+    assert too_many.status_code == 422 and "limit" in too_many.text
+    assert garbled.status_code == 422 and garbled.json()["errors"][0]["field"] == "cursor"
+    assert both.status_code == 422 and both.json()["errors"][0]["field"] == "offset"
+    assert [len(p["items"]) for p in silences] == [3, 3, 1] and {p["total"] for p in silences} == {7}
+    assert len({s["id"] for p in silences for s in p["items"]}) == 7
+    assert crossed.status_code == 422 and "silences" in crossed.json()["detail"]

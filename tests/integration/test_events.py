@@ -106,11 +106,11 @@ async def test_post_then_get_and_upsert(settings_kwargs, topic_overrides):
         other = await client.get("/v1/events", params={"community_id": "nobody"})
         missing = await client.get("/v1/events/nope")
         conflict = await client.post("/v1/events", json=event(id="apero-nov", community_id="restos"))
-    assert created.status_code == 201
+    assert created.status_code == 201 and created.json()["changed"] is True
     body = created.json()
     assert body["id"] == "apero-nov" and body["recorded_at"] == body["updated_at"]
     assert no_id.status_code == 201 and len(no_id.json()["id"]) == 36  # a fresh uuid
-    assert updated.status_code == 200
+    assert updated.status_code == 200 and updated.json()["changed"] is True
     assert updated.json()["outcome"] == {
         "attendees": 42,
         "ambassadors_met": 5,
@@ -118,14 +118,16 @@ async def test_post_then_get_and_upsert(settings_kwargs, topic_overrides):
         "notes": "bonne ambiance",
     }
     assert updated.json()["recorded_at"] == body["recorded_at"]
-    # A repost of the same write changes nothing, not even updated_at.
-    assert again.status_code == 200 and again.json() == updated.json()
-    assert fetched.status_code == 200 and fetched.json() == updated.json()
+    # A repost of the same write changes nothing, not even updated_at: the same 200, saying so.
+    assert again.status_code == 200 and again.json() == {**updated.json(), "changed": False}
+    assert fetched.status_code == 200 and "changed" not in fetched.json()
+    assert {**fetched.json(), "changed": True} == updated.json()
     # Newest start first: the meetup (27th) before the apéro (20th).
     assert [e["title"] for e in listed.json()["items"]] == ["Meetup", "Apéro mensuel des blogueurs"]
+    assert listed.json()["total"] == 2 and listed.json()["next"] is None
     assert [e["kind"] for e in meetups.json()["items"]] == ["meetup"]
     assert [e["id"] for e in paged.json()["items"]] == ["apero-nov"]
-    assert other.json() == {"items": []}
+    assert other.json() == {"items": [], "total": 0, "next": None}
     assert missing.status_code == 404
     assert conflict.status_code == 409 and "community_id" in conflict.json()["detail"]
 

@@ -113,8 +113,10 @@ async def test_field_escalation_to_visit_to_outcome_and_measured_impact(
 ) -> None:
     messages, event_at = simulate_comments(seed=11, effect=PLANTED, controls=4, days=30, event_day=15,
                                            per_day=(6, 10))
+    # The visit is scheduled two days ahead of it; the impact is read weeks later.
+    today = [event_at - timedelta(days=2)]
     app = build_app(EventsSettings(**settings_kwargs, events_upkeep_interval_s=0.5),
-                    topic_overrides=topic_overrides, clock=lambda: NOW)
+                    topic_overrides=topic_overrides, clock=lambda: today[0])
     visit_id = field_visit_id("esc-1")
     async with running(app) as client:
         await produce(kafka_bootstrap, topic_overrides[ESCALATIONS], [(TREATED, escalation(event_at))] * 2)
@@ -133,17 +135,21 @@ async def test_field_escalation_to_visit_to_outcome_and_measured_impact(
                             lambda r: metric(r.text, 'terrain_events_field_visits_open{status="requested"}') >= 1)
         assert metric(opened.text, 'terrain_events_field_visits_open{status="requested"}') == 1
 
-        # An operator schedules it and names who goes; then someone else is assigned.
+        # An operator schedules it and names who goes; then someone else is assigned. The body's actor is
+        # ignored: the timeline names the caller (here the bootstrap token).
         scheduled = await client.post(f"/v1/events/{visit_id}/schedule", json={
             "starts_at": event_at.isoformat(), "ends_at": (event_at + timedelta(hours=2)).isoformat(),
             "assignee": "Lina", "actor": "marc", "note": "rendez-vous avec le gérant"})
         assert scheduled.status_code == 200 and scheduled.json()["status"] == "scheduled"
+        assert scheduled.json()["changed"] is True
         again = await client.post(f"/v1/events/{visit_id}/schedule", json={
             "starts_at": event_at.isoformat(), "ends_at": (event_at + timedelta(hours=2)).isoformat(),
             "assignee": "Lina", "actor": "marc", "note": "rendez-vous avec le gérant"})
         assert again.status_code == 200 and again.headers.get("X-Terrain-Change") == "unchanged"
+        assert again.json() == {**scheduled.json(), "changed": False}
         assigned = await client.post(f"/v1/events/{visit_id}/assign", json={"assignee": "Sam", "actor": "marc"})
         assert assigned.json()["assignee"] == "Sam"
+        today[0] = NOW
 
         # The field app closes it by publishing its outcome.
         outcome = {
@@ -161,13 +167,13 @@ async def test_field_escalation_to_visit_to_outcome_and_measured_impact(
         assert done.json()["follow_ups"] == ["rappeler le client dans 15 jours"]
         # Closing a done visit again is refused with a clear reason; so is a closing without a result.
         late = await client.post(f"/v1/events/{visit_id}/cancel", json={"actor": "marc", "note": "trop tard"})
-        assert late.status_code == 409 and "final" in late.json()["detail"]
+        assert late.status_code == 409 and "final" in late.json()["detail"] and late.json()["state"] == "done"
 
         history = (await client.get(f"/v1/events/{visit_id}/history")).json()["items"]
         assert [(h["from_status"], h["to_status"], h["actor"]) for h in history] == [
             (None, "requested", "terrain-escalation"),
-            ("requested", "scheduled", "marc"),
-            ("scheduled", "scheduled", "marc"),
+            ("requested", "scheduled", "bootstrap-admin"),
+            ("scheduled", "scheduled", "bootstrap-admin"),
             ("scheduled", "done", "sam"),
         ]
         assert history[1]["note"] == "rendez-vous avec le gérant" and history[2]["assignee"] == "Sam"
@@ -185,6 +191,7 @@ async def test_field_escalation_to_visit_to_outcome_and_measured_impact(
               f" [{did['ci_low']:+.3f}, {did['ci_high']:+.3f}], verdict {report['verdict']}")
         assert did["ci_low"] <= PLANTED <= did["ci_high"] and did["ci_low"] > 0
         assert report["comparison_communities"] == ["c1", "c2", "c3", "c4"]
+        assert report["comparison_limited_to_scope"] is False
         assert report["verdict"] == "improved" and report["status"] == "done"
         assert len(report["series"]["days"]) == 2 * 14 + 1
         missing = await client.get("/v1/events/nope/impact")
@@ -224,10 +231,11 @@ async def test_visit_commands_over_http_validate_and_answer_clearly(
         created = await client.post("/v1/events", json=body)
         retried = await client.post("/v1/events", json=body)
         no_result = await client.post("/v1/events/amb-1/close", json={"actor": "marc", "outcome": {}})
-        no_actor = await client.post("/v1/events/amb-1/close", json={"outcome": {"result": "success"}})
+        # No actor in the body: none is needed, the caller is the actor.
         closed = await client.post("/v1/events/amb-1/close", json={
-            "actor": "marc", "outcome": {"attendees": 25, "ambassadors_met": 8, "result": "success"},
-            "follow_ups": ["album photo"]})
+            "outcome": {"attendees": 25, "ambassadors_met": 8, "result": "success"}, "follow_ups": ["album photo"]})
+        closed_again = await client.post("/v1/events/amb-1/close", json={
+            "outcome": {"attendees": 25, "ambassadors_met": 8, "result": "success"}, "follow_ups": ["album photo"]})
         reopen = await client.post("/v1/events/amb-1/schedule", json={"actor": "marc", "starts_at": later})
         unknown = await client.post("/v1/events/nope/assign", json={"actor": "marc", "assignee": "Sam"})
         bad_result = await client.post("/v1/events", json={**body, "id": "amb-2", "outcome": {"result": "great"}})
@@ -236,11 +244,11 @@ async def test_visit_commands_over_http_validate_and_answer_clearly(
         impact = await client.get("/v1/events/amb-1/impact")
     assert created.status_code == 201 and created.json()["status"] == "scheduled"
     assert created.json()["organiser"] == "Équipe Lyon" and "actor" not in created.json()
-    assert retried.status_code == 200 and retried.json() == created.json()
+    assert retried.status_code == 200 and retried.json() == {**created.json(), "changed": False}
     assert no_result.status_code == 422 and no_result.json()["errors"][0]["field"] == "outcome.result"
-    assert no_actor.status_code == 422 and "actor" in no_actor.json()["detail"]
-    assert closed.status_code == 200 and closed.json()["status"] == "done"
-    assert reopen.status_code == 409 and "final" in reopen.json()["detail"]
+    assert closed.status_code == 200 and closed.json()["status"] == "done" and closed.json()["changed"] is True
+    assert closed_again.status_code == 200 and closed_again.json() == {**closed.json(), "changed": False}
+    assert reopen.status_code == 409 and "final" in reopen.json()["detail"] and reopen.json()["state"] == "done"
     assert unknown.status_code == 404
     assert bad_result.status_code == 422 and "outcome.result" in bad_result.json()["detail"]
     assert planned.json()["items"] == [] and [e["id"] for e in done.json()["items"]] == ["amb-1"]

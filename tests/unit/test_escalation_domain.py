@@ -16,8 +16,10 @@ from services.escalation.domain import (
     Incident,
     Refusal,
     Silence,
+    Step,
     Timer,
     TimerKind,
+    Unchanged,
     bucket_start,
     coalesce,
     evolve,
@@ -450,23 +452,28 @@ def test_inhibition(source_level, target_level, same_community, inhibited):
 
 
 @pytest.mark.parametrize(
-    ("state", "event", "allowed"),
+    ("state", "event", "outcome"),
     [
-        (IncidentState.open, IncidentEventType.acknowledged, True),
-        (IncidentState.open, IncidentEventType.resolved, True),
-        (IncidentState.acknowledged, IncidentEventType.resolved, True),
-        (IncidentState.acknowledged, IncidentEventType.acknowledged, False),  # already taken
-        (IncidentState.resolved, IncidentEventType.acknowledged, False),
-        (IncidentState.resolved, IncidentEventType.resolved, False),
+        (IncidentState.open, IncidentEventType.acknowledged, Step),
+        (IncidentState.open, IncidentEventType.resolved, Step),
+        (IncidentState.acknowledged, IncidentEventType.resolved, Step),
+        (IncidentState.acknowledged, IncidentEventType.acknowledged, Unchanged),  # a repeat: already taken
+        (IncidentState.resolved, IncidentEventType.resolved, Unchanged),  # a repeat: already closed
+        (IncidentState.resolved, IncidentEventType.acknowledged, Refusal),  # the state forbids it
     ],
 )
-def test_transition(state, event, allowed):
+def test_transition(state, event, outcome):
     inc, _ = escalated_incident()
-    out = ENGINE.transition(replace(inc, state=state), event, "claire", "on it", NOW)
-    assert isinstance(out, Refusal) is not allowed
-    if allowed:
+    before = replace(inc, state=state)
+    out = ENGINE.transition(before, event, "claire", "on it", NOW)
+    assert type(out) is outcome
+    if isinstance(out, Step):
         assert out.incident.state.value == {"acknowledged": "acknowledged", "resolved": "resolved"}[event.value]
         assert out.incident.step_fence == inc.step_fence + 1 and out.actor == "claire"
+    elif isinstance(out, Unchanged):
+        assert out.incident == before  # nothing moves: no fence, no timeline step
+    else:
+        assert out.reason.startswith("incident is resolved") and "only an open incident" in out.reason
 
 
 def test_a_flare_up_soon_after_resolution_reopens_the_same_incident():

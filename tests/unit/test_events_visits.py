@@ -230,3 +230,83 @@ def test_a_write_against_a_final_status_is_refused_with_a_clear_reason() -> None
     got = domain.merge(visit, visit.id, event_in(outcome={"result": "success"}), Origin.http, LATER)
     assert isinstance(got, Refusal) and got.kind is RefusalKind.conflict and got.field == "status"
     assert "cancelled" in got.reason
+
+
+# (case, stored status and start or None for a new event, what the command or write sets, refused?)
+# The clock reads NOW; the grace is five minutes.
+PAST_SCHEDULES: list[tuple[str, tuple[S, datetime] | None, Action, dict[str, Any], bool]] = [
+    # The bug: a visit could be scheduled for a day already gone.
+    ("schedule a requested visit for yesterday", (S.requested, ESCALATED), Action.schedule,
+     {"starts_at": NOW - timedelta(days=1)}, True),
+    # A time typed a few minutes late still means now.
+    ("within the grace", (S.requested, ESCALATED), Action.schedule, {"starts_at": NOW - timedelta(minutes=4)}, False),
+    ("just past the grace", (S.requested, ESCALATED), Action.schedule,
+     {"starts_at": NOW - timedelta(minutes=5, seconds=1)}, True),
+    # Moving a scheduled visit to the past is scheduling it in the past too.
+    ("move a scheduled visit back", (S.scheduled, VISIT_DAY), Action.schedule,
+     {"starts_at": NOW - timedelta(hours=2)}, True),
+    # A visit already scheduled for a date now gone keeps it when only who goes changes.
+    ("reassign a visit whose date passed", (S.scheduled, NOW - timedelta(days=1)), Action.schedule,
+     {"starts_at": NOW - timedelta(days=1), "assignee": "Sam"}, False),
+    ("assign only", (S.scheduled, NOW - timedelta(days=1)), Action.assign, {"assignee": "Sam"}, False),
+    # Reporting a visit that took place names its real (past) date: not a schedule.
+    ("close with a past start", (S.requested, ESCALATED), Action.complete,
+     {"starts_at": NOW - timedelta(days=1), "outcome": EventOutcome(result="resolved")}, False),
+]
+
+
+@pytest.mark.parametrize(("case", "before", "action", "changes", "refused"), PAST_SCHEDULES,
+                         ids=[c[0] for c in PAST_SCHEDULES])
+def test_a_visit_cannot_be_scheduled_in_the_past(
+    case: str, before: tuple[S, datetime], action: Action, changes: dict[str, Any], refused: bool
+) -> None:
+    stored = planned().model_copy(update={"status": before[0], "starts_at": before[1]})
+    got = domain.act(stored, stored.id, action, changes, "marc", NOW)
+    if refused:
+        assert isinstance(got, Refusal) and (got.kind, got.field) == (RefusalKind.invalid, "starts_at")
+        assert "in the past" in got.reason and "close" in got.reason
+    else:
+        assert isinstance(got, Merged) and got.change is Change.updated
+
+
+def test_a_repeated_schedule_answers_as_the_first_even_once_its_date_has_passed() -> None:
+    first = domain.act(planned(), "v1", Action.schedule, {"starts_at": NOW + timedelta(minutes=1)}, "marc", NOW)
+    assert isinstance(first, Merged)
+    again = domain.act(first.event, "v1", Action.schedule, {"starts_at": NOW + timedelta(minutes=1)}, "marc",
+                       NOW + timedelta(hours=1))
+    assert isinstance(again, Merged) and again.change is Change.unchanged
+
+
+def test_the_grace_is_the_caller_s_to_set() -> None:
+    got = domain.act(planned(), "v1", Action.schedule, {"starts_at": NOW - timedelta(minutes=30)}, "marc", NOW,
+                     grace=timedelta(hours=1))
+    assert isinstance(got, Merged)
+
+
+# (case, a new event written over HTTP (and the same on the topic), refused over HTTP?)
+HTTP_WRITES: list[tuple[str, EventIn, bool]] = [
+    # Stating "scheduled" for a past start is scheduling in the past, whichever route says it.
+    ("stated scheduled in the past", event_in(status="scheduled", starts_at=NOW - timedelta(days=2)), True),
+    # Without a status, a past start is an event logged after the fact (done): not refused.
+    ("logged after the fact", event_in(starts_at=NOW - timedelta(days=2)), False),
+    ("stated scheduled ahead", event_in(status="scheduled"), False),
+]
+
+
+@pytest.mark.parametrize(("case", "write", "refused"), HTTP_WRITES, ids=[c[0] for c in HTTP_WRITES])
+def test_a_write_over_http_cannot_schedule_in_the_past_but_a_topic_report_may(
+    case: str, write: EventIn, refused: bool
+) -> None:
+    http = domain.merge(None, "e1", write, Origin.http, NOW)
+    topic = domain.merge(None, "e1", write, Origin.topic, NOW)
+    assert isinstance(topic, Merged)
+    if refused:
+        assert isinstance(http, Refusal) and http.field == "starts_at"
+    else:
+        assert isinstance(http, Merged)
+
+
+def test_a_forbidden_move_names_the_status_the_event_is_in() -> None:
+    done = planned().model_copy(update={"status": S.done})
+    got = domain.act(done, done.id, Action.schedule, {"starts_at": VISIT_DAY}, "marc", NOW)
+    assert isinstance(got, Refusal) and got.kind is RefusalKind.conflict and got.status is S.done

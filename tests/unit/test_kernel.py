@@ -122,7 +122,7 @@ def test_driver_misuse_is_not_transient_but_a_lost_connection_is():
     assert is_transient(ConnectionRefusedError())
 
 
-def _app():
+def _app(**settings):
     from contextlib import asynccontextmanager
 
     from terrain.settings import TerrainSettings
@@ -134,8 +134,41 @@ def _app():
     async def lifespan(_app):
         yield
 
-    return health, build_http_app(service="unittest", settings=TerrainSettings(api_token=None), health=health,
-                                  lifespan=lifespan)
+    return health, build_http_app(service="unittest", settings=TerrainSettings(**{"api_token": None, **settings}),
+                                  health=health, lifespan=lifespan)
+
+
+async def test_with_a_metrics_port_the_api_has_no_metrics_route():
+    import httpx
+
+    _, app = _app(metrics_port=9464, api_token="t")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        assert (await client.get("/metrics")).status_code == 401  # no longer public: an unknown path
+        assert (await client.get("/metrics", headers={"Authorization": "Bearer t"})).status_code == 404
+        assert (await client.get("/readyz")).status_code == 503  # the probes stay public
+    _, app = _app(api_token="t")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        got = await client.get("/metrics")  # unset: where local runs and compose scrape it
+        assert got.status_code == 200 and "terrain_ready" in got.text
+
+
+def test_the_metrics_server_binds_the_host_and_stops():
+    import httpx
+
+    from terrain.devstack import free_port
+    from terrain.telemetry import MetricsServer
+
+    port = free_port()
+    server = MetricsServer.start("127.0.0.1", port)
+    try:
+        got = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert got.status_code == 200 and "terrain_consumer_messages_total" in got.text
+        with pytest.raises(OSError, match=f"TERRAIN_METRICS_PORT: cannot serve metrics on 127.0.0.1:{port}"):
+            MetricsServer.start("127.0.0.1", port)  # taken: one line naming the setting
+    finally:
+        server.stop()
+    with pytest.raises(httpx.ConnectError):  # stopped: nothing listens there any more
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
 
 
 async def test_docs_work_offline_from_the_installed_package():
@@ -155,7 +188,7 @@ async def test_docs_work_offline_from_the_installed_package():
             assert (await client.get(asset)).status_code == 200, asset
 
 
-async def test_readiness_names_its_process_and_exports_a_gauge():
+async def test_readiness_exports_a_gauge_and_only_liveness_names_the_process():
     import os
 
     import httpx
@@ -166,7 +199,10 @@ async def test_readiness_names_its_process_and_exports_a_gauge():
     health.set("database", False, "unreachable: OSError")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         got = await client.get("/readyz")
-        assert got.status_code == 503 and got.json()["pid"] == os.getpid()
+        # /readyz is public on a cluster: it says what is wrong, not which process answers.
+        assert got.status_code == 503 and "pid" not in got.json()
+        assert got.json()["checks"]["database"] == {"ok": False, "detail": "unreachable: OSError"}
+        assert (await client.get("/healthz")).json()["pid"] == os.getpid()  # what `terrain up` checks
         assert REGISTRY.get_sample_value("terrain_ready", {"service": "unittest"}) == 0
         health.set("database", True, "connected")
         assert (await client.get("/readyz")).status_code == 200
