@@ -73,6 +73,8 @@ def settings_classes() -> list[tuple[str, type[TerrainSettings]]]:
 def http_routes() -> list[tuple[str, str, str, str]]:
     """(service, route, who may call it, body limit): the public routes and the routes with a body limit of
     their own, read from each service's app as built with its settings' defaults (the environment aside)."""
+    from terrain.access.deps import route_permission
+    from terrain.access.model import allowed_roles
     from terrain.http import PUBLIC_ROUTES
 
     rows = [("all services", route, f"anyone: {why}", "") for route, why in PUBLIC_ROUTES.items()]
@@ -80,12 +82,19 @@ def http_routes() -> list[tuple[str, str, str, str]]:
     for svc in SERVICES:
         app = importlib.import_module(f"{svc.module}.app").build_app(classes[svc.name].model_construct())
         edge = app.state.http_edge
+        needs: dict[str, set[str]] = {}
+        for r in app.routes:
+            found = route_permission(r)
+            if found is not None:
+                needs.setdefault(str(r.path), set()).add(
+                    f"{', '.join(sorted(getattr(r, 'methods', ())))} {found.value} "
+                    f"({', '.join(role.value for role in allowed_roles(found))})")
         public = [r for r in edge.public if r not in PUBLIC_ROUTES]
-        routes = public + sorted(set(edge.max_body_bytes) - set(public))
+        routes = public + sorted((set(edge.max_body_bytes) | set(needs)) - set(public))
         for route in routes:
-            who = f"anyone: {edge.public[route]}" if route in edge.public else "bearer token"
+            who = f"anyone: {edge.public[route]}" if route in edge.public else "; ".join(sorted(needs.get(route, ())))
             limit = edge.max_body_bytes.get(route)
-            rows.append((svc.name, route, who, f"{limit:,} bytes" if limit else ""))
+            rows.append((svc.name, route, who or "a credential", f"{limit:,} bytes" if limit else ""))
     return rows
 
 
@@ -256,8 +265,9 @@ def render(root: Path) -> str:
         "",
         "## HTTP",
         "",
-        "Before a service reads a request's body it checks, from the headers: the bearer token",
-        "(`TERRAIN_API_TOKEN`; 401, except on the public routes below), that the body is JSON",
+        "Before a service reads a request's body it checks, from the headers: the caller's credential (an API",
+        "key, a session token, an OIDC access token or `TERRAIN_API_TOKEN`; 401, except on the public routes",
+        "below; 403 when the role lacks the route's permission), that the body is JSON",
         "(`Content-Type: application/json` or `application/*+json`, else 415), and its size (413 past the",
         "route's limit, by `Content-Length` or counted as a chunked body streams in). A refused body is",
         f"never read. Body limit: `TERRAIN_HTTP_MAX_BODY_BYTES` ({default_limit:,} bytes) unless listed here.",
