@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 from terrain import http
@@ -223,25 +222,6 @@ class MetricsServer:
 
 
 # --- HTTP -------------------------------------------------------------------------------------------
-
-_bearer = HTTPBearer(auto_error=False)
-
-
-def token_guard(settings: TerrainSettings) -> Callable[..., Any]:
-    """A FastAPI dependency that demands an identity: the edge middleware (terrain/http.py) found one from the
-    bearer credential before reading the body, or refused the request. This stays as a second line, and is what
-    marks a route as needing a bearer credential in the OpenAPI document. `settings` is kept for callers."""
-    del settings
-
-    async def require_token(request: Request,
-                            creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
-        from terrain.access.deps import caller
-
-        if caller(request) is None:
-            raise http.unauthorized()
-
-    return require_token
-
 
 DOCS_ASSETS = "/docs-assets"
 

@@ -8,14 +8,13 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import pydantic
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
-from fastapi.security import HTTPBearer
+from fastapi import Body, Depends, Query, Request, Response
 from pydantic import BaseModel, Field, model_validator
 
 from services.escalation.domain import Silence
 from services.escalation.handlers import Escalator, IllegalTransition, UnknownIncident, UnknownSilence
-from terrain import http, paging
-from terrain.access.deps import Agent, Moderator, Reader, out_of_scope
+from terrain import paging
+from terrain.access.deps import Agent, Moderator, Reader, api_router, out_of_scope
 from terrain.access.model import Identity, Permission
 from terrain.contracts import IncidentEventType, IncidentLevel, IncidentSnapshot, IncidentState
 from terrain.contracts.base import AwareDatetime, Identifier
@@ -27,9 +26,7 @@ INCIDENTS = "incidents"
 SILENCES = "silences"
 IGNORED = "Accepted for older clients and ignored: the caller's identity is recorded."
 
-# HTTPBearer only marks the routes as taking a bearer credential in the OpenAPI document: the HTTP edge and each
-# route's permission answer 401 / 403.
-router = APIRouter(route_class=http.JsonBodyRoute, dependencies=[Depends(HTTPBearer(auto_error=False))])
+router = api_router()
 
 
 def _escalator(request: Request) -> Escalator:

@@ -6,15 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.security import HTTPBearer
+from fastapi import Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.events.domain import CANCELLED, Change, Merged, Refusal, RefusalKind, StoredEvent
 from services.events.handlers import EventLog
 from services.events.visits import Action
 from terrain import http, paging
-from terrain.access.deps import Agent, Reader, out_of_scope
+from terrain.access.deps import Agent, Reader, api_router, out_of_scope
 from terrain.contracts import EventIn, EventOutcome
 from terrain.contracts.base import AwareDatetime, utc_text
 from terrain.contracts.events import EVENT_KINDS, PENDING, EventStatus
@@ -29,9 +28,7 @@ Note = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 IGNORED_ACTOR = ("Accepted for compatibility and ignored: the timeline names the caller's identity (the API key, "
                  "the signed-in person), never a name in the body.")
 
-# HTTPBearer only marks the routes as taking a bearer credential in the OpenAPI document: the HTTP edge and each
-# route's permission answer 401 / 403.
-router = APIRouter(route_class=http.JsonBodyRoute, dependencies=[Depends(HTTPBearer(auto_error=False))])
+router = api_router()
 
 
 def event_log(request: Request) -> EventLog:

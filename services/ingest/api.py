@@ -13,13 +13,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from fastapi.security import HTTPBearer
 
 from services.ingest import meta, metrics
 from services.ingest.domain import Incoming, Reason, Refusal
 from services.ingest.handlers import Ingestor
 from terrain import http
-from terrain.access.deps import Publisher, out_of_scope
+from terrain.access.deps import Publisher, api_router, out_of_scope
 from terrain.access.model import Scope
 
 
@@ -41,9 +40,7 @@ def ingest_api(request: Request) -> IngestApi:
 
 Api = Annotated[IngestApi, Depends(ingest_api)]
 
-# HTTPBearer only marks the routes as taking a bearer credential in the OpenAPI document: the HTTP edge and each
-# route's permission check it.
-router = APIRouter(route_class=http.JsonBodyRoute, dependencies=[Depends(HTTPBearer(auto_error=False))])
+router = api_router()
 webhooks = APIRouter(route_class=http.JsonBodyRoute)
 
 

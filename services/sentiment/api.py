@@ -13,9 +13,8 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
+from fastapi import Body, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from fastapi.security import HTTPBearer
 from pydantic import Field, TypeAdapter, ValidationError
 
 from services.sentiment import corrections, repository
@@ -23,7 +22,7 @@ from services.sentiment.charter import Flag
 from services.sentiment.handlers import Scoring
 from services.sentiment.scorers.base import ScoreInput
 from terrain import http
-from terrain.access.deps import Agent, Reader, out_of_scope
+from terrain.access.deps import Agent, Reader, api_router, out_of_scope
 from terrain.access.model import Identity
 from terrain.contracts import Sentiment
 from terrain.contracts.base import Contract
@@ -72,9 +71,7 @@ def sentiment_api(request: Request) -> SentimentApi:
 
 Api = Annotated[SentimentApi, Depends(sentiment_api)]
 
-# HTTPBearer only marks the routes as taking a bearer credential in the OpenAPI document: the HTTP edge and each
-# route's permission check it.
-router = APIRouter(route_class=http.JsonBodyRoute, dependencies=[Depends(HTTPBearer(auto_error=False))])
+router = api_router()
 
 
 @router.post("/v1/score", tags=["score"])

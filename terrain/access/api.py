@@ -55,7 +55,7 @@ def _scope_or_422(spec: str, settings: TerrainSettings, granter: Identity) -> An
 
 
 def _store_error(exc: store.AccessError, field: str = "name") -> HTTPRefusal:
-    return HTTPRefusal(409, str(exc)) if "already" in str(exc) else invalid_request(
+    return HTTPRefusal(409, str(exc)) if isinstance(exc, store.NameTaken) else invalid_request(
         [{"field": field, "message": str(exc)}])
 
 

@@ -7,6 +7,7 @@ secret is shown once, when the key is made or the session opened, and never stor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -26,7 +27,11 @@ MAX_NAME = 100
 
 
 class AccessError(ValueError):
-    """A request the store refuses, in one sentence (a taken name, an unknown key)."""
+    """A request the store refuses, in one sentence (a taken name, a short password)."""
+
+
+class NameTaken(AccessError):
+    """A live key or a user already has that name."""
 
 
 def _hash(secret: str) -> bytes:
@@ -119,7 +124,7 @@ async def create_key(pool: asyncpg.Pool, *, name: str, role: Role, scope: Scope,
                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
             token_id, name, role.value, scope.entries(), digest, created_by, expires_at)
     except asyncpg.UniqueViolationError:
-        raise AccessError(f"a live key is already named {name!r}: revoke it first or choose another name") from None
+        raise NameTaken(f"a live key is already named {name!r}: revoke it first or choose another name") from None
     assert row is not None
     return _key(row), token
 
@@ -171,7 +176,7 @@ async def add_user(pool: asyncpg.Pool, *, name: str, role: Role, scope: Scope, p
             """INSERT INTO terrain_access_users (name, role, scope, password_hash, created_by)
                VALUES ($1, $2, $3, $4, $5) RETURNING *""", name, role.value, scope.entries(), digest, created_by)
     except asyncpg.UniqueViolationError:
-        raise AccessError(f"a user is already named {name!r}") from None
+        raise NameTaken(f"a user is already named {name!r}") from None
     assert row is not None
     return _user(row)
 
@@ -202,7 +207,7 @@ async def sign_in(pool: asyncpg.Pool, name: str, password: str, *, now: datetime
     try:
         if row is None:
             # As long as a real check, so the answer's time does not say whether the name exists.
-            hasher.verify(_DUMMY_HASH(), password + "x")
+            hasher.verify(_dummy_hash(), password + "x")
             return None
         hasher.verify(row["password_hash"], password)
     except (VerificationError, InvalidHashError):
@@ -215,13 +220,10 @@ async def sign_in(pool: asyncpg.Pool, name: str, password: str, *, now: datetime
     return token, expires
 
 
-_dummy: list[str] = []
-
-
-def _DUMMY_HASH() -> str:
-    if not _dummy:
-        _dummy.append(_hasher().hash(secrets.token_urlsafe(16)))
-    return _dummy[0]
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to check a password against when the name is unknown (made once: hashing costs tens of ms)."""
+    return str(_hasher().hash(secrets.token_urlsafe(16)))
 
 
 async def end_session(pool: asyncpg.Pool, token_id: str) -> bool:

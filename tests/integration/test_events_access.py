@@ -24,6 +24,7 @@ from terrain.access import store
 from terrain.access.deps import route_permission
 from terrain.access.model import Permission, Role, Scope
 from terrain.topics import all_topic_names
+from tests.access_helpers import ACT, READ, tokens_for_every_role
 
 pytestmark = pytest.mark.integration
 
@@ -88,10 +89,7 @@ async def service(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Serv
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 svc = Service(app, client, app.state.runtime.pool)
-                for role in Role:
-                    _, svc.tokens[role] = await store.create_key(
-                        svc.pool, name=f"{role.value}-key", role=role, scope=Scope.parse(IN), created_by="test",
-                        expires_at=None)
+                svc.tokens.update(await tokens_for_every_role(svc.pool, IN))
                 yield svc
     finally:
         conn = await asyncpg.connect(database_url)
@@ -101,8 +99,6 @@ async def service(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Serv
 
 # --- every route × every role × in / out of scope ---------------------------------------------------------
 
-READ = {Role.viewer, Role.agent, Role.moderator, Role.admin, Role.service}
-ACT = {Role.agent, Role.moderator, Role.admin}
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.ingest.app import IngestSettings, build_app
-from terrain.access import store
 from terrain.access.deps import route_permission
 from terrain.access.model import Permission, Role, Scope
 from terrain.contracts import comment_id_for
+from tests.access_helpers import key_header
 from tests.conftest import running
 
 pytestmark = pytest.mark.integration
@@ -38,15 +38,6 @@ async def service(settings_kwargs: dict[str, Any], topic_overrides: dict[str, st
     app = build_app(IngestSettings(**settings_kwargs, meta_verify_token=VERIFY), topic_overrides=topic_overrides)
     async with running(app) as client:  # its default credential is the bootstrap token: admin, every community
         yield app, client
-
-
-async def key(pool: asyncpg.Pool, role: Role | None, scope: str) -> dict[str, str]:
-    """The Authorization header of a new key with this role and scope; an empty one for None."""
-    if role is None:
-        return {"Authorization": ""}  # overrides the client's bootstrap token: no credential
-    _, token = await store.create_key(pool, name=f"{role.value}-{uuid.uuid4().hex[:8]}", role=role,
-                                      scope=Scope.parse(scope), created_by="test", expires_at=None)
-    return {"Authorization": f"Bearer {token}"}
 
 
 def comment(external_id: str, community: str) -> dict[str, Any]:
@@ -80,7 +71,7 @@ async def test_every_route_for_every_role_in_and_out_of_scope(service: tuple[Fas
             wrong.append(f"{what}: {got.status_code} {got.text[:160]!r}, expected {status} {why!r}")
 
     for role in ROLES:
-        auth = await key(pool, role, "resto-*")  # holds IN, not OUT
+        auth = await key_header(pool, role, "resto-*")  # holds IN, not OUT
         name = role.value if role else "none"
         cases = [  # (what, the request's comments, in scope)
             ("in scope", [comment(f"{name}-in", IN)], True),
@@ -127,7 +118,8 @@ async def test_a_request_is_stored_only_when_every_comment_is_in_scope(
     local = [f"{run}-{c}" for c in communities]
     scope = Scope.parse([e if e == "*" else f"{run}-{e}" for e in entries])
     body = [comment(f"{run}-{i}", c) for i, c in enumerate(local)]
-    posted = await client.post("/v1/comments", json=body, headers=await key(app.state.runtime.pool, role, str(scope)))
+    auth = await key_header(app.state.runtime.pool, role, str(scope))
+    posted = await client.post("/v1/comments", json=body, headers=auth)
     kept = await stored(app.state.runtime.pool, [c["external_id"] for c in body])
     outside = [c for c in local if not scope.allows(c)]
     if outside:

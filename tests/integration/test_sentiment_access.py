@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -19,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.sentiment.app import SentimentSettings, build_app
-from terrain.access import store
 from terrain.access.deps import route_permission
 from terrain.access.model import Permission, Role, Scope
+from tests.access_helpers import key_header
 from tests.conftest import running
 
 pytestmark = pytest.mark.integration
@@ -37,15 +36,6 @@ async def service(settings_kwargs: dict[str, Any], topic_overrides: dict[str, st
     app = build_app(SentimentSettings(**settings_kwargs), topic_overrides=topic_overrides)
     async with running(app) as client:  # its default credential is the bootstrap token: admin, every community
         yield app, client
-
-
-async def key(pool: asyncpg.Pool, role: Role | None, scope: str) -> dict[str, str]:
-    """The Authorization header of a new key with this role and scope; no header for None."""
-    if role is None:
-        return {"Authorization": ""}  # overrides the client's bootstrap token: no credential
-    _, token = await store.create_key(pool, name=f"{role.value}-{uuid.uuid4().hex[:8]}", role=role,
-                                      scope=Scope.parse(scope), created_by="test", expires_at=None)
-    return {"Authorization": f"Bearer {token}"}
 
 
 def correction(community: str | None, text: str, comment: str | None = None) -> dict[str, Any]:
@@ -85,7 +75,7 @@ async def test_every_route_for_every_role_in_and_out_of_scope(service: tuple[Fas
             wrong.append(f"{what}: {got.status_code} {got.text[:160]!r}, expected {status} {why!r}")
 
     for role in ROLES:
-        auth = await key(pool, role, IN)  # every key here holds IN and not OUT
+        auth = await key_header(pool, role, IN)  # every key here holds IN and not OUT
         name = role.value if role else "no credential"
         denied = 401 if role is None else None
 
@@ -128,7 +118,7 @@ async def test_every_route_for_every_role_in_and_out_of_scope(service: tuple[Fas
 async def test_a_scoped_correction_names_its_community_and_never_replaces_another_communitys(
         service: tuple[FastAPI, httpx.AsyncClient]) -> None:
     app, client = service
-    agent = await key(app.state.runtime.pool, Role.agent, "resto-*")
+    agent = await key_header(app.state.runtime.pool, Role.agent, "resto-*")
     # The bootstrap admin (every community) corrects comment c-9 of bistro-paris.
     theirs = await client.post("/v1/corrections", json=correction(OUT, "Très bon accueil", "c-9"))
     assert theirs.status_code == 201
@@ -174,7 +164,7 @@ async def test_no_list_or_export_holds_a_correction_outside_the_scope(
     for i, community in enumerate(local):
         made = await client.post("/v1/corrections", json=correction(community, f"{community} #{i}", f"{run}-{i}"))
         assert made.status_code == 201, made.text
-    auth = await key(app.state.runtime.pool, role, str(scope))
+    auth = await key_header(app.state.runtime.pool, role, str(scope))
     listed = (await client.get("/v1/corrections", params={"limit": 500}, headers=auth)).json()["items"]
     exported = [json.loads(line)["text"] for line in
                 (await client.get("/v1/corrections/export", headers=auth)).text.splitlines()]

